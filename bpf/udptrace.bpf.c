@@ -1,0 +1,472 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * udptrace socket events, tracepoint/cgroup backend.
+ *
+ * Sends and receives come from the sock_send_length / sock_recv_length
+ * tracepoints, which fire once per datagram after the protocol's sendmsg or
+ * recvmsg returns. They give the socket but not the peer of an unconnected
+ * send or receive: the cgroup sock_addr hooks, which run earlier in the same
+ * thread with that address, leave it in `peer_by_tid` for them. Connects are
+ * seen by the connect4/6 hooks (before the kernel binds and routes) and
+ * completed at the syscall's exit, when the socket holds its final addresses
+ * and the result is known. Closes come from cgroup/sock_release.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "udptrace.h"
+
+#define EAGAIN 11
+#define MSG_PEEK 2
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Filters, written into .rodata before load; unset ones are pruned by the verifier. */
+const volatile __u32 filter_pid = 0;
+const volatile bool filter_comm_on = false;
+const volatile char filter_comm[TASK_COMM_LEN] = {};
+const volatile __u8 filter_family = 0; /* AF_INET, AF_INET6 or 0 */
+const volatile __u16 filter_port = 0; /* either side */
+const volatile bool filter_addr_on = false;
+const volatile __u8 filter_addr[16] = {}; /* IPv4 as IPv4-mapped */
+const volatile __u8 filter_addr_mask[16] = {};
+const volatile __u8 event_kinds = 0xff; /* bit (1 << kind) */
+const volatile bool emit_eagain = false;
+/* Pending bytes in the ring buffer that make the producer wake the consumer. */
+const volatile __u64 wakeup_bytes = 64 * 1024;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024); /* resized from user space */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDP_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Per-socket counters, keyed by socket cookie; deleted on close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sock_counters);
+} counters SEC(".maps");
+
+/* The address a sock_addr hook saw, waiting for the tracepoint in the same thread. */
+struct peer {
+	__u64 cookie;
+	__u8 addr[16];
+	__u16 port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct peer);
+} peer_by_tid SEC(".maps");
+
+/* A connect() seen by the connect4/6 hook, completed at the syscall's exit. */
+struct pending_connect {
+	struct peer peer; /* what the caller asked for */
+	__u64 sk; /* struct sock *, read at exit */
+	__u8 family;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tid */
+	__type(value, struct pending_connect);
+} connect_by_tid SEC(".maps");
+
+/* Lets sys_exit return at once while no connect() is pending anywhere. */
+__u64 connects_pending = 0;
+
+struct sock_addrs {
+	__u8 family;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+};
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void v4_mapped(__u8 dst[16], __be32 v4)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &v4, 4);
+}
+
+static __always_inline bool addr_in_filter(const __u8 addr[16])
+{
+	for (int i = 0; i < 16; i++)
+		if ((addr[i] & filter_addr_mask[i]) != filter_addr[i])
+			return false;
+	return true;
+}
+
+static __always_inline bool comm_matches(const char comm[TASK_COMM_LEN])
+{
+	for (int i = 0; i < TASK_COMM_LEN; i++) {
+		if (comm[i] != filter_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
+/* Filters that depend only on the current task. */
+static __always_inline bool task_wanted(__u64 pid_tgid)
+{
+	if (filter_pid && (pid_tgid >> 32) != filter_pid)
+		return false;
+	if (filter_comm_on) {
+		char comm[TASK_COMM_LEN];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (!comm_matches(comm))
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool addrs_wanted(const struct sock_addrs *a)
+{
+	if (filter_family && a->family != filter_family)
+		return false;
+	if (filter_port && a->lport != filter_port && a->rport != filter_port)
+		return false;
+	if (filter_addr_on && !addr_in_filter(a->laddr) && !addr_in_filter(a->raddr))
+		return false;
+	return true;
+}
+
+static __always_inline bool kind_wanted(__u8 kind)
+{
+	return event_kinds & (1 << kind);
+}
+
+/* Addresses of a socket as it stands; the remote is unset for unconnected sockets. */
+static __always_inline void read_sock_addrs(struct sock *sk, struct sock_addrs *a)
+{
+	a->family = sk->__sk_common.skc_family;
+	a->lport = sk->__sk_common.skc_num;
+	a->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (a->family == AF_INET6) {
+		__builtin_memcpy(a->laddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(a->raddr, &sk->__sk_common.skc_v6_daddr, 16);
+	} else {
+		v4_mapped(a->laddr, sk->__sk_common.skc_rcv_saddr);
+		v4_mapped(a->raddr, sk->__sk_common.skc_daddr);
+	}
+}
+
+/* Same, through bpf_probe_read for a socket pointer the verifier does not know. */
+static __always_inline void probe_sock_addrs(struct sock *sk, struct sock_addrs *a)
+{
+	__be32 v4;
+
+	a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	a->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	a->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (a->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&a->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&a->raddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		v4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		v4_mapped(a->laddr, v4);
+		v4 = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		v4_mapped(a->raddr, v4);
+	}
+}
+
+/*
+ * The verifier lets each hook read only its own family's address fields:
+ * user_ip4 in the *4 hooks (also on IPv6 sockets talking to IPv4-mapped
+ * peers), user_ip6 in the *6 hooks.
+ */
+static __always_inline void addr_from_sock_addr(struct bpf_sock_addr *ctx, bool v6, struct peer *p)
+{
+	if (v6) {
+		__u32 *dst = (__u32 *)p->addr;
+
+		dst[0] = ctx->user_ip6[0];
+		dst[1] = ctx->user_ip6[1];
+		dst[2] = ctx->user_ip6[2];
+		dst[3] = ctx->user_ip6[3];
+	} else {
+		v4_mapped(p->addr, ctx->user_ip4);
+	}
+	p->port = bpf_ntohs(ctx->user_port);
+}
+
+/* Adds one datagram to a socket's counters and returns them. */
+static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s32 bytes)
+{
+	struct sock_counters zero = {}, *c;
+
+	c = bpf_map_lookup_elem(&counters, &cookie);
+	if (!c) {
+		/* NOEXIST: another CPU may have created it since the lookup. */
+		bpf_map_update_elem(&counters, &cookie, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&counters, &cookie);
+		if (!c) {
+			stat_inc(UDP_STAT_COUNTERS_FULL);
+			return zero;
+		}
+	}
+	if (bytes >= 0) {
+		if (kind == UDP_EVENT_SEND) {
+			__sync_fetch_and_add(&c->tx_bytes, bytes);
+			__sync_fetch_and_add(&c->tx_packets, 1);
+		} else if (kind == UDP_EVENT_RECV) {
+			__sync_fetch_and_add(&c->rx_bytes, bytes);
+			__sync_fetch_and_add(&c->rx_packets, 1);
+		}
+	}
+	return *c;
+}
+
+static __always_inline struct sock_counters counters_of(__u64 cookie)
+{
+	struct sock_counters zero = {}, *c = bpf_map_lookup_elem(&counters, &cookie);
+
+	return c ? *c : zero;
+}
+
+static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addrs *a,
+				 const struct sock_counters *cnt, __s32 ret, __u64 pid_tgid)
+{
+	struct udp_event *e;
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(UDP_STAT_LOST);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->sock_cookie = cookie;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->counters = *cnt;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->ret = ret;
+	__builtin_memcpy(e->laddr, a->laddr, 16);
+	__builtin_memcpy(e->raddr, a->raddr, 16);
+	e->lport = a->lport;
+	e->rport = a->rport;
+	e->kind = kind;
+	e->family = a->family;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* Batch wake-ups: the consumer also drains on a short timer. */
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+static __always_inline bool is_udp(struct sock *sk)
+{
+	__u16 family;
+
+	if (sk->sk_protocol != IPPROTO_UDP)
+		return false;
+	family = sk->__sk_common.skc_family;
+	return family == AF_INET || family == AF_INET6;
+}
+
+/* A send or receive has returned on a UDP socket. */
+static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct sock_counters cnt;
+	struct sock_addrs a;
+	struct peer *peer;
+	__u64 cookie;
+
+	cookie = bpf_get_socket_cookie(sk);
+	read_sock_addrs(sk, &a);
+	/* An address given by the caller (sendto) or returned to it (recvfrom). */
+	peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
+	if (peer) {
+		if (peer->cookie == cookie) {
+			__builtin_memcpy(a.raddr, peer->addr, 16);
+			a.rport = peer->port;
+		}
+		bpf_map_delete_elem(&peer_by_tid, &tid);
+	}
+	cnt = account(cookie, kind, ret);
+	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
+		return 0;
+	emit(kind, cookie, &a, &cnt, ret, pid_tgid);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
+{
+	if (!is_udp(sk))
+		return 0;
+	return on_datagram(sk, ret, UDP_EVENT_SEND);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
+{
+	if (!is_udp(sk))
+		return 0;
+	if (flags & MSG_PEEK) {
+		stat_inc(UDP_STAT_RECV_PEEK);
+		return 0;
+	}
+	if (ret == -EAGAIN && !emit_eagain) {
+		stat_inc(UDP_STAT_RECV_EAGAIN);
+		return 0;
+	}
+	return on_datagram(sk, ret, UDP_EVENT_RECV);
+}
+
+static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct peer p = {};
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	p.cookie = bpf_get_socket_cookie(ctx);
+	addr_from_sock_addr(ctx, v6, &p);
+	bpf_map_update_elem(&peer_by_tid, &tid, &p, BPF_ANY);
+	return 1; /* never interfere with the call */
+}
+
+SEC("cgroup/sendmsg4")
+int sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return remember_peer(ctx, false);
+}
+
+SEC("cgroup/sendmsg6")
+int sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return remember_peer(ctx, true);
+}
+
+SEC("cgroup/recvmsg4")
+int recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return remember_peer(ctx, false);
+}
+
+SEC("cgroup/recvmsg6")
+int recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return remember_peer(ctx, true);
+}
+
+static __always_inline int remember_connect(struct bpf_sock_addr *ctx, bool v6)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_connect pc = {};
+	struct bpf_sock *sk = ctx->sk;
+
+	if (ctx->protocol != IPPROTO_UDP || !sk)
+		return 1;
+	pc.peer.cookie = bpf_get_socket_cookie(ctx);
+	addr_from_sock_addr(ctx, v6, &pc.peer);
+	pc.sk = (__u64)sk;
+	pc.family = ctx->family;
+	if (bpf_map_update_elem(&connect_by_tid, &tid, &pc, BPF_ANY) == 0)
+		__sync_fetch_and_add(&connects_pending, 1);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int connect4(struct bpf_sock_addr *ctx)
+{
+	return remember_connect(ctx, false);
+}
+
+SEC("cgroup/connect6")
+int connect6(struct bpf_sock_addr *ctx)
+{
+	return remember_connect(ctx, true);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	__u64 pid_tgid;
+	struct pending_connect *pc;
+	struct sock_counters cnt;
+	struct sock_addrs a;
+	__u32 tid;
+
+	if (!connects_pending)
+		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	tid = (__u32)pid_tgid;
+	pc = bpf_map_lookup_elem(&connect_by_tid, &tid);
+	if (!pc)
+		return 0;
+	__sync_fetch_and_add(&connects_pending, -1);
+	probe_sock_addrs((struct sock *)pc->sk, &a);
+	if (ret < 0) {
+		/* Not connected: report what was asked for. */
+		__builtin_memcpy(a.raddr, pc->peer.addr, 16);
+		a.rport = pc->peer.port;
+	}
+	cnt = counters_of(pc->peer.cookie);
+	if (kind_wanted(UDP_EVENT_CONNECT) && task_wanted(pid_tgid) && addrs_wanted(&a))
+		emit(UDP_EVENT_CONNECT, pc->peer.cookie, &a, &cnt, ret, pid_tgid);
+	bpf_map_delete_elem(&connect_by_tid, &tid);
+	return 0;
+}
+
+/*
+ * The release hook's context may not read the socket's addresses, but it is
+ * the struct sock itself, so read them as the connect completion does.
+ */
+SEC("cgroup/sock_release")
+int sock_release(struct bpf_sock *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sock_counters cnt;
+	struct sock_addrs a;
+	__u64 cookie;
+
+	if (ctx->protocol != IPPROTO_UDP || (ctx->family != AF_INET && ctx->family != AF_INET6))
+		return 1;
+	probe_sock_addrs((struct sock *)ctx, &a);
+	cookie = bpf_get_socket_cookie(ctx);
+	cnt = counters_of(cookie);
+	bpf_map_delete_elem(&counters, &cookie);
+	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
+		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, pid_tgid);
+	return 1;
+}
+
+/* Not used by the programs: keep the wire types in BTF so the skeleton generates them. */
+struct udp_event udp_event_layout;
+enum udp_event_kind udp_event_kind_layout;
+enum udp_stat udp_stat_layout;

@@ -1,0 +1,51 @@
+//! `udptrace`: trace every UDP send, receive, connect and close on this host.
+
+mod output;
+mod trace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "udptrace",
+    version,
+    about = "Trace every UDP send, receive, connect and close on this host, with eBPF",
+    long_about = "Trace every UDP send, receive, connect and close on this host, with eBPF.\n\n\
+        Without a subcommand, `udptrace` runs `trace`. Needs root, or CAP_BPF, CAP_PERFMON \
+        and CAP_NET_ADMIN.",
+    after_help = "Examples:\n  \
+        udptrace                          # every UDP socket event, one line each\n  \
+        udptrace --port 53 --json         # DNS traffic as NDJSON\n  \
+        udptrace -p 1234 -d 10            # one process, for ten seconds\n  \
+        udptrace --addr 10.0.0.0/8 -4     # IPv4 sockets talking to 10/8",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    trace: trace::TraceArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print one line per UDP socket event (the default)
+    Trace(trace::TraceArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Trace(args)) => trace::run(args),
+        None => trace::run(cli.trace),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udptrace: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Compiles the BPF programs with clang and generates their libbpf-rs skeleton.
+
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const BPF_DIR: &str = "../bpf";
+const SRC: &str = "../bpf/udptrace.bpf.c";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    let clang = env::var_os("UDPTRACE_CLANG").unwrap_or_else(|| "clang".into());
+    if let Err(err) = SkeletonBuilder::new()
+        .source(SRC)
+        .clang(&clang)
+        .clang_args(["-I", BPF_DIR, "-Wall", "-Werror"])
+        .build_and_generate(out.join("udptrace.skel.rs"))
+    {
+        // One readable paragraph instead of a build-script backtrace.
+        eprintln!("error: building the BPF programs failed (is clang installed?):\n{err:#}");
+        std::process::exit(1);
+    }
+    for f in ["udptrace.bpf.c", "udptrace.h", "vmlinux.h"] {
+        println!("cargo:rerun-if-changed={BPF_DIR}/{f}");
+    }
+    println!("cargo:rerun-if-env-changed=UDPTRACE_CLANG");
+}

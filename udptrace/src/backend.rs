@@ -1,0 +1,139 @@
+//! Probe backends: which kernel hooks produce the socket events.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::skel::Skel;
+use libbpf_rs::Link;
+
+use crate::bpf::UdptraceSkel;
+use crate::Error;
+
+/// A set of kernel hooks that produces udptrace's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `tp_btf/sock_send_length` and `sock_recv_length` (Linux 6.3+), the cgroup
+    /// sock_addr hooks for peers and connects, and `cgroup/sock_release`.
+    Tracepoint,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Why this backend cannot run on the running kernel, if it cannot.
+    pub fn unavailable_reason(self) -> Option<String> {
+        match self {
+            Backend::Tracepoint => ["sock_send_length", "sock_recv_length"]
+                .into_iter()
+                .find(|tp| !has_btf_tracepoint(tp))
+                .map(|tp| format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")),
+        }
+    }
+
+    /// The first backend, in order of preference, that this kernel can run.
+    pub fn detect() -> Result<Backend, Error> {
+        let backend = Backend::Tracepoint;
+        match backend.unavailable_reason() {
+            None => Ok(backend),
+            Some(reason) => Err(Error::BackendUnavailable {
+                backend: backend.name(),
+                reason,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tracepoint" => Ok(Backend::Tracepoint),
+            _ => Err(format!("unknown backend '{s}' (expected tracepoint)")),
+        }
+    }
+}
+
+/// Whether the kernel's BTF describes a tracepoint that tp_btf programs can attach to.
+fn has_btf_tracepoint(name: &str) -> bool {
+    let Ok(name) = CString::new(format!("btf_trace_{name}")) else {
+        return false;
+    };
+    let btf = vmlinux_btf();
+    if btf.is_null() {
+        return false;
+    }
+    // SAFETY: a valid BTF object and a NUL-terminated name.
+    let id = unsafe {
+        libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), libbpf_sys::BTF_KIND_TYPEDEF)
+    };
+    id > 0
+}
+
+/// The kernel's BTF, parsed once for the life of the process.
+fn vmlinux_btf() -> *const libbpf_sys::btf {
+    use std::sync::OnceLock;
+    struct BtfPtr(*mut libbpf_sys::btf);
+    // SAFETY: the parsed BTF is never modified or freed after creation.
+    unsafe impl Send for BtfPtr {}
+    unsafe impl Sync for BtfPtr {}
+    static BTF: OnceLock<BtfPtr> = OnceLock::new();
+    // SAFETY: plain libbpf call; it returns NULL on failure, which callers check.
+    BTF.get_or_init(|| BtfPtr(unsafe { libbpf_sys::btf__load_vmlinux_btf() }))
+        .0
+        .cast_const()
+}
+
+/// Programs, by section prefix, that each backend loads.
+pub(crate) fn wants_program(backend: Backend, section: &str) -> bool {
+    match backend {
+        Backend::Tracepoint => section.starts_with("tp_btf/") || section.starts_with("cgroup/"),
+    }
+}
+
+/// One attached probe: its name (`tp_btf/sock_send_length`, `cgroup/connect4`)
+/// and the link that keeps it attached. Dropping the link detaches it.
+pub(crate) struct Probe {
+    pub name: String,
+    pub _link: Link,
+}
+
+/// Attaches every loaded program: tracing ones where their section says,
+/// cgroup ones to the root of the cgroup v2 hierarchy so they see every socket.
+pub(crate) fn attach(skel: &UdptraceSkel<'_>, cgroup_root: &Path) -> Result<Vec<Probe>, Error> {
+    let cgroup = File::open(cgroup_root)
+        .map_err(|e| Error::System(format!("cannot open cgroup {}: {e}", cgroup_root.display())))?;
+    let mut probes = Vec::new();
+    for prog in skel.object().progs_mut() {
+        if !prog.autoload() {
+            continue;
+        }
+        let section = prog.section().to_string_lossy().into_owned();
+        let link = if section.starts_with("cgroup/") {
+            prog.attach_cgroup(cgroup.as_raw_fd())
+        } else {
+            prog.attach()
+        }
+        .map_err(Error::bpf(format!("attaching {section}")))?;
+        probes.push(Probe {
+            name: section,
+            _link: link,
+        });
+    }
+    Ok(probes)
+}

@@ -1,0 +1,368 @@
+//! Typed socket events, decoded from the BPF records.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::bpf::types::{udp_event, udp_event_kind};
+use crate::errno::errno_text;
+
+/// What happened on the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// A datagram was sent (or a send failed).
+    Send,
+    /// A datagram was received (or a receive failed).
+    Recv,
+    /// The socket was connected to a remote address (or the connect failed).
+    Connect,
+    /// The socket was released; it carries the final counters.
+    Close,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [Self::Send, Self::Recv, Self::Connect, Self::Close];
+
+    /// The name used in text and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Recv => "recv",
+            Self::Connect => "connect",
+            Self::Close => "close",
+        }
+    }
+
+    /// The value of `enum udp_event_kind` in bpf/udptrace.h.
+    pub(crate) fn wire(self) -> u8 {
+        let kind = match self {
+            Self::Send => udp_event_kind::UDP_EVENT_SEND,
+            Self::Recv => udp_event_kind::UDP_EVENT_RECV,
+            Self::Connect => udp_event_kind::UDP_EVENT_CONNECT,
+            Self::Close => udp_event_kind::UDP_EVENT_CLOSE,
+        };
+        kind.0 as u8
+    }
+
+    fn from_wire(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.wire() == v)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!("unknown event kind '{s}' (expected send, recv, connect or close)")
+            })
+    }
+}
+
+/// Address family of the socket (not of the peer: an IPv6 socket can talk to
+/// IPv4 peers through IPv4-mapped addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// 4 or 6.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::V4 => 4,
+            Self::V6 => 6,
+        }
+    }
+
+    pub(crate) fn af(self) -> u8 {
+        match self {
+            Self::V4 => libc::AF_INET as u8,
+            Self::V6 => libc::AF_INET6 as u8,
+        }
+    }
+}
+
+/// Cumulative traffic of one socket since tracing started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockCounters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// A task name as the kernel keeps it: at most 15 bytes, NUL-padded.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    pub fn as_bytes(&self) -> &[u8] {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        &self.0[..len]
+    }
+
+    /// The raw 16 bytes, NUL-terminated unless the name fills them.
+    pub fn raw(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    pub fn to_string_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string_lossy())
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.to_string_lossy())
+    }
+}
+
+/// One UDP socket event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Wall-clock time, ns since the Unix epoch.
+    pub ts_ns: u64,
+    pub kind: EventKind,
+    /// Process (thread group) id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    /// Name of the thread that made the call.
+    pub comm: Comm,
+    /// cgroup v2 id of the task.
+    pub cgroup: u64,
+    /// The kernel's socket cookie: a unique id of the socket.
+    pub sock: u64,
+    pub family: Family,
+    pub local: SocketAddr,
+    /// The peer; unspecified (`0.0.0.0:0` / `[::]:0`) when the kernel does not
+    /// say it, e.g. `recv()` without an address on an unconnected socket.
+    pub remote: SocketAddr,
+    /// Bytes of this datagram (send/recv), 0 (connect/close), or `-errno`.
+    pub ret: i32,
+    /// The socket's counters, including this event.
+    pub counters: SockCounters,
+}
+
+impl Event {
+    /// Bytes sent or received, for a send or receive that succeeded.
+    pub fn bytes(&self) -> Option<u32> {
+        match self.kind {
+            EventKind::Send | EventKind::Recv if self.ret >= 0 => Some(self.ret as u32),
+            _ => None,
+        }
+    }
+
+    /// The positive errno of a failed call.
+    pub fn errno(&self) -> Option<i32> {
+        (self.ret < 0).then_some(-self.ret)
+    }
+
+    /// The errno name of a failed call, e.g. `ECONNREFUSED`.
+    pub fn error(&self) -> Option<String> {
+        self.errno().map(errno_text)
+    }
+
+    /// Decodes one ring-buffer record; `mono_to_wall_ns` converts the kernel's
+    /// monotonic timestamp.
+    pub(crate) fn decode(data: &[u8], mono_to_wall_ns: i64) -> Option<Event> {
+        let raw: &udp_event = plain::from_bytes(data).ok()?;
+        let family = match i32::from(raw.family) {
+            libc::AF_INET => Family::V4,
+            libc::AF_INET6 => Family::V6,
+            _ => return None,
+        };
+        Some(Event {
+            ts_ns: raw.ts_ns.saturating_add_signed(mono_to_wall_ns),
+            kind: EventKind::from_wire(raw.kind)?,
+            pid: raw.pid,
+            tid: raw.tid,
+            uid: raw.uid,
+            comm: Comm(raw.comm.map(|c| c as u8)),
+            cgroup: raw.cgroup_id,
+            sock: raw.sock_cookie,
+            family,
+            local: SocketAddr::new(ip_of(family, raw.laddr), raw.lport),
+            remote: SocketAddr::new(ip_of(family, raw.raddr), raw.rport),
+            ret: raw.ret,
+            counters: SockCounters {
+                rx_bytes: raw.counters.rx_bytes,
+                tx_bytes: raw.counters.tx_bytes,
+                rx_packets: raw.counters.rx_packets,
+                tx_packets: raw.counters.tx_packets,
+            },
+        })
+    }
+}
+
+// SAFETY: udp_event is a C struct of integers and byte arrays: any bytes are a valid value.
+unsafe impl plain::Plain for udp_event {}
+
+/// The kernel side carries IPv4 as IPv4-mapped IPv6; an IPv4 socket shows plain IPv4.
+fn ip_of(family: Family, addr: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(addr);
+    match family {
+        Family::V4 => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        Family::V6 => IpAddr::V6(v6),
+    }
+}
+
+/// The NDJSON schema: keys are stable once shipped.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("ts", &self.ts_ns)?;
+        m.serialize_entry("event", self.kind.name())?;
+        m.serialize_entry("pid", &self.pid)?;
+        m.serialize_entry("tid", &self.tid)?;
+        m.serialize_entry("uid", &self.uid)?;
+        m.serialize_entry("comm", &self.comm.to_string_lossy())?;
+        m.serialize_entry("cgroup", &self.cgroup)?;
+        m.serialize_entry("sock", &self.sock)?;
+        m.serialize_entry("family", &self.family.number())?;
+        m.serialize_entry("laddr", &self.local.ip())?;
+        m.serialize_entry("lport", &self.local.port())?;
+        m.serialize_entry("raddr", &self.remote.ip())?;
+        m.serialize_entry("rport", &self.remote.port())?;
+        m.serialize_entry("bytes", &self.bytes())?;
+        m.serialize_entry("rx_bytes", &self.counters.rx_bytes)?;
+        m.serialize_entry("tx_bytes", &self.counters.tx_bytes)?;
+        m.serialize_entry("rx_packets", &self.counters.rx_packets)?;
+        m.serialize_entry("tx_packets", &self.counters.tx_packets)?;
+        if let Some(err) = self.error() {
+            m.serialize_entry("error", &err)?;
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u8, family: u16, ret: i32) -> udp_event {
+        let mut e = udp_event {
+            ts_ns: 1_000,
+            sock_cookie: 42,
+            cgroup_id: 7,
+            pid: 100,
+            tid: 101,
+            uid: 0,
+            ret,
+            lport: 5000,
+            rport: 53,
+            kind,
+            family: family as u8,
+            ..Default::default()
+        };
+        e.counters.tx_bytes = 10;
+        e.counters.tx_packets = 1;
+        e.laddr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        e.raddr[10..].copy_from_slice(&[0xff, 0xff, 10, 1, 2, 3]);
+        e.comm[..3].copy_from_slice(&[b'd' as _, b'i' as _, b'g' as _]);
+        e
+    }
+
+    fn bytes_of(e: &udp_event) -> &[u8] {
+        // SAFETY: reading a plain C struct as bytes.
+        unsafe { plain::as_bytes(e) }
+    }
+
+    #[test]
+    fn decodes_ipv4_send() {
+        let raw = record(1, libc::AF_INET as u16, 10);
+        let ev = Event::decode(bytes_of(&raw), 5_000).unwrap();
+        assert_eq!(ev.kind, EventKind::Send);
+        assert_eq!(ev.ts_ns, 6_000);
+        assert_eq!(ev.local, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(ev.remote, "10.1.2.3:53".parse().unwrap());
+        assert_eq!(ev.comm.to_string(), "dig");
+        assert_eq!(ev.bytes(), Some(10));
+        assert_eq!(ev.error(), None);
+        assert_eq!(ev.counters.tx_packets, 1);
+    }
+
+    #[test]
+    fn ipv6_socket_keeps_mapped_addresses() {
+        let raw = record(2, libc::AF_INET6 as u16, 0);
+        let ev = Event::decode(bytes_of(&raw), 0).unwrap();
+        assert_eq!(ev.family, Family::V6);
+        assert_eq!(ev.local.to_string(), "[::ffff:127.0.0.1]:5000");
+        assert_eq!(ev.bytes(), Some(0), "a 0-byte datagram is a receive");
+    }
+
+    #[test]
+    fn failed_call_carries_errno_name_not_bytes() {
+        let raw = record(1, libc::AF_INET as u16, -111);
+        let ev = Event::decode(bytes_of(&raw), 0).unwrap();
+        assert_eq!(ev.bytes(), None);
+        assert_eq!(ev.error().as_deref(), Some("ECONNREFUSED"));
+        let json = serde_json::to_value(ev).unwrap();
+        assert_eq!(json["error"], "ECONNREFUSED");
+        assert!(json["bytes"].is_null());
+    }
+
+    #[test]
+    fn rejects_short_or_unknown_records() {
+        let raw = record(9, libc::AF_INET as u16, 0);
+        assert!(Event::decode(bytes_of(&raw), 0).is_none());
+        let raw = record(1, 1, 0);
+        assert!(Event::decode(bytes_of(&raw), 0).is_none());
+        assert!(Event::decode(&[0u8; 10], 0).is_none());
+    }
+
+    #[test]
+    fn json_has_the_stable_keys() {
+        let raw = record(1, libc::AF_INET as u16, 10);
+        let json = serde_json::to_value(Event::decode(bytes_of(&raw), 0).unwrap()).unwrap();
+        let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        for k in [
+            "ts",
+            "event",
+            "pid",
+            "tid",
+            "uid",
+            "comm",
+            "cgroup",
+            "sock",
+            "family",
+            "laddr",
+            "lport",
+            "raddr",
+            "rport",
+            "bytes",
+            "rx_bytes",
+            "tx_bytes",
+            "rx_packets",
+            "tx_packets",
+        ] {
+            assert!(keys.contains(&k.to_string()), "missing key {k}");
+        }
+        assert_eq!(json["family"], 4);
+        assert_eq!(json["laddr"], "127.0.0.1");
+        assert_eq!(json["event"], "send");
+    }
+}

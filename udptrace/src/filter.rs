@@ -1,0 +1,130 @@
+//! Event filters. They are applied in the kernel: the BPF programs read them
+//! from `.rodata`, so an unset filter costs nothing.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::event::{EventKind, Family};
+use crate::Error;
+
+/// Which events to deliver. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this process (thread group id).
+    pub pid: Option<u32>,
+    /// Only threads with this name (at most 15 bytes, as the kernel keeps it).
+    pub comm: Option<String>,
+    /// Only sockets of this family.
+    pub family: Option<Family>,
+    /// Only traffic with this port on either side.
+    pub port: Option<u16>,
+    /// Only traffic with an address in this network on either side.
+    pub addr: Option<IpNet>,
+    /// Only these kinds of event; empty means all.
+    pub kinds: Vec<EventKind>,
+}
+
+/// Parses an address or CIDR network: `10.0.0.1`, `10.0.0.0/8`, `fe80::/10`.
+pub fn parse_addr_filter(s: &str) -> Result<IpNet, Error> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| Error::InvalidFilter(format!("'{s}' is not an IP address or CIDR network")))
+}
+
+/// The 16-byte address and mask the kernel compares against. IPv4 networks
+/// become IPv4-mapped IPv6 ones, the form the BPF programs keep addresses in.
+pub(crate) fn addr_and_mask(net: &IpNet) -> ([u8; 16], [u8; 16]) {
+    let (addr, prefix) = match net {
+        IpNet::V4(n) => (n.network().to_ipv6_mapped().octets(), 96 + n.prefix_len()),
+        IpNet::V6(n) => (n.network().octets(), n.prefix_len()),
+    };
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    (addr, mask.to_be_bytes())
+}
+
+impl Filter {
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if let Some(comm) = &self.comm {
+            if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
+                return Err(Error::InvalidFilter(format!(
+                    "comm '{comm}' must be 1 to 15 bytes: the kernel keeps no more of a task name"
+                )));
+            }
+        }
+        if self.pid == Some(0) {
+            return Err(Error::InvalidFilter("pid must be greater than 0".into()));
+        }
+        if self.port == Some(0) {
+            return Err(Error::InvalidFilter("port must be 1 to 65535".into()));
+        }
+        Ok(())
+    }
+
+    /// Bit `1 << wire kind` for each wanted kind.
+    pub(crate) fn kind_mask(&self) -> u8 {
+        if self.kinds.is_empty() {
+            return 0xff;
+        }
+        self.kinds.iter().fold(0, |m, k| m | (1 << k.wire()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses_and_networks() {
+        assert_eq!(
+            parse_addr_filter("10.1.2.3").unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!(
+            parse_addr_filter("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(parse_addr_filter("::1").unwrap().to_string(), "::1/128");
+        assert!(parse_addr_filter("10.0.0.0/33").is_err());
+        assert!(parse_addr_filter("example.com").is_err());
+    }
+
+    #[test]
+    fn ipv4_network_becomes_mapped_mask() {
+        let (addr, mask) = addr_and_mask(&parse_addr_filter("10.0.0.0/8").unwrap());
+        assert_eq!(&addr[10..], &[0xff, 0xff, 10, 0, 0, 0]);
+        assert_eq!(mask[..13], [0xff; 13]);
+        assert_eq!(mask[13..], [0, 0, 0]);
+    }
+
+    #[test]
+    fn zero_prefix_matches_everything() {
+        let (addr, mask) = addr_and_mask(&parse_addr_filter("::/0").unwrap());
+        assert_eq!((addr, mask), ([0; 16], [0; 16]));
+    }
+
+    #[test]
+    fn kind_mask_defaults_to_all() {
+        let mut f = Filter::default();
+        assert_eq!(f.kind_mask(), 0xff);
+        f.kinds = vec![EventKind::Send, EventKind::Close];
+        assert_eq!(f.kind_mask(), (1 << 1) | (1 << 4));
+    }
+
+    #[test]
+    fn rejects_names_the_kernel_cannot_hold() {
+        let f = Filter {
+            comm: Some("a-very-long-thread-name".into()),
+            ..Default::default()
+        };
+        assert!(f.check().is_err());
+        let f = Filter {
+            port: Some(0),
+            ..Default::default()
+        };
+        assert!(f.check().is_err());
+    }
+}

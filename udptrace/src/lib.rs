@@ -1,0 +1,36 @@
+//! udptrace: system-wide UDP tracing with eBPF.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use udptrace::{Filter, Tracer};
+//!
+//! let mut tracer = Tracer::builder()
+//!     .filter(Filter { port: Some(53), ..Default::default() })
+//!     .start()?;
+//! while let Some(ev) = tracer.recv_timeout(Duration::from_secs(1)) {
+//!     println!("{} {} {} -> {} {:?}", ev.pid, ev.kind, ev.local, ev.remote, ev.bytes());
+//! }
+//! println!("lost: {}", tracer.stats().lost);
+//! # Ok::<(), udptrace::Error>(())
+//! ```
+
+mod backend;
+mod bpf {
+    #![allow(clippy::all, unused_imports, non_camel_case_types, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/udptrace.skel.rs"));
+}
+mod clock;
+mod errno;
+mod error;
+mod event;
+mod filter;
+pub mod sys;
+mod tracer;
+
+pub use backend::Backend;
+pub use errno::{errno_name, errno_text};
+pub use error::Error;
+pub use event::{Comm, Event, EventKind, Family, SockCounters};
+pub use filter::{parse_addr_filter, Filter};
+pub use ipnet::IpNet;
+pub use tracer::{Stats, StopHandle, Tracer, TracerBuilder};

@@ -1,0 +1,149 @@
+//! What the tracer needs from the system: privileges, BTF, the cgroup v2 mount.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The effective capability set of this process.
+fn effective_caps() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Capabilities the tracer lacks: loading tracing programs needs CAP_BPF and
+/// CAP_PERFMON (or CAP_SYS_ADMIN), attaching cgroup programs CAP_NET_ADMIN.
+pub fn missing_capabilities() -> Vec<&'static str> {
+    missing_from(effective_caps())
+}
+
+fn missing_from(caps: u64) -> Vec<&'static str> {
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    missing
+}
+
+pub(crate) fn check_privileges() -> Result<(), Error> {
+    let missing = missing_capabilities();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Privileges(missing.join(", ")))
+    }
+}
+
+pub(crate) fn check_btf() -> Result<(), Error> {
+    if Path::new(VMLINUX_BTF).exists() {
+        Ok(())
+    } else {
+        Err(Error::NoBtf)
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified
+/// systems, `/sys/fs/cgroup/unified` on hybrid ones).
+pub fn cgroup2_mount() -> Result<PathBuf, Error> {
+    let mounts = fs::read_to_string("/proc/mounts")
+        .map_err(|e| Error::System(format!("cannot read /proc/mounts: {e}")))?;
+    cgroup2_in(&mounts).ok_or(Error::NoCgroup2)
+}
+
+fn cgroup2_in(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_path(dir)))
+    })
+}
+
+/// /proc/mounts writes space, tab, newline and backslash as octal escapes.
+fn unescape_mount_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(c as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The running kernel's release, e.g. `6.18.44`.
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_layout() {
+        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_in(mounts),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn unescapes_mount_paths() {
+        assert_eq!(unescape_mount_path(r"/mnt/my\040cgroup"), "/mnt/my cgroup");
+        assert_eq!(unescape_mount_path(r"/a\\b"), r"/a\\b");
+    }
+
+    #[test]
+    fn names_missing_capabilities() {
+        assert_eq!(
+            missing_from(0),
+            vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+        );
+        assert!(missing_from(u64::MAX).is_empty());
+        let bpf_perfmon = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        assert_eq!(missing_from(bpf_perfmon), vec!["CAP_NET_ADMIN"]);
+        let admin = (1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN);
+        assert!(missing_from(admin).is_empty());
+    }
+}

@@ -1,0 +1,488 @@
+//! The tracer: loads and attaches the BPF programs on a reader thread that
+//! drains the ring buffer and hands decoded events to the caller in batches.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::mem::{self, MaybeUninit};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, PrintLevel, RingBufferBuilder};
+
+use crate::backend::{self, Backend};
+use crate::bpf::{types, UdptraceSkel, UdptraceSkelBuilder};
+use crate::event::{Event, EventKind};
+use crate::filter::{addr_and_mask, Filter};
+use crate::{clock, sys, Error};
+
+/// Decoded batches in flight between the reader thread and the consumer. When
+/// the consumer falls this far behind, the reader stops draining, the ring
+/// buffer fills and the kernel counts what it cannot store as lost.
+const BATCHES_IN_FLIGHT: usize = 64;
+
+/// Configures and starts a [`Tracer`].
+#[derive(Debug, Clone)]
+pub struct TracerBuilder {
+    filter: Filter,
+    backend: Option<Backend>,
+    ring_buffer_bytes: u32,
+    wakeup_bytes: u64,
+    drain_interval: Duration,
+    report_eagain: bool,
+}
+
+impl Default for TracerBuilder {
+    fn default() -> Self {
+        TracerBuilder {
+            filter: Filter::default(),
+            backend: None,
+            ring_buffer_bytes: 8 << 20,
+            wakeup_bytes: 64 << 10,
+            drain_interval: Duration::from_millis(10),
+            report_eagain: false,
+        }
+    }
+}
+
+impl TracerBuilder {
+    /// In-kernel filters: only matching events reach user space.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Forces a backend instead of the best one the kernel supports.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Size of the kernel ring buffer (a power of two, at least one page).
+    pub fn ring_buffer_size(mut self, bytes: u32) -> Self {
+        self.ring_buffer_bytes = bytes;
+        self
+    }
+
+    /// The consumer is woken once this much is pending, and otherwise drains
+    /// every [`drain_interval`](Self::drain_interval): a wake-up per event
+    /// would cost more than the tracing itself.
+    pub fn wakeup_bytes(mut self, bytes: u64) -> Self {
+        self.wakeup_bytes = bytes;
+        self
+    }
+
+    /// The longest an event waits in the ring buffer when traffic is light.
+    pub fn drain_interval(mut self, interval: Duration) -> Self {
+        self.drain_interval = interval;
+        self
+    }
+
+    /// Emit receives that failed with EAGAIN. Off by default: busy-polling
+    /// servers make millions; they are counted in [`Stats::recv_eagain`].
+    pub fn report_eagain(mut self, on: bool) -> Self {
+        self.report_eagain = on;
+        self
+    }
+
+    /// Loads and attaches the programs; returns once every probe is attached.
+    pub fn start(self) -> Result<Tracer, Error> {
+        self.filter.check()?;
+        if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 4096 {
+            return Err(Error::InvalidFilter(format!(
+                "ring buffer size {} is not a power of two of at least 4096",
+                self.ring_buffer_bytes
+            )));
+        }
+        route_libbpf_log();
+        sys::check_btf()?;
+        sys::check_privileges()?;
+        let backend = match self.backend {
+            Some(b) => match b.unavailable_reason() {
+                None => b,
+                Some(reason) => {
+                    return Err(Error::BackendUnavailable {
+                        backend: b.name(),
+                        reason,
+                    })
+                }
+            },
+            None => Backend::detect()?,
+        };
+        let cgroup_root = sys::cgroup2_mount()?;
+
+        let shared = Arc::new(Shared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (batch_tx, batch_rx) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let reader = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            thread::Builder::new()
+                .name("udptrace-reader".into())
+                .spawn(move || {
+                    let ctx = ReaderCtx {
+                        builder: self,
+                        backend,
+                        cgroup_root,
+                        shared,
+                        stop,
+                    };
+                    ctx.run(ready_tx, batch_tx)
+                })
+                .map_err(|e| Error::System(format!("cannot start the reader thread: {e}")))?
+        };
+        let ready = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                let _ = reader.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = reader.join();
+                return Err(Error::ReaderGone);
+            }
+        };
+        Ok(Tracer {
+            batches: batch_rx,
+            pending: VecDeque::new(),
+            stop,
+            shared,
+            stats_map: ready.stats_map,
+            reader: Some(reader),
+            backend,
+            probes: ready.probes,
+            finished: false,
+        })
+    }
+}
+
+/// libbpf prints warnings and whole verifier logs to stderr; users get our
+/// one-line errors instead, and `UDPTRACE_DEBUG=1` brings libbpf's log back.
+fn route_libbpf_log() {
+    fn to_stderr(_: PrintLevel, msg: String) {
+        eprint!("libbpf: {msg}");
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let debug = std::env::var_os("UDPTRACE_DEBUG").is_some_and(|v| !v.is_empty() && v != "0");
+        libbpf_rs::set_print(debug.then_some((PrintLevel::Debug, to_stderr as _)));
+    });
+}
+
+/// Counts since the tracer started. Every event the kernel produced is in
+/// exactly one of: delivered by kind, `lost`, or `undecodable`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events read from the kernel, by kind (indexed as [`EventKind::ALL`]).
+    pub events: [u64; 4],
+    /// Events the kernel could not store: the ring buffer was full.
+    pub lost: u64,
+    /// Records that did not decode (a bug if ever non-zero).
+    pub undecodable: u64,
+    /// Receives that failed with EAGAIN, counted but not emitted.
+    pub recv_eagain: u64,
+    /// MSG_PEEK receives, which leave the datagram queued: not receives.
+    pub recv_peek: u64,
+    /// Datagrams on sockets whose counters found no room in the kernel map.
+    pub counters_full: u64,
+}
+
+impl Stats {
+    pub fn events_of(&self, kind: EventKind) -> u64 {
+        self.events[kind.index()]
+    }
+
+    pub fn total_events(&self) -> u64 {
+        self.events.iter().sum()
+    }
+}
+
+/// State the reader thread shares with the handle.
+#[derive(Default)]
+struct Shared {
+    events: [AtomicU64; 4],
+    undecodable: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+/// Stops a tracer from another thread (a signal handler, a timer).
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Detaches after draining what the kernel already produced; the tracer
+    /// then delivers the remaining events and ends.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A running tracer. Iterate it, or call [`recv_timeout`](Self::recv_timeout).
+/// Dropping it detaches every probe.
+pub struct Tracer {
+    batches: Receiver<Vec<Event>>,
+    pending: VecDeque<Event>,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    stats_map: MapHandle,
+    reader: Option<JoinHandle<()>>,
+    backend: Backend,
+    probes: Vec<String>,
+    finished: bool,
+}
+
+impl Tracer {
+    pub fn builder() -> TracerBuilder {
+        TracerBuilder::default()
+    }
+
+    /// The backend producing the events.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Every attached probe, e.g. `tp_btf/sock_send_length`, `cgroup/connect4`.
+    pub fn probes(&self) -> &[String] {
+        &self.probes
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// See [`StopHandle::stop`].
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the tracer was stopped and every event has been delivered.
+    pub fn is_finished(&self) -> bool {
+        self.finished && self.pending.is_empty()
+    }
+
+    /// The next event, waiting at most `timeout`. `None` on timeout or once
+    /// the tracer is finished.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        if let Some(ev) = self.pending.pop_front() {
+            return Some(ev);
+        }
+        if self.finished {
+            return None;
+        }
+        match self.batches.recv_timeout(timeout) {
+            Ok(batch) => {
+                self.pending.extend(batch);
+                self.pending.pop_front()
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.finished = true;
+                None
+            }
+        }
+    }
+
+    /// An error that ended the reader thread early, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.shared.error.lock().ok()?.clone()
+    }
+
+    /// Counts so far, read from the kernel and the reader thread.
+    pub fn stats(&self) -> Stats {
+        let kernel = |stat: types::udp_stat| -> u64 {
+            let idx = stat.0;
+            self.stats_map
+                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|cpus| cpus.iter().filter_map(|v| v.get(..8)).map(u64_ne).sum())
+                .unwrap_or(0)
+        };
+        Stats {
+            events: std::array::from_fn(|i| self.shared.events[i].load(Ordering::Relaxed)),
+            lost: kernel(types::udp_stat::UDP_STAT_LOST),
+            undecodable: self.shared.undecodable.load(Ordering::Relaxed),
+            recv_eagain: kernel(types::udp_stat::UDP_STAT_RECV_EAGAIN),
+            recv_peek: kernel(types::udp_stat::UDP_STAT_RECV_PEEK),
+            counters_full: kernel(types::udp_stat::UDP_STAT_COUNTERS_FULL),
+        }
+    }
+}
+
+fn u64_ne(b: &[u8]) -> u64 {
+    u64::from_ne_bytes(b.try_into().expect("8-byte slice"))
+}
+
+/// Blocks for the next event until the tracer is finished.
+impl Iterator for Tracer {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        while !self.is_finished() {
+            if let Some(ev) = self.recv_timeout(Duration::from_millis(100)) {
+                return Some(ev);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.stop();
+        // Unblocks a reader waiting for room in the channel.
+        drop(mem::replace(&mut self.batches, mpsc::sync_channel(0).1));
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// What the reader thread hands back once every probe is attached.
+struct Ready {
+    stats_map: MapHandle,
+    probes: Vec<String>,
+}
+
+struct ReaderCtx {
+    builder: TracerBuilder,
+    backend: Backend,
+    cgroup_root: std::path::PathBuf,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ReaderCtx {
+    fn run(self, ready_tx: SyncSender<Result<Ready, Error>>, batch_tx: SyncSender<Vec<Event>>) {
+        let mut storage = MaybeUninit::uninit();
+        let skel = match self.load(&mut storage) {
+            Ok(skel) => skel,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        // Declared after the skeleton so that they drop (detach) first.
+        let probes = match backend::attach(&skel, &self.cgroup_root) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let offset = clock::monotonic_to_wall_offset_ns();
+        let batch = RefCell::new(Vec::<Event>::with_capacity(1024));
+        let mut rb = RingBufferBuilder::new();
+        let ring = rb
+            .add(&skel.maps.events, |data| {
+                match Event::decode(data, offset) {
+                    Some(ev) => batch.borrow_mut().push(ev),
+                    None => {
+                        self.shared.undecodable.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                0
+            })
+            .and_then(|rb| mem::take(rb).build())
+            .map_err(Error::bpf("opening the ring buffer"));
+        let stats_map =
+            MapHandle::try_from(&skel.maps.stats).map_err(Error::bpf("opening the stats map"));
+        let ring = match (ring, stats_map) {
+            (Ok(ring), Ok(stats_map)) => {
+                let names = probes.iter().map(|p| p.name.clone()).collect();
+                if ready_tx
+                    .send(Ok(Ready {
+                        stats_map,
+                        probes: names,
+                    }))
+                    .is_err()
+                {
+                    return;
+                }
+                ring
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+
+        loop {
+            // Read the flag before draining, so a stop still gets a last full drain.
+            let stopping = self.stop.load(Ordering::Relaxed);
+            if !stopping {
+                // Returns on a producer's wake-up or after the interval; errors
+                // here are EINTR, and the consume below does the work anyway.
+                let _ = ring.poll(self.builder.drain_interval);
+            }
+            if let Err(e) = ring.consume() {
+                *self.shared.error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("reading the ring buffer: {e}"));
+                break;
+            }
+            let events = mem::take(&mut *batch.borrow_mut());
+            if !events.is_empty() {
+                let mut by_kind = [0u64; 4];
+                for ev in &events {
+                    by_kind[ev.kind.index()] += 1;
+                }
+                for (count, n) in self.shared.events.iter().zip(by_kind) {
+                    count.fetch_add(n, Ordering::Relaxed);
+                }
+                if batch_tx.send(events).is_err() {
+                    break; // the handle is gone
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        drop(probes);
+    }
+
+    fn load<'obj>(
+        &self,
+        storage: &'obj mut MaybeUninit<OpenObject>,
+    ) -> Result<UdptraceSkel<'obj>, Error> {
+        let b = &self.builder;
+        let mut open = UdptraceSkelBuilder::default()
+            .open(storage)
+            .map_err(Error::bpf("opening the BPF object"))?;
+        open.maps
+            .events
+            .set_max_entries(b.ring_buffer_bytes)
+            .map_err(Error::bpf("sizing the ring buffer"))?;
+        for mut prog in open.open_object_mut().progs_mut() {
+            let wanted = backend::wants_program(self.backend, &prog.section().to_string_lossy());
+            prog.set_autoload(wanted);
+        }
+        let ro = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has .rodata");
+        let f = &b.filter;
+        ro.filter_pid = f.pid.unwrap_or(0);
+        if let Some(comm) = &f.comm {
+            ro.filter_comm_on = true;
+            for (dst, src) in ro.filter_comm.iter_mut().zip(comm.bytes()) {
+                *dst = src as _;
+            }
+        }
+        ro.filter_family = f.family.map_or(0, |fam| fam.af());
+        ro.filter_port = f.port.unwrap_or(0);
+        if let Some(net) = &f.addr {
+            let (addr, mask) = addr_and_mask(net);
+            ro.filter_addr_on = true;
+            ro.filter_addr = addr;
+            ro.filter_addr_mask = mask;
+        }
+        ro.event_kinds = f.kind_mask();
+        ro.emit_eagain = b.report_eagain;
+        ro.wakeup_bytes = b.wakeup_bytes;
+        open.load().map_err(Error::bpf("loading the BPF programs"))
+    }
+}
