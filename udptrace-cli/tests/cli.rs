@@ -1,0 +1,260 @@
+//! Runs the `udptrace` binary against real traffic and checks what a user sees.
+//! Needs root, like the tracer.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_udptrace");
+
+/// Starts `udptrace ARGS` and returns once it printed its `Tracing` line.
+fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    start_cmd(Command::new(BIN).args(args))
+}
+
+fn start_cmd(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("udptrace printed nothing");
+    assert!(
+        first.starts_with("Tracing UDP with the tracepoint backend"),
+        "{first}"
+    );
+    (child, rx)
+}
+
+fn finish(mut child: Child, stderr: mpsc::Receiver<String>) -> (Output, Vec<String>) {
+    let status = child.wait().unwrap();
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let rest: Vec<String> = stderr.iter().collect();
+    (
+        Output {
+            status,
+            stdout,
+            stderr: Vec::new(),
+        },
+        rest,
+    )
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn json_duration_reports_a_known_workload() {
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let rport = rx.local_addr().unwrap().port();
+    let port_arg = rport.to_string();
+    let (child, stderr) = start(&["trace", "--json", "--duration", "2", "--port", &port_arg]);
+
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let sport = tx.local_addr().unwrap().port();
+    for len in [11, 22] {
+        tx.send_to(&vec![0u8; len], rx.local_addr().unwrap())
+            .unwrap();
+    }
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        rx.recv_from(&mut buf).unwrap();
+    }
+    drop(tx);
+
+    let (out, summary) = finish(child, stderr);
+    assert!(out.status.success());
+    let events = json_lines(&out);
+    let brief: Vec<(String, u64, u64, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["lport"].as_u64().unwrap(),
+                e["rport"].as_u64().unwrap(),
+                e["bytes"].clone(),
+            )
+        })
+        .collect();
+    let n = |v: u64| Value::from(v);
+    assert_eq!(
+        brief,
+        vec![
+            ("send".into(), sport as u64, rport as u64, n(11)),
+            ("send".into(), sport as u64, rport as u64, n(22)),
+            ("recv".into(), rport as u64, sport as u64, n(11)),
+            ("recv".into(), rport as u64, sport as u64, n(22)),
+        ],
+        "the tx socket's close has remote port 0, so --port {rport} leaves it out"
+    );
+    let last = &events[3];
+    for key in [
+        "ts",
+        "event",
+        "pid",
+        "tid",
+        "uid",
+        "comm",
+        "cgroup",
+        "sock",
+        "family",
+        "laddr",
+        "lport",
+        "raddr",
+        "rport",
+        "bytes",
+        "rx_bytes",
+        "tx_bytes",
+        "rx_packets",
+        "tx_packets",
+    ] {
+        assert!(last.get(key).is_some(), "missing {key} in {last}");
+    }
+    assert_eq!(last["pid"], Value::from(std::process::id()));
+    assert_eq!(last["family"], 4);
+    assert_eq!(last["laddr"], "127.0.0.1");
+    assert_eq!(
+        (last["rx_bytes"].as_u64(), last["rx_packets"].as_u64()),
+        (Some(33), Some(2))
+    );
+    let summary = summary.join("\n");
+    assert!(
+        summary.contains("4 events (send 2, recv 2, connect 0, close 0); lost 0"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn text_columns_and_sigterm_stop() {
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr) = start(&["--port", &port_arg, "--events", "send"]);
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, summary) = finish(child, stderr);
+    assert!(out.status.success(), "SIGTERM is a clean stop");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["TIME", "PID", "COMM", "EVENT", "LOCAL", "REMOTE", "BYTES"]
+    );
+    let cols: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cols[1], std::process::id().to_string());
+    assert_eq!(cols[3], "send");
+    assert_eq!(cols[4], tx.local_addr().unwrap().to_string());
+    assert_eq!(cols[5], rx.local_addr().unwrap().to_string());
+    assert_eq!(cols[6], "5");
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("send 1") && l.contains("lost 0")),
+        "{summary:?}"
+    );
+}
+
+/// A one-line error and a non-zero exit, never a panic.
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(needle), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("libbpf:"),
+        "{stderr}"
+    );
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("error"), "{stderr}");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    assert_clean_failure(&run(&["--addr", "not-an-ip"]), "not an IP address or CIDR");
+    assert_clean_failure(&run(&["--port", "70000"]), "--port");
+    assert_clean_failure(&run(&["--duration", "0"]), "positive number of seconds");
+    assert_clean_failure(&run(&["--comm", "a-name-longer-than-15"]), "1 to 15 bytes");
+    assert_clean_failure(&run(&["--events", "sned"]), "unknown event kind");
+    assert_clean_failure(&run(&["--backend", "magic"]), "unknown backend");
+    assert_clean_failure(&run(&["-4", "-6"]), "cannot be used with");
+    assert_clean_failure(&run(&["--port", "0", "-d", "1"]), "port must be 1 to 65535");
+}
+
+/// A copy of the binary that an unprivileged user can execute.
+fn world_executable_copy() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("udptrace-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("udptrace");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn as_nobody(bin: &std::path::Path, caps: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"));
+    if caps != "-all" {
+        cmd.arg(format!("--ambient-caps={caps}"));
+    }
+    cmd.arg(bin).args(args);
+    cmd
+}
+
+#[test]
+fn privileges_unprivileged_fails_clearly_and_three_caps_suffice() {
+    let bin = world_executable_copy();
+    let out = as_nobody(&bin, "-all", &["-d", "1"]).output().unwrap();
+    assert_clean_failure(&out, "missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+
+    // Not root, only CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN: it traces.
+    let caps = "+bpf,+perfmon,+net_admin";
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr) = start_cmd(&mut as_nobody(
+        &bin,
+        caps,
+        &["--json", "-d", "1.5", "--port", &port_arg],
+    ));
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"capable", rx.local_addr().unwrap()).unwrap();
+    let (out, _) = finish(child, stderr);
+    assert!(out.status.success());
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["event"].as_str(), events[0]["bytes"].as_u64()),
+        (Some("send"), Some(7))
+    );
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
