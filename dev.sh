@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# udptrace developer entry point, for a fresh Debian machine, as root.
+#
+#   ./dev.sh run [ARGS...]   build udptrace (release) and run it: ./dev.sh run --port 53
+#   ./dev.sh test            the whole test suite: formatting, lints, unit and
+#                            integration tests against the running kernel
+#
+# Both install what they need first (clang, libelf, zlib, pkg-config).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux)
+
+install_deps() {
+	local missing=()
+	for pkg in "${APT_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+			missing+=("$pkg")
+	done
+	if ((${#missing[@]})); then
+		echo "dev.sh: installing ${missing[*]}" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	fi
+	command -v cargo >/dev/null || {
+		echo "dev.sh: cargo not found: install Rust (https://rustup.rs)" >&2
+		exit 1
+	}
+}
+
+require_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "dev.sh: $1 needs root (it loads BPF programs into the kernel)" >&2
+		exit 1
+	fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+run)
+	require_root "run"
+	install_deps
+	cargo build --release --locked -p udptrace-cli
+	exec ./target/release/udptrace "$@"
+	;;
+test)
+	require_root "test"
+	install_deps
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo test --locked --workspace
+	;;
+*)
+	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+	exit 2
+	;;
+esac
