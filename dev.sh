@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux)
+APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3)
 
 install_deps() {
 	local missing=()

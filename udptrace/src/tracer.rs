@@ -486,3 +486,12 @@ impl ReaderCtx {
         open.load().map_err(Error::bpf("loading the BPF programs"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracer_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Tracer>();
+    }
+}

@@ -1,0 +1,337 @@
+//! The udptrace_* C API: explicit handles, filters, timeouts, status codes,
+//! lost-event counts and a richer event than the legacy struct.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::net::IpAddr;
+use std::ptr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use udptrace::{parse_addr_filter, Backend, Event, EventKind, Family, Filter, StopHandle, Tracer};
+
+use crate::copy_cstr;
+
+/// `udptrace_next` returned an event.
+pub const UDPTRACE_EVENT: i32 = 0;
+/// `udptrace_next` waited `timeout_ms` without an event.
+pub const UDPTRACE_TIMEOUT: i32 = 1;
+/// The tracer stopped (`udptrace_stop`) and every event was delivered.
+pub const UDPTRACE_FINISHED: i32 = 2;
+/// A NULL or invalid argument; see `udptrace_last_error`.
+pub const UDPTRACE_EINVAL: i32 = -1;
+
+/// Event kinds, for `udptrace_event.kind` and as bits `1 << kind` of
+/// `udptrace_config.event_mask`.
+pub const UDPTRACE_SEND: u32 = 1;
+pub const UDPTRACE_RECV: u32 = 2;
+pub const UDPTRACE_CONNECT: u32 = 3;
+pub const UDPTRACE_CLOSE: u32 = 4;
+
+/// What to trace. Zero / NULL fields mean "no filter"; zero the struct first.
+#[repr(C)]
+pub struct udptrace_config {
+    /// Only this process id.
+    pub pid: u32,
+    /// Only this port, on either side.
+    pub port: u16,
+    /// 0 for both, 4 or 6 for one address family (of the socket).
+    pub family: u8,
+    /// Bits `1 << UDPTRACE_SEND` etc.; 0 for every kind.
+    pub event_mask: u32,
+    /// Only threads with this name (NUL-terminated, at most 15 bytes), or NULL.
+    pub comm: *const c_char,
+    /// Only traffic with an address in this network on either side
+    /// ("10.0.0.0/8", "::1"), or NULL.
+    pub addr: *const c_char,
+    /// "tracepoint", or NULL / "auto" for the best the kernel supports.
+    pub backend: *const c_char,
+}
+
+/// One event.
+#[repr(C)]
+pub struct udptrace_event {
+    /// Wall-clock time, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// The kernel's socket cookie: one id per socket.
+    pub sock: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup: u64,
+    /// The socket's counters, this event included.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Process (thread group) id, thread id, user id.
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    /// UDPTRACE_SEND, UDPTRACE_RECV, UDPTRACE_CONNECT or UDPTRACE_CLOSE.
+    pub kind: u32,
+    /// Bytes of this datagram (send/recv), 0 (connect/close), or -errno for a failed call.
+    pub ret: i32,
+    /// 4 or 6: the socket's family.
+    pub family: u8,
+    pub _pad: u8,
+    /// Ports, host byte order.
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad2: u16,
+    /// Addresses in network byte order: 4 bytes for family 4, 16 for 6
+    /// (an IPv6 socket talking to an IPv4 peer holds an IPv4-mapped address).
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    /// Name of the calling thread, NUL-terminated.
+    pub comm: [c_char; 16],
+}
+
+/// Counts since the tracer started.
+#[repr(C)]
+pub struct udptrace_stats {
+    /// Events delivered, by kind: index UDPTRACE_SEND - 1 .. UDPTRACE_CLOSE - 1.
+    pub events: [u64; 4],
+    /// Events the kernel could not queue (the consumer fell behind).
+    pub lost: u64,
+    /// Receives that failed with EAGAIN, counted but not delivered.
+    pub recv_eagain: u64,
+    /// MSG_PEEK receives (the datagram stays queued), counted but not delivered.
+    pub recv_peek: u64,
+}
+
+/// An open tracer.
+pub struct udptrace_handle {
+    tracer: Mutex<Tracer>,
+    /// Outside the mutex, so a stop does not wait for a blocked udptrace_next.
+    stop: StopHandle,
+    backend: CString,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: impl std::fmt::Display) {
+    let text = CString::new(msg.to_string().replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+}
+
+/// The last error of a udptrace_* call on this thread, as one line of text
+/// ("" if none). Valid until the next failing call on this thread.
+#[no_mangle]
+pub extern "C" fn udptrace_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>, String> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map(|s| Some(s.to_owned()))
+        .map_err(|_| format!("{what} is not UTF-8"))
+}
+
+/// # Safety
+/// The string fields of `cfg` are NULL or NUL-terminated.
+unsafe fn config_to_builder(cfg: &udptrace_config) -> Result<udptrace::TracerBuilder, String> {
+    let mut filter = Filter {
+        pid: (cfg.pid != 0).then_some(cfg.pid),
+        port: (cfg.port != 0).then_some(cfg.port),
+        comm: opt_str(cfg.comm, "comm")?,
+        ..Default::default()
+    };
+    filter.family = match cfg.family {
+        0 => None,
+        4 => Some(Family::V4),
+        6 => Some(Family::V6),
+        other => return Err(format!("family must be 0, 4 or 6, not {other}")),
+    };
+    if let Some(addr) = opt_str(cfg.addr, "addr")? {
+        filter.addr = Some(parse_addr_filter(&addr).map_err(|e| e.to_string())?);
+    }
+    if cfg.event_mask & !0x1e != 0 {
+        return Err(format!("event_mask {:#x} has unknown bits", cfg.event_mask));
+    }
+    filter.kinds = EventKind::ALL
+        .into_iter()
+        .zip([
+            UDPTRACE_SEND,
+            UDPTRACE_RECV,
+            UDPTRACE_CONNECT,
+            UDPTRACE_CLOSE,
+        ])
+        .filter(|(_, bit)| cfg.event_mask & (1 << bit) != 0)
+        .map(|(k, _)| k)
+        .collect();
+    let mut builder = Tracer::builder().filter(filter);
+    match opt_str(cfg.backend, "backend")?.as_deref() {
+        None | Some("auto") => {}
+        Some(name) => builder = builder.backend(name.parse::<Backend>()?),
+    }
+    Ok(builder)
+}
+
+/// Starts a tracer; returns once every probe is attached. NULL `cfg` traces
+/// everything. Returns NULL on error, with the reason in `udptrace_last_error()`.
+///
+/// # Safety
+/// `cfg` is NULL or points to a valid `udptrace_config`.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_open(cfg: *const udptrace_config) -> *mut udptrace_handle {
+    let builder = match cfg.as_ref() {
+        None => Ok(Tracer::builder()),
+        Some(cfg) => config_to_builder(cfg),
+    };
+    let started = builder.and_then(|b| b.start().map_err(|e| e.to_string()));
+    match started {
+        Ok(tracer) => {
+            let backend = CString::new(tracer.backend().name()).unwrap_or_default();
+            let stop = tracer.stop_handle();
+            Box::into_raw(Box::new(udptrace_handle {
+                tracer: Mutex::new(tracer),
+                stop,
+                backend,
+            }))
+        }
+        Err(e) => {
+            set_error(e);
+            ptr::null_mut()
+        }
+    }
+}
+
+fn to_c_event(ev: &Event) -> udptrace_event {
+    let octets = |ip: IpAddr| {
+        let mut out = [0u8; 16];
+        match ip {
+            IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => out = a.octets(),
+        }
+        out
+    };
+    // SAFETY: all-zero is a valid udptrace_event.
+    let mut out: udptrace_event = unsafe { std::mem::zeroed() };
+    out.ts_ns = ev.ts_ns;
+    out.sock = ev.sock;
+    out.cgroup = ev.cgroup;
+    out.rx_bytes = ev.counters.rx_bytes;
+    out.tx_bytes = ev.counters.tx_bytes;
+    out.rx_packets = ev.counters.rx_packets;
+    out.tx_packets = ev.counters.tx_packets;
+    out.pid = ev.pid;
+    out.tid = ev.tid;
+    out.uid = ev.uid;
+    out.kind = match ev.kind {
+        EventKind::Send => UDPTRACE_SEND,
+        EventKind::Recv => UDPTRACE_RECV,
+        EventKind::Connect => UDPTRACE_CONNECT,
+        EventKind::Close => UDPTRACE_CLOSE,
+    };
+    out.ret = ev.ret;
+    out.family = ev.family.number();
+    out.lport = ev.local.port();
+    out.rport = ev.remote.port();
+    out.laddr = octets(ev.local.ip());
+    out.raddr = octets(ev.remote.ip());
+    copy_cstr(&mut out.comm, ev.comm.as_bytes());
+    out
+}
+
+/// Waits up to `timeout_ms` (negative: forever) for the next event and
+/// writes it to `*event`. Returns UDPTRACE_EVENT, UDPTRACE_TIMEOUT,
+/// UDPTRACE_FINISHED or UDPTRACE_EINVAL.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed; `event` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_next(
+    h: *mut udptrace_handle,
+    event: *mut udptrace_event,
+    timeout_ms: i32,
+) -> i32 {
+    let (Some(h), false) = (h.as_ref(), event.is_null()) else {
+        set_error("udptrace_next: NULL handle or event");
+        return UDPTRACE_EINVAL;
+    };
+    let mut tracer = h.tracer.lock().unwrap_or_else(|p| p.into_inner());
+    let forever = timeout_ms < 0;
+    let mut left = Duration::from_millis(timeout_ms.max(0) as u64);
+    loop {
+        let wait = if forever {
+            Duration::from_millis(500)
+        } else {
+            left
+        };
+        if let Some(ev) = tracer.recv_timeout(wait) {
+            event.write(to_c_event(&ev));
+            return UDPTRACE_EVENT;
+        }
+        if tracer.is_finished() {
+            return UDPTRACE_FINISHED;
+        }
+        if !forever {
+            left = left.saturating_sub(wait);
+            if left.is_zero() {
+                return UDPTRACE_TIMEOUT;
+            }
+        }
+    }
+}
+
+/// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed; `stats` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_get_stats(
+    h: *mut udptrace_handle,
+    stats: *mut udptrace_stats,
+) -> i32 {
+    let (Some(h), false) = (h.as_ref(), stats.is_null()) else {
+        set_error("udptrace_get_stats: NULL handle or stats");
+        return UDPTRACE_EINVAL;
+    };
+    let s = h.tracer.lock().unwrap_or_else(|p| p.into_inner()).stats();
+    stats.write(udptrace_stats {
+        events: s.events,
+        lost: s.lost,
+        recv_eagain: s.recv_eagain,
+        recv_peek: s.recv_peek,
+    });
+    0
+}
+
+/// The backend in use, e.g. "tracepoint"; valid until `udptrace_close`.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_backend(h: *const udptrace_handle) -> *const c_char {
+    h.as_ref().map_or(ptr::null(), |h| h.backend.as_ptr())
+}
+
+/// Stops tracing: `udptrace_next` delivers what is queued, then returns
+/// UDPTRACE_FINISHED. Safe to call from another thread than `udptrace_next`'s.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_stop(h: *mut udptrace_handle) {
+    if let Some(h) = h.as_ref() {
+        h.stop.stop();
+    }
+}
+
+/// Detaches everything and frees the handle. NULL is ignored.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_close(h: *mut udptrace_handle) {
+    if !h.is_null() {
+        drop(Box::from_raw(h));
+    }
+}
