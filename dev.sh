@@ -49,6 +49,8 @@ test)
 	install_deps
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	# cargo test builds only the rlib of a library; the C and Python tests load libudpEvent.so.
+	cargo build --locked --workspace
 	cargo test --locked --workspace
 	;;
 *)

@@ -9,9 +9,17 @@ use std::process::Command;
 use udpEvent::legacy::udp_event_t;
 
 /// target/debug (or release): where cargo put libudpEvent.so for this test.
+/// `cargo test` builds only the rlib: `cargo build` must have run first.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let lib = dir.join("libudpEvent.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: run `cargo build -p udpevent` first (./dev.sh test does)",
+        lib.display()
+    );
+    dir
 }
 
 fn src(name: &str) -> PathBuf {
