@@ -258,3 +258,55 @@ fn privileges_unprivileged_fails_clearly_and_three_caps_suffice() {
     );
     let _ = std::fs::remove_dir_all(bin.parent().unwrap());
 }
+
+/// `bpf(BPF_{PROG,LINK}_GET_FD_BY_ID)`: whether the kernel still has this object.
+fn bpf_object_exists(cmd: u32, id: u32) -> bool {
+    let attr = [id, 0u32, 0u32];
+    // SAFETY: the attr is the 12-byte prefix of union bpf_attr these commands read.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), std::mem::size_of_val(&attr) as u32)
+    };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd as i32) };
+    }
+    fd >= 0
+}
+
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+const BPF_LINK_GET_FD_BY_ID: u32 = 30;
+
+/// The `key:` values of a process's fdinfo files (e.g. `link_id`, `prog_id`).
+fn fdinfo_ids(pid: u32, key: &str) -> Vec<u32> {
+    let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    let (mut child, _stderr) = start(&["--port", "9"]);
+    let pid = child.id();
+    let links = fdinfo_ids(pid, "link_id:");
+    let progs = fdinfo_ids(pid, "prog_id:");
+    assert_eq!(links.len(), 10, "one link per probe: {links:?}");
+    assert!(links.iter().all(|&id| bpf_object_exists(BPF_LINK_GET_FD_BY_ID, id)));
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    // The kernel frees links and programs with their last fd, asynchronously.
+    let gone = |cmd, ids: &[u32]| ids.iter().all(|&id| !bpf_object_exists(cmd, id));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(gone(BPF_LINK_GET_FD_BY_ID, &links) && gone(BPF_PROG_GET_FD_BY_ID, &progs)) {
+        assert!(std::time::Instant::now() < deadline, "links or programs outlived the tracer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
