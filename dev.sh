@@ -5,11 +5,12 @@
 #   ./dev.sh test            the whole test suite: formatting, lints, unit and
 #                            integration tests against the running kernel
 #
-# Both install what they need first (clang, libelf, zlib, pkg-config).
+# Both install what they need first (clang, libelf, zlib, pkg-config; the tests
+# also use gcc, python3, dig and dnsmasq).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3)
+APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils)
 
 install_deps() {
 	local missing=()

@@ -264,7 +264,12 @@ fn bpf_object_exists(cmd: u32, id: u32) -> bool {
     let attr = [id, 0u32, 0u32];
     // SAFETY: the attr is the 12-byte prefix of union bpf_attr these commands read.
     let fd = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), std::mem::size_of_val(&attr) as u32)
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr) as u32,
+        )
     };
     if fd >= 0 {
         // SAFETY: closing the fd we were just given.
@@ -299,14 +304,19 @@ fn sigkill_leaves_nothing_attached() {
     let links = fdinfo_ids(pid, "link_id:");
     let progs = fdinfo_ids(pid, "prog_id:");
     assert_eq!(links.len(), 10, "one link per probe: {links:?}");
-    assert!(links.iter().all(|&id| bpf_object_exists(BPF_LINK_GET_FD_BY_ID, id)));
+    assert!(links
+        .iter()
+        .all(|&id| bpf_object_exists(BPF_LINK_GET_FD_BY_ID, id)));
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
     // The kernel frees links and programs with their last fd, asynchronously.
     let gone = |cmd, ids: &[u32]| ids.iter().all(|&id| !bpf_object_exists(cmd, id));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !(gone(BPF_LINK_GET_FD_BY_ID, &links) && gone(BPF_PROG_GET_FD_BY_ID, &progs)) {
-        assert!(std::time::Instant::now() < deadline, "links or programs outlived the tracer");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links or programs outlived the tracer"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
