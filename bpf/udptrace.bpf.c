@@ -7,9 +7,12 @@
  * recvmsg returns. They give the socket but not the peer of an unconnected
  * send or receive: the cgroup sock_addr hooks, which run earlier in the same
  * thread with that address, leave it in `peer_by_tid` for them. Connects are
- * seen by the connect4/6 hooks (before the kernel binds and routes) and
- * completed at the syscall's exit, when the socket holds its final addresses
- * and the result is known. Closes come from cgroup/sock_release.
+ * seen by the connect4/6 hooks, which run before the kernel binds and routes
+ * the socket; the event is completed at the socket's next send, receive or
+ * close, when the socket holds the addresses the kernel chose. (A hook on
+ * syscall exit would see them sooner, but enabling it puts every syscall of
+ * every task on the kernel's slow path: a third of a UDP flood's throughput.)
+ * Closes come from cgroup/sock_release.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -72,21 +75,28 @@ struct {
 	__type(value, struct peer);
 } peer_by_tid SEC(".maps");
 
-/* A connect() seen by the connect4/6 hook, completed at the syscall's exit. */
+/* The task that made a call, kept for a connect reported later. */
+struct task_ctx {
+	__u64 ts_ns;
+	__u64 pid_tgid;
+	__u64 cgroup_id;
+	__u32 uid;
+	char comm[TASK_COMM_LEN];
+};
+
+/* A connect() seen by the connect4/6 hook, reported at the socket's next event. */
 struct pending_connect {
-	struct peer peer; /* what the caller asked for */
-	__u64 sk; /* struct sock *, read at exit */
-	__u8 family;
+	struct task_ctx task;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* socket cookie */
 	__type(value, struct pending_connect);
-} connect_by_tid SEC(".maps");
+} connect_by_sock SEC(".maps");
 
-/* Lets sys_exit return at once while no connect() is pending anywhere. */
+/* Lets the datagram path skip the lookup while no connect() is pending. */
 __u64 connects_pending = 0;
 
 struct sock_addrs {
@@ -145,6 +155,23 @@ static __always_inline bool task_wanted(__u64 pid_tgid)
 			return false;
 	}
 	return true;
+}
+
+/* task_wanted() for a task seen earlier. */
+static __always_inline bool stored_task_wanted(const struct task_ctx *t)
+{
+	if (filter_pid && (t->pid_tgid >> 32) != filter_pid)
+		return false;
+	return !filter_comm_on || comm_matches(t->comm);
+}
+
+static __always_inline void current_task(struct task_ctx *t)
+{
+	t->ts_ns = bpf_ktime_get_ns();
+	t->pid_tgid = bpf_get_current_pid_tgid();
+	t->cgroup_id = bpf_get_current_cgroup_id();
+	t->uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
 }
 
 static __always_inline bool addrs_wanted(const struct sock_addrs *a)
@@ -251,8 +278,10 @@ static __always_inline struct sock_counters counters_of(__u64 cookie)
 	return c ? *c : zero;
 }
 
+/* Emits an event of the current task, or of `task` when one is given. */
 static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addrs *a,
-				 const struct sock_counters *cnt, __s32 ret, __u64 pid_tgid)
+				 const struct sock_counters *cnt, __s32 ret, __u64 pid_tgid,
+				 const struct task_ctx *task)
 {
 	struct udp_event *e;
 	__u64 flags = BPF_RB_NO_WAKEUP;
@@ -262,13 +291,22 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 		stat_inc(UDP_STAT_LOST);
 		return;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
-	e->sock_cookie = cookie;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->counters = *cnt;
+	if (task) {
+		e->ts_ns = task->ts_ns;
+		e->cgroup_id = task->cgroup_id;
+		e->uid = task->uid;
+		pid_tgid = task->pid_tgid;
+		__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+	} else {
+		e->ts_ns = bpf_ktime_get_ns();
+		e->cgroup_id = bpf_get_current_cgroup_id();
+		e->uid = (__u32)bpf_get_current_uid_gid();
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	}
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
-	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->sock_cookie = cookie;
+	e->counters = *cnt;
 	e->ret = ret;
 	__builtin_memcpy(e->laddr, a->laddr, 16);
 	__builtin_memcpy(e->raddr, a->raddr, 16);
@@ -278,11 +316,36 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 	e->family = a->family;
 	e->pad[0] = 0;
 	e->pad[1] = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	/* Batch wake-ups: the consumer also drains on a short timer. */
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
+}
+
+/*
+ * Reports a connect() noted by the hook, now that the socket shows its
+ * outcome: connected (a remote port is set) or not (the call failed).
+ */
+static __always_inline void finish_connect(__u64 cookie, const struct sock_addrs *a)
+{
+	struct pending_connect *pc;
+	struct sock_counters cnt;
+
+	if (!connects_pending)
+		return;
+	pc = bpf_map_lookup_elem(&connect_by_sock, &cookie);
+	if (!pc)
+		return;
+	if (!a->rport) {
+		stat_inc(UDP_STAT_CONNECT_FAILED);
+	} else if (kind_wanted(UDP_EVENT_CONNECT) && stored_task_wanted(&pc->task) &&
+		   addrs_wanted(a)) {
+		cnt = counters_of(cookie);
+		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, 0, &pc->task);
+	}
+	/* Only the CPU whose delete succeeds settles the count. */
+	if (bpf_map_delete_elem(&connect_by_sock, &cookie) == 0)
+		__sync_fetch_and_add(&connects_pending, -1);
 }
 
 static __always_inline bool is_udp(struct sock *sk)
@@ -316,10 +379,11 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 		}
 		bpf_map_delete_elem(&peer_by_tid, &tid);
 	}
+	finish_connect(cookie, &a);
 	cnt = account(cookie, kind, ret);
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
 		return 0;
-	emit(kind, cookie, &a, &cnt, ret, pid_tgid);
+	emit(kind, cookie, &a, &cnt, ret, pid_tgid, NULL);
 	return 0;
 }
 
@@ -384,68 +448,37 @@ int recvmsg6(struct bpf_sock_addr *ctx)
 	return remember_peer(ctx, true);
 }
 
-static __always_inline int remember_connect(struct bpf_sock_addr *ctx, bool v6)
+static __always_inline int remember_connect(struct bpf_sock_addr *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_connect pc = {};
-	struct bpf_sock *sk = ctx->sk;
+	struct pending_connect pc;
+	__u64 cookie;
 
-	if (ctx->protocol != IPPROTO_UDP || !sk)
+	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	pc.peer.cookie = bpf_get_socket_cookie(ctx);
-	addr_from_sock_addr(ctx, v6, &pc.peer);
-	pc.sk = (__u64)sk;
-	pc.family = ctx->family;
-	if (bpf_map_update_elem(&connect_by_tid, &tid, &pc, BPF_ANY) == 0)
+	cookie = bpf_get_socket_cookie(ctx);
+	current_task(&pc.task);
+	if (bpf_map_update_elem(&connect_by_sock, &cookie, &pc, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(&connects_pending, 1);
-	return 1;
+	else /* connect() again before any traffic: the last one counts */
+		bpf_map_update_elem(&connect_by_sock, &cookie, &pc, BPF_EXIST);
+	return 1; /* never interfere with the call */
 }
 
 SEC("cgroup/connect4")
 int connect4(struct bpf_sock_addr *ctx)
 {
-	return remember_connect(ctx, false);
+	return remember_connect(ctx);
 }
 
 SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
-	return remember_connect(ctx, true);
-}
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
-{
-	__u64 pid_tgid;
-	struct pending_connect *pc;
-	struct sock_counters cnt;
-	struct sock_addrs a;
-	__u32 tid;
-
-	if (!connects_pending)
-		return 0;
-	pid_tgid = bpf_get_current_pid_tgid();
-	tid = (__u32)pid_tgid;
-	pc = bpf_map_lookup_elem(&connect_by_tid, &tid);
-	if (!pc)
-		return 0;
-	__sync_fetch_and_add(&connects_pending, -1);
-	probe_sock_addrs((struct sock *)pc->sk, &a);
-	if (ret < 0) {
-		/* Not connected: report what was asked for. */
-		__builtin_memcpy(a.raddr, pc->peer.addr, 16);
-		a.rport = pc->peer.port;
-	}
-	cnt = counters_of(pc->peer.cookie);
-	if (kind_wanted(UDP_EVENT_CONNECT) && task_wanted(pid_tgid) && addrs_wanted(&a))
-		emit(UDP_EVENT_CONNECT, pc->peer.cookie, &a, &cnt, ret, pid_tgid);
-	bpf_map_delete_elem(&connect_by_tid, &tid);
-	return 0;
+	return remember_connect(ctx);
 }
 
 /*
  * The release hook's context may not read the socket's addresses, but it is
- * the struct sock itself, so read them as the connect completion does.
+ * the struct sock itself, so read them through bpf_probe_read.
  */
 SEC("cgroup/sock_release")
 int sock_release(struct bpf_sock *ctx)
@@ -459,10 +492,11 @@ int sock_release(struct bpf_sock *ctx)
 		return 1;
 	probe_sock_addrs((struct sock *)ctx, &a);
 	cookie = bpf_get_socket_cookie(ctx);
+	finish_connect(cookie, &a);
 	cnt = counters_of(cookie);
 	bpf_map_delete_elem(&counters, &cookie);
 	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
-		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, pid_tgid);
+		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, pid_tgid, NULL);
 	return 1;
 }
 

@@ -26,7 +26,9 @@ enum udp_stat {
 	UDP_STAT_RECV_PEEK = 2,
 	/* Sockets whose counters could not be stored (map full). */
 	UDP_STAT_COUNTERS_FULL = 3,
-	UDP_STAT_MAX = 4,
+	/* connect() calls that left the socket unconnected (the call failed). */
+	UDP_STAT_CONNECT_FAILED = 4,
+	UDP_STAT_MAX = 5,
 };
 
 /* Cumulative traffic of one socket since tracing started. */

@@ -34,6 +34,7 @@ enum bpf_map_type {
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
 	BPF_F_NO_PREALLOC = 1,
 };
 
@@ -106,8 +107,6 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 };
-
-struct pt_regs;
 
 #pragma clang attribute pop
 

@@ -81,7 +81,7 @@ fn legacy_c_consumer_via_dlopen() {
     );
     assert_eq!(
         lines.iter().filter(|l| l.starts_with("detach ")).count(),
-        10,
+        9,
         "{stdout}"
     );
     assert_eq!(lines[lines.len() - 2], "bpf.detach_kprobe OK");

@@ -177,6 +177,9 @@ fn print_summary(stats: &Stats) {
     if stats.recv_peek > 0 {
         line += &format!("; MSG_PEEK receives not shown {}", stats.recv_peek);
     }
+    if stats.connect_failed > 0 {
+        line += &format!("; failed connects {}", stats.connect_failed);
+    }
     if stats.counters_full > 0 {
         line += &format!(
             "; datagrams without socket counters (map full) {}",

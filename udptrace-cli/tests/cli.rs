@@ -303,7 +303,7 @@ fn sigkill_leaves_nothing_attached() {
     let pid = child.id();
     let links = fdinfo_ids(pid, "link_id:");
     let progs = fdinfo_ids(pid, "prog_id:");
-    assert_eq!(links.len(), 10, "one link per probe: {links:?}");
+    assert_eq!(links.len(), 9, "one link per probe: {links:?}");
     assert!(links
         .iter()
         .all(|&id| bpf_object_exists(BPF_LINK_GET_FD_BY_ID, id)));

@@ -188,6 +188,9 @@ pub struct Stats {
     pub recv_peek: u64,
     /// Datagrams on sockets whose counters found no room in the kernel map.
     pub counters_full: u64,
+    /// connect() calls that failed: not reported as events (the socket did
+    /// not connect), counted when the socket is next used or closed.
+    pub connect_failed: u64,
 }
 
 impl Stats {
@@ -308,6 +311,7 @@ impl Tracer {
             recv_eagain: kernel(types::udp_stat::UDP_STAT_RECV_EAGAIN),
             recv_peek: kernel(types::udp_stat::UDP_STAT_RECV_PEEK),
             counters_full: kernel(types::udp_stat::UDP_STAT_COUNTERS_FULL),
+            connect_failed: kernel(types::udp_stat::UDP_STAT_CONNECT_FAILED),
         }
     }
 }

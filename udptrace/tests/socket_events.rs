@@ -322,10 +322,10 @@ fn connect_of_unbound_socket_reports_the_port_it_got() {
 }
 
 #[test]
-fn failed_connect_carries_the_error() {
+fn failed_connect_is_counted_not_reported() {
     set_comm("ut-connect-err");
     let mut lport = 0;
-    let (events, _) = trace(Filter::default(), || {
+    let (events, stats) = trace(Filter::default(), || {
         // SAFETY: plain socket syscalls on a fresh fd.
         unsafe {
             let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0);
@@ -352,27 +352,18 @@ fn failed_connect_carries_the_error() {
             libc::close(fd);
         }
     });
-    let mine = of_port(&events, lport);
+    // The socket never connected: no connect event, but the failure is counted.
     assert_eq!(
-        seen(&mine),
-        vec![
-            expect(
-                EventKind::Connect,
-                &format!("[::]:{lport}"),
-                "[::ffff:127.0.0.1]:9",
-                -libc::ENETUNREACH,
-                counters(0, 0, 0, 0)
-            ),
-            expect(
-                EventKind::Close,
-                &format!("[::]:{lport}"),
-                "[::]:0",
-                0,
-                counters(0, 0, 0, 0)
-            ),
-        ]
+        seen(&of_port(&events, lport)),
+        vec![expect(
+            EventKind::Close,
+            &format!("[::]:{lport}"),
+            "[::]:0",
+            0,
+            counters(0, 0, 0, 0)
+        )]
     );
-    assert_eq!(mine[0].error().as_deref(), Some("ENETUNREACH"));
+    assert!(stats.connect_failed >= 1, "{stats:?}");
 }
 
 fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
