@@ -84,16 +84,12 @@ struct task_ctx {
 	char comm[TASK_COMM_LEN];
 };
 
-/* A connect() seen by the connect4/6 hook, reported at the socket's next event. */
-struct pending_connect {
-	struct task_ctx task;
-};
-
+/* Who called connect(), by socket, until the socket's next event reports it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); /* socket cookie */
-	__type(value, struct pending_connect);
+	__type(value, struct task_ctx);
 } connect_by_sock SEC(".maps");
 
 /* Lets the datagram path skip the lookup while no connect() is pending. */
@@ -328,20 +324,19 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
  */
 static __always_inline void finish_connect(__u64 cookie, const struct sock_addrs *a)
 {
-	struct pending_connect *pc;
 	struct sock_counters cnt;
+	struct task_ctx *caller;
 
 	if (!connects_pending)
 		return;
-	pc = bpf_map_lookup_elem(&connect_by_sock, &cookie);
-	if (!pc)
+	caller = bpf_map_lookup_elem(&connect_by_sock, &cookie);
+	if (!caller)
 		return;
 	if (!a->rport) {
 		stat_inc(UDP_STAT_CONNECT_FAILED);
-	} else if (kind_wanted(UDP_EVENT_CONNECT) && stored_task_wanted(&pc->task) &&
-		   addrs_wanted(a)) {
+	} else if (kind_wanted(UDP_EVENT_CONNECT) && stored_task_wanted(caller) && addrs_wanted(a)) {
 		cnt = counters_of(cookie);
-		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, 0, &pc->task);
+		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, 0, caller);
 	}
 	/* Only the CPU whose delete succeeds settles the count. */
 	if (bpf_map_delete_elem(&connect_by_sock, &cookie) == 0)
@@ -450,17 +445,17 @@ int recvmsg6(struct bpf_sock_addr *ctx)
 
 static __always_inline int remember_connect(struct bpf_sock_addr *ctx)
 {
-	struct pending_connect pc;
+	struct task_ctx caller;
 	__u64 cookie;
 
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
-	current_task(&pc.task);
-	if (bpf_map_update_elem(&connect_by_sock, &cookie, &pc, BPF_NOEXIST) == 0)
+	current_task(&caller);
+	if (bpf_map_update_elem(&connect_by_sock, &cookie, &caller, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(&connects_pending, 1);
 	else /* connect() again before any traffic: the last one counts */
-		bpf_map_update_elem(&connect_by_sock, &cookie, &pc, BPF_EXIST);
+		bpf_map_update_elem(&connect_by_sock, &cookie, &caller, BPF_EXIST);
 	return 1; /* never interfere with the call */
 }
 

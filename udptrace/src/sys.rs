@@ -102,13 +102,6 @@ fn unescape_mount_path(s: &str) -> String {
     out
 }
 
-/// The running kernel's release, e.g. `6.18.44`.
-pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
