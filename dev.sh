@@ -4,13 +4,14 @@
 #   ./dev.sh run [ARGS...]   build udptrace (release) and run it: ./dev.sh run --port 53
 #   ./dev.sh test            the whole test suite: formatting, lints, unit and
 #                            integration tests against the running kernel
+#   ./dev.sh bench [--full]  the benchmark (quick mode by default)
 #
 # Both install what they need first (clang, libelf, zlib, pkg-config; the tests
-# also use gcc, python3, dig and dnsmasq).
+# also use gcc, python3, dig, dnsmasq, bpftrace and tcpdump).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils)
+APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils bpftrace tcpdump)
 
 install_deps() {
 	local missing=()
@@ -53,9 +54,16 @@ test)
 	# cargo test builds only the rlib of a library; the C and Python tests load libudpEvent.so.
 	cargo build --locked --workspace
 	cargo test --locked --workspace
+	# The benchmark's quick mode, as a smoke test: it ran, and lost nothing.
+	cargo run --release --locked -p udptrace-bench -- --quick --check
+	;;
+bench)
+	require_root "bench"
+	install_deps
+	cargo run --release --locked -p udptrace-bench -- "$@"
 	;;
 *)
-	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

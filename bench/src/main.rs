@@ -1,0 +1,278 @@
+//! udptrace-bench: what tracing UDP costs, measured side by side.
+//!
+//! Runs the same loopback UDP flood untraced and under each tool, interleaved
+//! over several rounds (these machines are noisy: only ratios taken in one
+//! run mean anything), and reports datagrams/s, the ratio to untraced, events
+//! delivered and lost, the tool's CPU time, peak memory and attach time.
+
+mod load;
+mod tracer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracer::{Scenario, TracerRun};
+
+#[derive(Parser)]
+#[command(
+    name = "udptrace-bench",
+    version,
+    about,
+    after_help = "Needs root, bpftrace and tcpdump."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// About 40 seconds: 3 rounds of 2 s per scenario
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// 5 rounds of 10 s per scenario
+    #[arg(long)]
+    full: bool,
+    /// Rounds (each runs every scenario once, in turn)
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds of load per scenario and round
+    #[arg(long)]
+    seconds: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    #[arg(long, default_value_t = 1)]
+    receivers: usize,
+    /// UDP payload bytes
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Datagrams per sendmmsg / recvmmsg call
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// IPv6 (::1) instead of IPv4 (127.0.0.1)
+    #[arg(short = '6', long)]
+    ipv6: bool,
+    /// Where to write results.json and results.md
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Exit non-zero unless every scenario ran and udptrace lost no event
+    /// (the CI smoke test: ratios are left to people, not to a noisy machine)
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (internal) The udptrace consumer: decodes every event until SIGINT
+    #[command(hide = true)]
+    Consume,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    scenario: Scenario,
+    name: &'static str,
+    /// Datagrams/s per round.
+    rates: Vec<f64>,
+    median_rate: f64,
+    ratio_to_untraced: f64,
+    spread: (f64, f64),
+    events_per_round: Vec<u64>,
+    lost_total: u64,
+    tracer: Option<TracerRun>,
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("udptrace-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(Cmd::Consume) = cli.command {
+        return consume();
+    }
+    let (rounds, seconds) = match (cli.quick, cli.full) {
+        (_, true) => (5, 10.0),
+        _ => (3, 2.0),
+    };
+    let spec = load::LoadSpec {
+        senders: cli.senders,
+        receivers: cli.receivers,
+        payload: cli.payload,
+        batch: cli.batch,
+        ipv6: cli.ipv6,
+        seconds: cli.seconds.unwrap_or(seconds),
+    };
+    let rounds = cli.rounds.unwrap_or(rounds).max(1);
+    tracer::ensure_tracefs()?;
+    eprintln!(
+        "load: {spec:?}; {rounds} rounds of {} scenarios",
+        Scenario::ALL.len()
+    );
+
+    let mut runs: Vec<Vec<(load::LoadResult, Option<TracerRun>)>> =
+        vec![Vec::new(); Scenario::ALL.len()];
+    for round in 1..=rounds {
+        for (i, &scenario) in Scenario::ALL.iter().enumerate() {
+            let tracer = tracer::start(scenario)?;
+            let result = load::run(&spec).context("running the load")?;
+            let tracer_run = tracer.map(|t| t.stop()).transpose()?;
+            eprintln!(
+                "round {round}: {:<28} {:>10.0} datagrams/s received ({} sent)",
+                scenario.name(),
+                result.rate(),
+                result.sent
+            );
+            runs[i].push((result, tracer_run));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    let untraced = median(runs[0].iter().map(|(r, _)| r.rate()).collect());
+    let rows: Vec<Row> = Scenario::ALL
+        .iter()
+        .zip(&runs)
+        .map(|(&scenario, rs)| {
+            let rates: Vec<f64> = rs.iter().map(|(r, _)| r.rate()).collect();
+            let tracers: Vec<TracerRun> = rs.iter().filter_map(|(_, t)| *t).collect();
+            let min = rates.iter().cloned().fold(f64::INFINITY, f64::min);
+            let max = rates.iter().cloned().fold(0.0, f64::max);
+            let median_rate = median(rates.clone());
+            Row {
+                scenario,
+                name: scenario.name(),
+                median_rate,
+                ratio_to_untraced: median_rate / untraced,
+                spread: (min, max),
+                rates,
+                events_per_round: tracers.iter().map(|t| t.events).collect(),
+                lost_total: tracers.iter().map(|t| t.lost).sum(),
+                tracer: (!tracers.is_empty()).then(|| TracerRun {
+                    events: tracers.iter().map(|t| t.events).sum(),
+                    lost: tracers.iter().map(|t| t.lost).sum(),
+                    cpu_seconds: median(tracers.iter().map(|t| t.cpu_seconds).collect()),
+                    peak_rss_kib: tracers.iter().map(|t| t.peak_rss_kib).max().unwrap_or(0),
+                    attach_ms: median(tracers.iter().map(|t| t.attach_ms).collect()),
+                }),
+            }
+        })
+        .collect();
+
+    let table = markdown(&rows, &spec, rounds);
+    println!("{table}");
+    std::fs::create_dir_all(&cli.out)?;
+    std::fs::write(cli.out.join("results.md"), &table)?;
+    let json = serde_json::json!({ "load": spec, "rounds": rounds, "scenarios": rows });
+    std::fs::write(
+        cli.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    eprintln!("wrote {}/results.md and results.json", cli.out.display());
+    if cli.check {
+        check(&rows, rounds)?;
+    }
+    Ok(())
+}
+
+fn check(rows: &[Row], rounds: usize) -> Result<()> {
+    for r in rows {
+        anyhow::ensure!(
+            r.rates.len() == rounds && r.median_rate > 0.0,
+            "{} did not run",
+            r.name
+        );
+    }
+    let ours = rows
+        .iter()
+        .find(|r| r.scenario == Scenario::UdptraceEvents)
+        .expect("a row per scenario");
+    anyhow::ensure!(
+        ours.lost_total == 0,
+        "udptrace lost {} events",
+        ours.lost_total
+    );
+    anyhow::ensure!(
+        ours.events_per_round.iter().all(|&e| e > 0),
+        "udptrace delivered no events in a round"
+    );
+    eprintln!("check: every scenario ran; udptrace lost no event");
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
+    let mut s = format!(
+        "Load: {} sender(s), {} receiver(s), {} B payload, batch {}, {}, {} s x {} rounds (median, min-max)\n\n",
+        spec.senders,
+        spec.receivers,
+        spec.payload,
+        spec.batch,
+        if spec.ipv6 { "IPv6" } else { "IPv4" },
+        spec.seconds,
+        rounds
+    );
+    s += "| scenario | datagrams/s | vs untraced | spread | events/round | lost | tracer CPU s | peak RSS MiB | attach ms |\n";
+    s += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    for r in rows {
+        let (events, cpu, rss, attach) = match &r.tracer {
+            Some(t) => (
+                format!(
+                    "{:.0}",
+                    median(r.events_per_round.iter().map(|&e| e as f64).collect())
+                ),
+                format!("{:.2}", t.cpu_seconds),
+                format!("{:.1}", t.peak_rss_kib as f64 / 1024.0),
+                format!("{:.0}", t.attach_ms),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        s += &format!(
+            "| {} | {:.0} | {:.2}x | {:.0}-{:.0} | {} | {} | {} | {} | {} |\n",
+            r.name,
+            r.median_rate,
+            r.ratio_to_untraced,
+            r.spread.0,
+            r.spread.1,
+            events,
+            if r.tracer.is_some() {
+                r.lost_total.to_string()
+            } else {
+                "-".into()
+            },
+            cpu,
+            rss,
+            attach
+        );
+    }
+    s
+}
+
+/// The udptrace scenario's consumer: every event is decoded by the library
+/// and counted; prints one JSON line with the totals when stopped.
+fn consume() -> Result<()> {
+    let mut tracer = udptrace::Tracer::builder().start()?;
+    let stop = tracer.stop_handle();
+    ctrlc::set_handler(move || stop.stop())?;
+    println!("ready");
+    let mut events = 0u64;
+    while !tracer.is_finished() {
+        if let Some(ev) = tracer.recv_timeout(Duration::from_millis(100)) {
+            // Touch the decoded event so the work is not optimised away.
+            events += u64::from(ev.local.port() != 0 || ev.ret != i32::MIN);
+        }
+    }
+    let stats = tracer.stats();
+    println!(
+        "{}",
+        serde_json::json!({ "events": events, "lost": stats.lost })
+    );
+    Ok(())
+}

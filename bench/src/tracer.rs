@@ -1,0 +1,269 @@
+//! The tracing tools under test, each run as its own process so that its CPU
+//! time and memory are its own.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// The load alone.
+    Untraced,
+    /// udptrace socket events, every one delivered to a consumer that decodes it.
+    UdptraceEvents,
+    /// bpftrace printing every UDP send and receive from the same tracepoints.
+    Bpftrace,
+    /// tcpdump capturing UDP on loopback to /dev/null.
+    Tcpdump,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Self::Untraced,
+        Self::UdptraceEvents,
+        Self::Bpftrace,
+        Self::Tcpdump,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::UdptraceEvents => "udptrace socket events",
+            Self::Bpftrace => "bpftrace printf per event",
+            Self::Tcpdump => "tcpdump -w /dev/null",
+        }
+    }
+}
+
+/// What a tracer reported about one run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct TracerRun {
+    /// Events the tool delivered to its consumer (lines, records, packets).
+    pub events: u64,
+    /// Events the tool says it lost.
+    pub lost: u64,
+    /// User + system CPU seconds of the tool while the load ran.
+    pub cpu_seconds: f64,
+    /// Peak resident memory of the tool, KiB.
+    pub peak_rss_kib: u64,
+    /// From start to "every probe attached", ms.
+    pub attach_ms: f64,
+}
+
+const BPFTRACE_SCRIPT: &str = r#"
+tracepoint:sock:sock_send_length /args->protocol == 17/ { printf("%d %s send %d\n", pid, comm, args->ret); }
+tracepoint:sock:sock_recv_length /args->protocol == 17/ { printf("%d %s recv %d\n", pid, comm, args->ret); }
+"#;
+
+/// A running tracer process and the lines it printed.
+pub struct Running {
+    scenario: Scenario,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    event_lines: Arc<AtomicU64>,
+    started: Instant,
+    attach_ms: f64,
+    cpu_at_ready: f64,
+}
+
+/// Reads a tool's output: per-event lines (bpftrace's printf) are only
+/// counted, the rest is passed on.
+fn spawn_reader(
+    stream: impl std::io::Read + Send + 'static,
+    tx: mpsc::Sender<String>,
+    events: Arc<AtomicU64>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if line.contains(" send ") || line.contains(" recv ") {
+                events.fetch_add(1, Ordering::Relaxed);
+            } else if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// tracepoint:* in bpftrace needs tracefs, which is not always mounted.
+pub fn ensure_tracefs() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()?;
+    if !status.success() {
+        bail!("cannot mount tracefs at /sys/kernel/tracing (bpftrace needs it)");
+    }
+    Ok(())
+}
+
+/// Starts the tool and waits until it has attached; `None` for `Untraced`.
+pub fn start(scenario: Scenario) -> Result<Option<Running>> {
+    let (mut cmd, ready): (Command, &str) = match scenario {
+        Scenario::Untraced => return Ok(None),
+        Scenario::UdptraceEvents => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("consume");
+            (c, "ready")
+        }
+        Scenario::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", BPFTRACE_SCRIPT]);
+            (c, "Attaching")
+        }
+        Scenario::Tcpdump => {
+            let mut c = Command::new("tcpdump");
+            c.args(["-i", "lo", "-n", "-w", "/dev/null", "udp"]);
+            (c, "listening on")
+        }
+    };
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {} (is it installed?)", scenario.name()))?;
+    let (tx, lines) = mpsc::channel();
+    let event_lines = Arc::new(AtomicU64::new(0));
+    spawn_reader(
+        child.stdout.take().unwrap(),
+        tx.clone(),
+        event_lines.clone(),
+    );
+    spawn_reader(child.stderr.take().unwrap(), tx, event_lines.clone());
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(ready) => break,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                bail!("{} did not start within 30 s", scenario.name());
+            }
+        }
+    }
+    let attach_ms = started.elapsed().as_secs_f64() * 1e3;
+    let cpu_at_ready = cpu_seconds(child.id());
+    Ok(Some(Running {
+        scenario,
+        child,
+        lines,
+        event_lines,
+        started,
+        attach_ms,
+        cpu_at_ready,
+    }))
+}
+
+impl Running {
+    /// Stops the tool and collects what it delivered and lost.
+    pub fn stop(mut self) -> Result<TracerRun> {
+        let pid = self.child.id();
+        let cpu = cpu_seconds(pid) - self.cpu_at_ready;
+        let peak_rss_kib = status_kib(pid, "VmHWM:");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        let status = self.child.wait()?;
+        // The readers finish when the pipes close.
+        thread::sleep(Duration::from_millis(100));
+        let lines: Vec<String> = self.lines.try_iter().collect();
+        let mut run = TracerRun {
+            cpu_seconds: cpu,
+            peak_rss_kib,
+            attach_ms: self.attach_ms,
+            ..Default::default()
+        };
+        match self.scenario {
+            Scenario::Untraced => {}
+            Scenario::UdptraceEvents => {
+                let last = lines.iter().rev().find(|l| l.starts_with('{'));
+                let v: serde_json::Value =
+                    serde_json::from_str(last.context("no result from the consumer")?)?;
+                run.events = v["events"].as_u64().unwrap_or(0);
+                run.lost = v["lost"].as_u64().unwrap_or(0);
+            }
+            Scenario::Bpftrace => {
+                run.events = self.event_lines.load(Ordering::Relaxed);
+                run.lost = lines
+                    .iter()
+                    .filter_map(|l| number_before(l, " events"))
+                    .sum();
+            }
+            Scenario::Tcpdump => {
+                run.events = lines
+                    .iter()
+                    .find_map(|l| number_before(l, " packets captured"))
+                    .unwrap_or(0);
+                run.lost = lines
+                    .iter()
+                    .find_map(|l| number_before(l, " packets dropped by kernel"))
+                    .unwrap_or(0);
+            }
+        }
+        if !status.success() && self.scenario == Scenario::UdptraceEvents {
+            bail!(
+                "the udptrace consumer failed after {:?}",
+                self.started.elapsed()
+            );
+        }
+        Ok(run)
+    }
+}
+
+/// `12 packets captured` → 12; `Lost 5 events` → 5.
+fn number_before(line: &str, suffix: &str) -> Option<u64> {
+    let head = &line[..line.find(suffix)?];
+    head.split_whitespace().last()?.parse().ok()
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised comm; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key).map(str::to_owned))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_before;
+
+    #[test]
+    fn parses_tool_summaries() {
+        assert_eq!(
+            number_before("1234 packets captured", " packets captured"),
+            Some(1234)
+        );
+        assert_eq!(
+            number_before("0 packets dropped by kernel", " packets dropped by kernel"),
+            Some(0)
+        );
+        assert_eq!(number_before("Lost 77 events", " events"), Some(77));
+        assert_eq!(number_before("Attaching 2 probes...", " events"), None);
+    }
+}
