@@ -917,3 +917,33 @@ fn recv_timeout_waits_and_returns_events() {
         .iter()
         .any(|p| p == "tp_btf/sock_send_length"));
 }
+
+#[test]
+fn every_event_is_delivered_or_counted_lost() {
+    set_comm("ut-lost");
+    let rx = bind_v4();
+    let tx = bind_v4();
+    let filter = Filter {
+        port: Some(port(&tx)),
+        kinds: vec![EventKind::Send],
+        ..Default::default()
+    };
+    // A ring of one page that is drained only once a second: most sends cannot fit.
+    let mut tracer = Tracer::builder()
+        .filter(filter)
+        .ring_buffer_size(4096)
+        .wakeup_bytes(1 << 30)
+        .drain_interval(Duration::from_secs(1))
+        .start()
+        .unwrap();
+    const SENDS: u64 = 500;
+    for _ in 0..SENDS {
+        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+    }
+    tracer.stop();
+    let delivered = tracer.by_ref().count() as u64;
+    let stats = tracer.stats();
+    assert!(stats.lost > 0, "the tiny ring must overflow: {stats:?}");
+    assert_eq!(delivered + stats.lost, SENDS, "{stats:?}");
+    assert_eq!(stats.events_of(EventKind::Send), delivered);
+}
