@@ -4,6 +4,7 @@
 //! out of order are safe and defined.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -68,10 +69,39 @@ impl udp_event_t {
         // The original's fields are 32-bit; they wrap as its counters did.
         out.rxPkts = ev.counters.rx_packets as u32;
         out.txPkts = ev.counters.tx_packets as u32;
-        copy_cstr(&mut out.SADDR, ev.local.ip().to_string().as_bytes());
-        copy_cstr(&mut out.DADDR, ev.remote.ip().to_string().as_bytes());
+        inet_ntop(ev.local.ip(), &mut out.SADDR);
+        inet_ntop(ev.remote.ip(), &mut out.DADDR);
         out
     }
+}
+
+extern "C" {
+    // POSIX, in every libc; the libc crate does not declare it.
+    #[link_name = "inet_ntop"]
+    fn c_inet_ntop(
+        af: libc::c_int,
+        src: *const libc::c_void,
+        dst: *mut libc::c_char,
+        size: libc::socklen_t,
+    ) -> *const libc::c_char;
+}
+
+/// The C library's own text for an address, as the original produced it.
+fn inet_ntop(ip: IpAddr, dst: &mut [libc::c_char; 64]) {
+    let (af, octets): (i32, Vec<u8>) = match ip {
+        IpAddr::V4(a) => (libc::AF_INET, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6, a.octets().to_vec()),
+    };
+    // SAFETY: `octets` holds an address of family `af`; `dst` has room for
+    // INET6_ADDRSTRLEN (46) bytes, and inet_ntop NUL-terminates what it writes.
+    unsafe {
+        c_inet_ntop(
+            af,
+            octets.as_ptr().cast(),
+            dst.as_mut_ptr(),
+            dst.len() as u32,
+        )
+    };
 }
 
 /// Events queued for `DequeuePerfEvent`: about 12 MiB at most.
