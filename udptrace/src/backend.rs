@@ -74,29 +74,18 @@ fn has_btf_tracepoint(name: &str) -> bool {
     let Ok(name) = CString::new(format!("btf_trace_{name}")) else {
         return false;
     };
-    let btf = vmlinux_btf();
-    if btf.is_null() {
-        return false;
+    // SAFETY: libbpf parses the kernel's BTF and returns NULL on failure; the
+    // object is only read, then freed once.
+    unsafe {
+        let btf = libbpf_sys::btf__load_vmlinux_btf();
+        if btf.is_null() {
+            return false;
+        }
+        let id =
+            libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), libbpf_sys::BTF_KIND_TYPEDEF);
+        libbpf_sys::btf__free(btf);
+        id > 0
     }
-    // SAFETY: a valid BTF object and a NUL-terminated name.
-    let id = unsafe {
-        libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), libbpf_sys::BTF_KIND_TYPEDEF)
-    };
-    id > 0
-}
-
-/// The kernel's BTF, parsed once for the life of the process.
-fn vmlinux_btf() -> *const libbpf_sys::btf {
-    use std::sync::OnceLock;
-    struct BtfPtr(*mut libbpf_sys::btf);
-    // SAFETY: the parsed BTF is never modified or freed after creation.
-    unsafe impl Send for BtfPtr {}
-    unsafe impl Sync for BtfPtr {}
-    static BTF: OnceLock<BtfPtr> = OnceLock::new();
-    // SAFETY: plain libbpf call; it returns NULL on failure, which callers check.
-    BTF.get_or_init(|| BtfPtr(unsafe { libbpf_sys::btf__load_vmlinux_btf() }))
-        .0
-        .cast_const()
 }
 
 /// Programs, by section prefix, that each backend loads.

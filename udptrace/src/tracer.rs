@@ -19,10 +19,12 @@ use crate::event::{Event, EventKind};
 use crate::filter::{addr_and_mask, Filter};
 use crate::{clock, sys, Error};
 
-/// Decoded batches in flight between the reader thread and the consumer. When
-/// the consumer falls this far behind, the reader stops draining, the ring
-/// buffer fills and the kernel counts what it cannot store as lost.
-const BATCHES_IN_FLIGHT: usize = 64;
+/// Decoded batches in flight between the reader thread and the consumer, and
+/// the most events in one. When the consumer falls this far behind (at most
+/// 16 x 4096 events, about 8 MiB), the reader stops draining, the ring buffer
+/// fills and the kernel counts what it cannot store as lost.
+const BATCHES_IN_FLIGHT: usize = 16;
+const MAX_BATCH: usize = 4096;
 
 /// Configures and starts a [`Tracer`].
 #[derive(Debug, Clone)]
@@ -378,7 +380,7 @@ impl ReaderCtx {
             }
         };
         let offset = clock::monotonic_to_wall_offset_ns();
-        let batch = RefCell::new(Vec::<Event>::with_capacity(1024));
+        let batch = RefCell::new(Vec::<Event>::with_capacity(MAX_BATCH));
         let mut rb = RingBufferBuilder::new();
         let ring = rb
             .add(&skel.maps.events, |data| {
@@ -414,7 +416,7 @@ impl ReaderCtx {
             }
         };
 
-        loop {
+        'drain: loop {
             // Read the flag before draining, so a stop still gets a last full drain.
             let stopping = self.stop.load(Ordering::Relaxed);
             if !stopping {
@@ -422,22 +424,25 @@ impl ReaderCtx {
                 // here are EINTR, and the consume below does the work anyway.
                 let _ = ring.poll(self.builder.drain_interval);
             }
-            if let Err(e) = ring.consume() {
-                *self.shared.error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("reading the ring buffer: {e}"));
-                break;
-            }
-            let events = mem::take(&mut *batch.borrow_mut());
-            if !events.is_empty() {
-                let mut by_kind = [0u64; 4];
-                for ev in &events {
-                    by_kind[ev.kind.index()] += 1;
+            loop {
+                let consumed = ring.consume_raw_n(MAX_BATCH);
+                if consumed < 0 {
+                    *self.shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "reading the ring buffer: {}",
+                        std::io::Error::from_raw_os_error(-consumed)
+                    ));
+                    break 'drain;
                 }
-                for (count, n) in self.shared.events.iter().zip(by_kind) {
-                    count.fetch_add(n, Ordering::Relaxed);
+                if !batch.borrow().is_empty() {
+                    let fresh = Vec::with_capacity(MAX_BATCH);
+                    let events = mem::replace(&mut *batch.borrow_mut(), fresh);
+                    self.count(&events);
+                    if batch_tx.send(events).is_err() {
+                        break 'drain; // the handle is gone
+                    }
                 }
-                if batch_tx.send(events).is_err() {
-                    break; // the handle is gone
+                if (consumed as usize) < MAX_BATCH {
+                    break;
                 }
             }
             if stopping {
@@ -445,6 +450,16 @@ impl ReaderCtx {
             }
         }
         drop(probes);
+    }
+
+    fn count(&self, events: &[Event]) {
+        let mut by_kind = [0u64; 4];
+        for ev in events {
+            by_kind[ev.kind.index()] += 1;
+        }
+        for (count, n) in self.shared.events.iter().zip(by_kind) {
+            count.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     fn load<'obj>(
