@@ -365,6 +365,8 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 
 	cookie = bpf_get_socket_cookie(sk);
 	read_sock_addrs(sk, &a);
+	/* Before the peer below replaces what the socket itself is connected to. */
+	finish_connect(cookie, &a);
 	/* An address given by the caller (sendto) or returned to it (recvfrom). */
 	peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
 	if (peer) {
@@ -374,7 +376,6 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 		}
 		bpf_map_delete_elem(&peer_by_tid, &tid);
 	}
-	finish_connect(cookie, &a);
 	cnt = account(cookie, kind, ret);
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
 		return 0;

@@ -349,19 +349,28 @@ fn failed_connect_is_counted_not_reported() {
             );
             assert_eq!((rc, *libc::__errno_location()), (-1, libc::ENETUNREACH));
             lport = local_port(fd);
+            // Still unconnected: a sendto must not pass for a connect.
+            let to = sockaddr_in6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 9, 0, 0));
+            let n = libc::sendto(
+                fd,
+                b"x".as_ptr().cast(),
+                1,
+                0,
+                &to as *const _ as *const _,
+                mem::size_of_val(&to) as u32,
+            );
+            assert_eq!(n, 1);
             libc::close(fd);
         }
     });
     // The socket never connected: no connect event, but the failure is counted.
+    let local = format!("[::]:{lport}");
     assert_eq!(
         seen(&of_port(&events, lport)),
-        vec![expect(
-            EventKind::Close,
-            &format!("[::]:{lport}"),
-            "[::]:0",
-            0,
-            counters(0, 0, 0, 0)
-        )]
+        vec![
+            expect(EventKind::Send, &local, "[::1]:9", 1, counters(0, 1, 0, 1)),
+            expect(EventKind::Close, &local, "[::]:0", 0, counters(0, 1, 0, 1)),
+        ]
     );
     assert!(stats.connect_failed >= 1, "{stats:?}");
 }
