@@ -7,11 +7,11 @@
 #   ./dev.sh bench [--full]  the benchmark (quick mode by default)
 #
 # Both install what they need first (clang, libelf, zlib, pkg-config; the tests
-# also use gcc, python3, dig, dnsmasq, bpftrace and tcpdump).
+# also use gcc, python3, dig, dnsmasq, bpftrace, tcpdump and qemu).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils bpftrace tcpdump)
+APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils bpftrace tcpdump qemu-system-x86 busybox-static cpio)
 
 install_deps() {
 	local missing=()
@@ -54,6 +54,8 @@ test)
 	# cargo test builds only the rlib of a library; the C and Python tests load libudpEvent.so.
 	cargo build --locked --workspace
 	cargo test --locked --workspace
+	# The kernel suite again, inside pinned Debian kernels under QEMU.
+	bash vm/matrix.sh
 	# The benchmark's quick mode, as a smoke test: it ran, and lost nothing.
 	cargo run --release --locked -p udptrace-bench -- --quick --check
 	;;

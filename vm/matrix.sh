@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Runs udptrace's kernel test suite (udptrace/tests/socket_events.rs) inside
+# pinned Debian kernels under QEMU (TCG: KVM guests hang on these hosts), and
+# on the host kernel, and prints kernel x backend -> result with test counts.
+# A backend a kernel cannot run is reported unsupported, with the reason.
+#
+#   vm/matrix.sh            build, boot each kernel, print the table
+#
+# Exits non-zero if any supported cell fails. Kernel packages are cached in
+# target/vm/ between runs; a fresh machine downloads them with apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Pinned kernels: package=version.
+KERNELS=(
+	"linux-image-6.1.0-50-cloud-amd64=6.1.176-1"
+	"linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1"
+)
+WORK=target/vm
+mkdir -p "$WORK"
+
+cargo build --locked -q -p udptrace-cli
+tests=$(cargo test --locked -q --no-run -p udptrace --test socket_events --message-format=json 2>/dev/null |
+	python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])')
+
+# The initramfs: busybox, the test binary, the CLI (for the backend probe) and their libraries.
+build_initramfs() {
+	local root=$WORK/root out=$WORK/initrd.cpio.gz
+	rm -rf "$root"
+	mkdir -p "$root"/{bin,proc,sys,dev,tmp,etc}
+	cp /bin/busybox "$root/bin/busybox"
+	cp "$tests" "$root/bin/socket_events"
+	cp target/debug/udptrace "$root/bin/udptrace"
+	for lib in $(ldd "$tests" target/debug/udptrace | awk '/=>/ { print $3 } /^\t\// { print $1 }' | sort -u); do
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done
+	cp vm/init "$root/init"
+	chmod +x "$root/init"
+	(cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 >"$out"
+	echo "$out"
+}
+
+kernel_image() {
+	local pkg=${1%%=*} deb
+	deb=$(ls "$WORK"/"${pkg}"_*.deb 2>/dev/null | head -1 || true)
+	if [ -z "$deb" ]; then
+		(cd "$WORK" && apt-get download -q "$1" >/dev/null 2>&1) || {
+			echo "vm/matrix.sh: cannot download $1" >&2
+			return 1
+		}
+		deb=$(ls "$WORK"/"${pkg}"_*.deb | head -1)
+	fi
+	rm -rf "$WORK/x-$pkg"
+	dpkg -x "$deb" "$WORK/x-$pkg"
+	ls "$WORK/x-$pkg"/boot/vmlinuz-*
+}
+
+initrd=$(build_initramfs)
+declare -a rows
+failed=0
+
+row() { # kernel, backend, result
+	rows+=("$(printf '| %-28s | %-10s | %s |' "$1" "$2" "$3")")
+}
+
+# One cell from a run's log: pass/fail with the test counts, or unsupported with why.
+cell() {
+	local log=$1 backend=$2 line
+	if line=$(grep -a -m1 "^UNSUPPORTED $backend" "$log"); then
+		echo "unsupported: ${line#UNSUPPORTED $backend }"
+	elif line=$(grep -a -m1 "^RESULT $backend" "$log"); then
+		local counts
+		counts=$(grep -a -m1 "^test result" "$log" | sed 's/^test result: //; s/; finished.*//')
+		if [ "${line#RESULT $backend }" = 0 ]; then echo "pass ($counts)"; else echo "FAIL ($counts)"; fi
+	else
+		echo "FAIL (no result: see $log)"
+	fi
+}
+
+for spec in "${KERNELS[@]}"; do
+	vmlinuz=$(kernel_image "$spec")
+	log=$WORK/${spec%%=*}.log
+	timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot \
+		-kernel "$vmlinuz" -initrd "$initrd" \
+		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
+	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
+	result=$(cell "$log" tracepoint)
+	[[ $result == FAIL* ]] && failed=1
+	row "$release (${spec#*=})" tracepoint "$result"
+done
+
+# The host kernel runs the same suite natively.
+host_log=$WORK/host.log
+if target/debug/udptrace -d 0.2 >/dev/null 2>"$WORK/host.err"; then
+	rc=0
+	"$tests" >"$host_log" 2>&1 || rc=$?
+	echo "RESULT tracepoint $rc" >>"$host_log"
+else
+	echo "UNSUPPORTED tracepoint $(tail -1 "$WORK/host.err" | sed 's/^udptrace: error: //')" >"$host_log"
+fi
+result=$(cell "$host_log" tracepoint)
+[[ $result == FAIL* ]] && failed=1
+row "$(uname -r) (host)" tracepoint "$result"
+
+echo
+echo "| kernel                       | backend    | result |"
+echo "| ---------------------------- | ---------- | ------ |"
+printf '%s\n' "${rows[@]}"
+exit $failed
