@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * udptrace socket events, tracepoint/cgroup backend.
+ * udptrace socket events. Two backends share everything but the hooks that
+ * see sends and receives: the length tracepoints (Linux 6.3+) or fexit on
+ * udp_sendmsg/udp_recvmsg and their IPv6 twins (BPF trampolines).
  *
  * Sends and receives come from the sock_send_length / sock_recv_length
  * tracepoints, which fire once per datagram after the protocol's sendmsg or
@@ -383,6 +385,21 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 	return 0;
 }
 
+/* A receive has returned: peeks and (by default) EAGAIN are counted, not events. */
+static __always_inline int on_recv(struct sock *sk, int ret, int flags)
+{
+	if (flags & MSG_PEEK) {
+		stat_inc(UDP_STAT_RECV_PEEK);
+		return 0;
+	}
+	if (ret == -EAGAIN && !emit_eagain) {
+		stat_inc(UDP_STAT_RECV_EAGAIN);
+		return 0;
+	}
+	return on_datagram(sk, ret, UDP_EVENT_RECV);
+}
+
+/* Tracepoint backend (Linux 6.3+): the length tracepoints of every socket. */
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 {
@@ -396,15 +413,52 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
 	if (!is_udp(sk))
 		return 0;
-	if (flags & MSG_PEEK) {
-		stat_inc(UDP_STAT_RECV_PEEK);
+	return on_recv(sk, ret, flags);
+}
+
+/*
+ * fentry backend: fexit on the protocol's own functions, with their result.
+ * An IPv6 socket sending to an IPv4-mapped peer passes udpv6_sendmsg and then
+ * udp_sendmsg: each function counts only sockets of its own family, so such a
+ * send is counted once.
+ */
+static __always_inline bool is_udp_of(struct sock *sk, __u16 family)
+{
+	return sk->sk_protocol == IPPROTO_UDP && sk->__sk_common.skc_family == family;
+}
+
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(fexit_udp_sendmsg, struct sock *sk, void *msg, __u64 len, int ret)
+{
+	if (!is_udp_of(sk, AF_INET))
 		return 0;
-	}
-	if (ret == -EAGAIN && !emit_eagain) {
-		stat_inc(UDP_STAT_RECV_EAGAIN);
+	return on_datagram(sk, ret, UDP_EVENT_SEND);
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(fexit_udpv6_sendmsg, struct sock *sk, void *msg, __u64 len, int ret)
+{
+	if (!is_udp_of(sk, AF_INET6))
 		return 0;
-	}
-	return on_datagram(sk, ret, UDP_EVENT_RECV);
+	return on_datagram(sk, ret, UDP_EVENT_SEND);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len,
+	     int ret)
+{
+	if (!is_udp_of(sk, AF_INET))
+		return 0;
+	return on_recv(sk, ret, flags);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len,
+	     int ret)
+{
+	if (!is_udp_of(sk, AF_INET6))
+		return 0;
+	return on_recv(sk, ret, flags);
 }
 
 static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)

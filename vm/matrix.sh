@@ -16,6 +16,7 @@ KERNELS=(
 	"linux-image-6.1.0-50-cloud-amd64=6.1.176-1"
 	"linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1"
 )
+BACKENDS="fentry tracepoint"
 WORK=target/vm
 mkdir -p "$WORK"
 
@@ -74,7 +75,9 @@ cell() {
 		echo "unsupported: ${line#UNSUPPORTED $backend }"
 	elif line=$(grep -a -m1 "^RESULT $backend" "$log"); then
 		local counts
-		counts=$(grep -a -m1 "^test result" "$log" | sed 's/^test result: //; s/; finished.*//')
+		# The suite's summary line just before this backend's RESULT line.
+		counts=$(sed -n "1,/^RESULT $backend/p" "$log" | grep -a "^test result" | tail -n 1 |
+			sed 's/^test result: //; s/; finished.*//')
 		if [ "${line#RESULT $backend }" = 0 ]; then echo "pass ($counts)"; else echo "FAIL ($counts)"; fi
 	else
 		echo "FAIL (no result: see $log)"
@@ -88,23 +91,28 @@ for spec in "${KERNELS[@]}"; do
 		-kernel "$vmlinuz" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
-	result=$(cell "$log" tracepoint)
-	[[ $result == FAIL* ]] && failed=1
-	row "$release (${spec#*=})" tracepoint "$result"
+	for backend in $BACKENDS; do
+		result=$(cell "$log" "$backend")
+		[[ $result == FAIL* ]] && failed=1
+		row "$release (${spec#*=})" "$backend" "$result"
+	done
 done
 
 # The host kernel runs the same suite natively.
 host_log=$WORK/host.log
-if target/debug/udptrace -d 0.2 >/dev/null 2>"$WORK/host.err"; then
-	rc=0
-	"$tests" >"$host_log" 2>&1 || rc=$?
-	echo "RESULT tracepoint $rc" >>"$host_log"
-else
-	echo "UNSUPPORTED tracepoint $(tail -1 "$WORK/host.err" | sed 's/^udptrace: error: //')" >"$host_log"
-fi
-result=$(cell "$host_log" tracepoint)
-[[ $result == FAIL* ]] && failed=1
-row "$(uname -r) (host)" tracepoint "$result"
+: >"$host_log"
+for backend in $BACKENDS; do
+	if target/debug/udptrace --backend "$backend" -d 0.2 >/dev/null 2>"$WORK/host.err"; then
+		rc=0
+		UDPTRACE_TEST_BACKEND=$backend "$tests" >>"$host_log" 2>&1 || rc=$?
+		echo "RESULT $backend $rc" >>"$host_log"
+	else
+		echo "UNSUPPORTED $backend $(tail -1 "$WORK/host.err" | sed 's/^udptrace: error: //')" >>"$host_log"
+	fi
+	result=$(cell "$host_log" "$backend")
+	[[ $result == FAIL* ]] && failed=1
+	row "$(uname -r) (host)" "$backend" "$result"
+done
 
 echo
 echo "| kernel                       | backend    | result |"

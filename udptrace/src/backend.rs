@@ -17,37 +17,46 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
+    /// fexit on `udp_sendmsg`, `udpv6_sendmsg`, `udp_recvmsg` and
+    /// `udpv6_recvmsg` (kernels with BPF trampolines), plus the cgroup hooks.
+    Fentry,
     /// `tp_btf/sock_send_length` and `sock_recv_length` (Linux 6.3+), the cgroup
     /// sock_addr hooks for peers and connects, and `cgroup/sock_release`.
     Tracepoint,
 }
 
+/// Functions the fentry backend hooks.
+const FENTRY_FUNCTIONS: [&str; 4] = [
+    "udp_sendmsg",
+    "udpv6_sendmsg",
+    "udp_recvmsg",
+    "udpv6_recvmsg",
+];
+
 impl Backend {
+    /// In order of preference: the cheapest hooks first.
+    pub const ALL: [Backend; 2] = [Backend::Fentry, Backend::Tracepoint];
+
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Fentry => "fentry",
             Backend::Tracepoint => "tracepoint",
         }
     }
 
-    /// Why this backend cannot run on the running kernel, if it cannot.
+    /// Why the kernel's BTF says this backend cannot run, if it says so. A
+    /// backend that passes can still be refused when loading (fentry needs
+    /// BPF trampolines, which some kernels or lockdown settings deny).
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
+            Backend::Fentry => FENTRY_FUNCTIONS
+                .into_iter()
+                .find(|f| !vmlinux_has(f, libbpf_sys::BTF_KIND_FUNC))
+                .map(|f| format!("the kernel has no traceable function '{f}'")),
             Backend::Tracepoint => ["sock_send_length", "sock_recv_length"]
                 .into_iter()
-                .find(|tp| !has_btf_tracepoint(tp))
+                .find(|tp| !vmlinux_has(&format!("btf_trace_{tp}"), libbpf_sys::BTF_KIND_TYPEDEF))
                 .map(|tp| format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")),
-        }
-    }
-
-    /// The first backend, in order of preference, that this kernel can run.
-    pub fn detect() -> Result<Backend, Error> {
-        let backend = Backend::Tracepoint;
-        match backend.unavailable_reason() {
-            None => Ok(backend),
-            Some(reason) => Err(Error::BackendUnavailable {
-                backend: backend.name(),
-                reason,
-            }),
         }
     }
 }
@@ -63,15 +72,18 @@ impl std::str::FromStr for Backend {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "fentry" => Ok(Backend::Fentry),
             "tracepoint" => Ok(Backend::Tracepoint),
-            _ => Err(format!("unknown backend '{s}' (expected tracepoint)")),
+            _ => Err(format!(
+                "unknown backend '{s}' (expected fentry or tracepoint)"
+            )),
         }
     }
 }
 
-/// Whether the kernel's BTF describes a tracepoint that tp_btf programs can attach to.
-fn has_btf_tracepoint(name: &str) -> bool {
-    let Ok(name) = CString::new(format!("btf_trace_{name}")) else {
+/// Whether the kernel's BTF has a type of this name and kind.
+fn vmlinux_has(name: &str, kind: u32) -> bool {
+    let Ok(name) = CString::new(name) else {
         return false;
     };
     // SAFETY: libbpf parses the kernel's BTF and returns NULL on failure; the
@@ -81,8 +93,7 @@ fn has_btf_tracepoint(name: &str) -> bool {
         if btf.is_null() {
             return false;
         }
-        let id =
-            libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), libbpf_sys::BTF_KIND_TYPEDEF);
+        let id = libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), kind);
         libbpf_sys::btf__free(btf);
         id > 0
     }
@@ -91,6 +102,7 @@ fn has_btf_tracepoint(name: &str) -> bool {
 /// Programs, by section prefix, that each backend loads.
 pub(crate) fn wants_program(backend: Backend, section: &str) -> bool {
     match backend {
+        Backend::Fentry => section.starts_with("fexit/") || section.starts_with("cgroup/"),
         Backend::Tracepoint => section.starts_with("tp_btf/") || section.starts_with("cgroup/"),
     }
 }

@@ -14,6 +14,8 @@ pub enum Error {
     NoCgroup2,
     #[error("invalid filter: {0}")]
     InvalidFilter(String),
+    #[error("no backend can run on this kernel: {0}")]
+    NoBackend(String),
     #[error("backend '{backend}' cannot run on this kernel: {reason}")]
     BackendUnavailable {
         backend: &'static str,

@@ -102,20 +102,48 @@ impl TracerBuilder {
         route_libbpf_log();
         sys::check_btf()?;
         sys::check_privileges()?;
-        let backend = match self.backend {
-            Some(b) => match b.unavailable_reason() {
-                None => b,
-                Some(reason) => {
-                    return Err(Error::BackendUnavailable {
-                        backend: b.name(),
-                        reason,
-                    })
-                }
-            },
-            None => Backend::detect()?,
-        };
         let cgroup_root = sys::cgroup2_mount()?;
+        // A forced backend, or each the kernel's BTF allows, in order of
+        // preference, until one loads and attaches.
+        let candidates: Vec<Backend> = match self.backend {
+            Some(b) => vec![b],
+            None => Backend::ALL.to_vec(),
+        };
+        let mut refusals = Vec::new();
+        for backend in candidates {
+            if let Some(reason) = backend.unavailable_reason() {
+                refusals.push((backend, reason));
+                continue;
+            }
+            match self.clone().start_backend(backend, cgroup_root.clone()) {
+                Ok(tracer) => return Ok(tracer),
+                // Privileges, filters and the like fail every backend alike.
+                Err(Error::Bpf { what, source }) => {
+                    refusals.push((backend, format!("{what}: {source}")))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let summary = refusals
+            .iter()
+            .map(|(b, why)| format!("{b}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match (self.backend, refusals.pop()) {
+            (Some(b), Some((_, reason))) => Err(Error::BackendUnavailable {
+                backend: b.name(),
+                reason,
+            }),
+            _ => Err(Error::NoBackend(summary)),
+        }
+    }
 
+    /// Loads and attaches one backend on a new reader thread.
+    fn start_backend(
+        self,
+        backend: Backend,
+        cgroup_root: std::path::PathBuf,
+    ) -> Result<Tracer, Error> {
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);

@@ -14,10 +14,20 @@ use std::time::Duration;
 
 use udptrace::{Event, EventKind, Family, Filter, SockCounters, Stats, Tracer};
 
+/// A tracer builder for the backend under test: `UDPTRACE_TEST_BACKEND`
+/// (the kernel matrix runs the suite once per backend), else the default.
+fn builder() -> udptrace::TracerBuilder {
+    let b = Tracer::builder();
+    match std::env::var("UDPTRACE_TEST_BACKEND") {
+        Ok(name) => b.backend(name.parse().expect("a backend name")),
+        Err(_) => b,
+    }
+}
+
 /// Runs `workload` under a tracer and returns every event, in ring-buffer
 /// order, plus the tracer's counts.
 fn trace<F: FnOnce()>(filter: Filter, workload: F) -> (Vec<Event>, Stats) {
-    let mut tracer = Tracer::builder()
+    let mut tracer = builder()
         .filter(filter)
         .start()
         .expect("tracer starts (the tests need root)");
@@ -905,7 +915,7 @@ fn timestamps_are_wall_clock_and_ordered() {
 fn recv_timeout_waits_and_returns_events() {
     set_comm("ut-timeout");
     let rx = bind_v4();
-    let mut tracer = Tracer::builder()
+    let mut tracer = builder()
         .filter(Filter {
             port: Some(port(&rx)),
             ..Default::default()
@@ -920,11 +930,13 @@ fn recv_timeout_waits_and_returns_events() {
         .recv_timeout(Duration::from_secs(2))
         .expect("the send arrives");
     assert_eq!((ev.kind, ev.remote.port()), (EventKind::Send, port(&rx)));
-    assert_eq!(tracer.backend(), udptrace::Backend::Tracepoint);
-    assert!(tracer
-        .probes()
-        .iter()
-        .any(|p| p == "tp_btf/sock_send_length"));
+    let (backend, send_probe) = match std::env::var("UDPTRACE_TEST_BACKEND").as_deref() {
+        Ok("fentry") => (udptrace::Backend::Fentry, "fexit/udp_sendmsg"),
+        _ => (udptrace::Backend::Tracepoint, "tp_btf/sock_send_length"),
+    };
+    assert_eq!(tracer.backend(), backend);
+    let probes = tracer.probes();
+    assert!(probes.iter().any(|p| p == send_probe), "{probes:?}");
 }
 
 #[test]
@@ -938,7 +950,7 @@ fn every_event_is_delivered_or_counted_lost() {
         ..Default::default()
     };
     // A ring of one page that is drained only once a second: most sends cannot fit.
-    let mut tracer = Tracer::builder()
+    let mut tracer = builder()
         .filter(filter)
         .ring_buffer_size(4096)
         .wakeup_bytes(1 << 30)
