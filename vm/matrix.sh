@@ -68,6 +68,24 @@ row() { # kernel, backend, result
 	rows+=("$(printf '| %-28s | %-10s | %s |' "$1" "$2" "$3")")
 }
 
+# `udptrace doctor` must pick the first backend that passed, in auto's order.
+doctor_row() { # kernel label, log
+	local expected="" picked backend
+	for backend in $BACKENDS; do
+		if [[ $(cell "$2" "$backend") == pass* ]]; then
+			expected=$backend
+			break
+		fi
+	done
+	picked=$(grep -a -o 'auto picks: *[a-z]*' "$2" | awk '{ print $3 }' | head -n 1)
+	if [ -n "$picked" ] && [ "$picked" = "$expected" ]; then
+		row "$1" doctor "pass (auto picks $picked)"
+	else
+		row "$1" doctor "FAIL (auto picks '${picked:-nothing}', expected '$expected')"
+		failed=1
+	fi
+}
+
 # One cell from a run's log: pass/fail with the test counts, or unsupported with why.
 cell() {
 	local log=$1 backend=$2 line
@@ -96,11 +114,12 @@ for spec in "${KERNELS[@]}"; do
 		[[ $result == FAIL* ]] && failed=1
 		row "$release (${spec#*=})" "$backend" "$result"
 	done
+	doctor_row "$release (${spec#*=})" "$log"
 done
 
 # The host kernel runs the same suite natively.
 host_log=$WORK/host.log
-: >"$host_log"
+target/debug/udptrace doctor >"$host_log" 2>&1 || true
 for backend in $BACKENDS; do
 	if target/debug/udptrace --backend "$backend" -d 0.2 >/dev/null 2>"$WORK/host.err"; then
 		rc=0
@@ -113,6 +132,7 @@ for backend in $BACKENDS; do
 	[[ $result == FAIL* ]] && failed=1
 	row "$(uname -r) (host)" "$backend" "$result"
 done
+doctor_row "$(uname -r) (host)" "$host_log"
 
 echo
 echo "| kernel                       | backend    | result |"

@@ -1,5 +1,6 @@
 //! `udptrace`: trace every UDP send, receive, connect and close on this host.
 
+mod doctor;
 mod output;
 mod trace;
 
@@ -33,12 +34,16 @@ struct Cli {
 enum Command {
     /// Print one line per UDP socket event (the default)
     Trace(trace::TraceArgs),
+    /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
+    /// backend (really attached, then detached) with its probes
+    Doctor,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),
+        Some(Command::Doctor) => doctor::run(),
         None => trace::run(cli.trace),
     };
     match result {

@@ -320,3 +320,33 @@ fn sigkill_leaves_nothing_attached() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn doctor_reports_the_backend_auto_picks() {
+    let out = Command::new(BIN).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("BTF:          yes"), "{text}");
+    assert!(text.contains("privileges:   ok"), "{text}");
+    // auto picks the first backend, in auto's order, that attached.
+    let first_ok = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("backend ")?
+                .split_once(" ok,")
+                .map(|(b, _)| b.trim())
+        })
+        .expect("some backend attaches here");
+    assert!(
+        text.contains(&format!("auto picks:   {first_ok}\n")),
+        "{text}"
+    );
+    assert!(text.contains("    cgroup/sock_release"), "{text}");
+    // And the tracer agrees.
+    let out = Command::new(BIN).args(["-d", "0.2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("with the {first_ok} backend")),
+        "{stderr}"
+    );
+}

@@ -20,6 +20,7 @@ mod bpf {
     include!(concat!(env!("OUT_DIR"), "/udptrace.skel.rs"));
 }
 mod clock;
+pub mod doctor;
 mod errno;
 mod error;
 mod event;

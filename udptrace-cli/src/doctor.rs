@@ -1,0 +1,39 @@
+//! `udptrace doctor`: what this kernel supports and what `auto` would pick.
+
+use anyhow::{bail, Result};
+use udptrace::doctor::diagnose;
+
+pub fn run() -> Result<()> {
+    let d = diagnose();
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    println!("kernel:       {}", d.kernel);
+    println!("BTF:          {}", yes_no(d.btf));
+    println!(
+        "cgroup v2:    {}",
+        d.cgroup2.as_deref().unwrap_or("not mounted")
+    );
+    if d.missing_capabilities.is_empty() {
+        println!("privileges:   ok");
+    } else {
+        println!(
+            "privileges:   missing {}",
+            d.missing_capabilities.join(", ")
+        );
+    }
+    for check in &d.backends {
+        match &check.result {
+            Ok(probes) => {
+                println!("backend {:<11} ok, {} probes:", check.backend, probes.len());
+                for p in probes {
+                    println!("    {p}");
+                }
+            }
+            Err(why) => println!("backend {:<11} unavailable: {why}", check.backend),
+        }
+    }
+    match d.auto() {
+        Some(b) => println!("auto picks:   {b}"),
+        None => bail!("no backend can run on this kernel"),
+    }
+    Ok(())
+}
