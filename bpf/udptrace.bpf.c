@@ -355,8 +355,13 @@ static __always_inline bool is_udp(struct sock *sk)
 	return family == AF_INET || family == AF_INET6;
 }
 
-/* A send or receive has returned on a UDP socket. */
-static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
+/*
+ * A send or receive has returned on a UDP socket. `trusted`: `sk` is a
+ * BTF-typed pointer (tracepoints, fentry) rather than one read from a
+ * register (kprobes), which must go through bpf_probe_read and cannot ask
+ * for a cookie; theirs is the one the kernel already gave the socket.
+ */
+static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, bool trusted)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
@@ -365,8 +370,13 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 	struct peer *peer;
 	__u64 cookie;
 
-	cookie = bpf_get_socket_cookie(sk);
-	read_sock_addrs(sk, &a);
+	if (trusted) {
+		cookie = bpf_get_socket_cookie(sk);
+		read_sock_addrs(sk, &a);
+	} else {
+		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		probe_sock_addrs(sk, &a);
+	}
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
 	/* An address given by the caller (sendto) or returned to it (recvfrom). */
@@ -385,8 +395,13 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 	return 0;
 }
 
+static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
+{
+	return on_datagram_of(sk, ret, kind, true);
+}
+
 /* A receive has returned: peeks and (by default) EAGAIN are counted, not events. */
-static __always_inline int on_recv(struct sock *sk, int ret, int flags)
+static __always_inline int on_recv_of(struct sock *sk, int ret, int flags, bool trusted)
 {
 	if (flags & MSG_PEEK) {
 		stat_inc(UDP_STAT_RECV_PEEK);
@@ -396,7 +411,12 @@ static __always_inline int on_recv(struct sock *sk, int ret, int flags)
 		stat_inc(UDP_STAT_RECV_EAGAIN);
 		return 0;
 	}
-	return on_datagram(sk, ret, UDP_EVENT_RECV);
+	return on_datagram_of(sk, ret, UDP_EVENT_RECV, trusted);
+}
+
+static __always_inline int on_recv(struct sock *sk, int ret, int flags)
+{
+	return on_recv_of(sk, ret, flags, true);
 }
 
 /* Tracepoint backend (Linux 6.3+): the length tracepoints of every socket. */
@@ -459,6 +479,117 @@ int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, void *msg, __u64 len, int fla
 	if (!is_udp_of(sk, AF_INET6))
 		return 0;
 	return on_recv(sk, ret, flags);
+}
+
+/*
+ * kprobe backend: the same functions through kprobes, for kernels without BPF
+ * trampolines. The entry probe keeps the arguments for the return probe, per
+ * thread and function (udpv6_sendmsg calls udp_sendmsg for IPv4-mapped peers).
+ */
+enum { FN_UDP_SEND = 1, FN_UDP6_SEND, FN_UDP_RECV, FN_UDP6_RECV };
+
+struct call_args {
+	struct sock *sk;
+	int flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* function << 32 | tid */
+	__type(value, struct call_args);
+} args_by_call SEC(".maps");
+
+static __always_inline __u64 call_key(__u32 fn)
+{
+	return ((__u64)fn << 32) | (__u32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline int enter(__u32 fn, struct sock *sk, int flags, __u16 family)
+{
+	struct call_args args = { .sk = sk, .flags = flags };
+	__u64 key = call_key(fn);
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
+	    BPF_CORE_READ(sk, __sk_common.skc_family) != family)
+		return 0;
+	bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int leave(__u32 fn, int ret)
+{
+	__u64 key = call_key(fn);
+	struct call_args *args = bpf_map_lookup_elem(&args_by_call, &key);
+	struct call_args a;
+
+	if (!args)
+		return 0;
+	a = *args;
+	bpf_map_delete_elem(&args_by_call, &key);
+	if (fn == FN_UDP_RECV || fn == FN_UDP6_RECV)
+		return on_recv_of(a.sk, ret, a.flags, false);
+	return on_datagram_of(a.sk, ret, UDP_EVENT_SEND, false);
+}
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(kp_udp_sendmsg, struct sock *sk)
+{
+	return enter(FN_UDP_SEND, sk, 0, AF_INET);
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(krp_udp_sendmsg, int ret)
+{
+	return leave(FN_UDP_SEND, ret);
+}
+
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(kp_udpv6_sendmsg, struct sock *sk)
+{
+	return enter(FN_UDP6_SEND, sk, 0, AF_INET6);
+}
+
+SEC("kretprobe/udpv6_sendmsg")
+int BPF_KRETPROBE(krp_udpv6_sendmsg, int ret)
+{
+	return leave(FN_UDP6_SEND, ret);
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(kp_udp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags)
+{
+	return enter(FN_UDP_RECV, sk, flags, AF_INET);
+}
+
+SEC("kretprobe/udp_recvmsg")
+int BPF_KRETPROBE(krp_udp_recvmsg, int ret)
+{
+	return leave(FN_UDP_RECV, ret);
+}
+
+SEC("kprobe/udpv6_recvmsg")
+int BPF_KPROBE(kp_udpv6_recvmsg, struct sock *sk, void *msg, __u64 len, int flags)
+{
+	return enter(FN_UDP6_RECV, sk, flags, AF_INET6);
+}
+
+SEC("kretprobe/udpv6_recvmsg")
+int BPF_KRETPROBE(krp_udpv6_recvmsg, int ret)
+{
+	return leave(FN_UDP6_RECV, ret);
+}
+
+/*
+ * kprobes cannot ask for a socket cookie, so have the kernel give one to
+ * every socket created while tracing, when it is created.
+ */
+SEC("cgroup/sock_create")
+int sock_create(struct bpf_sock *ctx)
+{
+	if (ctx->protocol == IPPROTO_UDP)
+		bpf_get_socket_cookie(ctx);
+	return 1;
 }
 
 static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)

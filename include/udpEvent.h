@@ -86,7 +86,7 @@ typedef struct udptrace_config {
   // Only traffic with an address in this network on either side
   // ("10.0.0.0/8", "::1"), or NULL.
   const char *addr;
-  // "fentry" or "tracepoint", or NULL / "auto" for the best the kernel runs.
+  // "fentry", "kprobe" or "tracepoint", or NULL / "auto" for the best the kernel runs.
   const char *backend;
 } udptrace_config;
 

@@ -16,7 +16,7 @@ KERNELS=(
 	"linux-image-6.1.0-50-cloud-amd64=6.1.176-1"
 	"linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1"
 )
-BACKENDS="fentry tracepoint"
+BACKENDS="fentry kprobe tracepoint"
 WORK=target/vm
 mkdir -p "$WORK"
 

@@ -44,7 +44,7 @@ pub struct udptrace_config {
     /// Only traffic with an address in this network on either side
     /// ("10.0.0.0/8", "::1"), or NULL.
     pub addr: *const c_char,
-    /// "fentry" or "tracepoint", or NULL / "auto" for the best the kernel runs.
+    /// "fentry", "kprobe" or "tracepoint", or NULL / "auto" for the best the kernel runs.
     pub backend: *const c_char,
 }
 

@@ -41,7 +41,7 @@ pub struct TraceArgs {
     /// Also show receives that failed with EAGAIN (busy-polling servers make millions)
     #[arg(long)]
     show_eagain: bool,
-    /// Probe backend: auto (the best this kernel runs), fentry or tracepoint
+    /// Probe backend: auto (the best this kernel runs), fentry, kprobe or tracepoint
     #[arg(long, value_name = "NAME", default_value = "auto", value_parser = parse_backend)]
     backend: BackendChoice,
     /// List every attached probe on stderr

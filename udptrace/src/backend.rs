@@ -20,12 +20,15 @@ pub enum Backend {
     /// fexit on `udp_sendmsg`, `udpv6_sendmsg`, `udp_recvmsg` and
     /// `udpv6_recvmsg` (kernels with BPF trampolines), plus the cgroup hooks.
     Fentry,
+    /// kprobe + kretprobe on the same functions (kernels with CONFIG_KPROBES),
+    /// plus the cgroup hooks and `cgroup/sock_create` to give sockets cookies.
+    Kprobe,
     /// `tp_btf/sock_send_length` and `sock_recv_length` (Linux 6.3+), the cgroup
     /// sock_addr hooks for peers and connects, and `cgroup/sock_release`.
     Tracepoint,
 }
 
-/// Functions the fentry backend hooks.
+/// Functions the fentry and kprobe backends hook.
 const FENTRY_FUNCTIONS: [&str; 4] = [
     "udp_sendmsg",
     "udpv6_sendmsg",
@@ -35,11 +38,12 @@ const FENTRY_FUNCTIONS: [&str; 4] = [
 
 impl Backend {
     /// In order of preference: the cheapest hooks first.
-    pub const ALL: [Backend; 2] = [Backend::Fentry, Backend::Tracepoint];
+    pub const ALL: [Backend; 3] = [Backend::Fentry, Backend::Kprobe, Backend::Tracepoint];
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Fentry => "fentry",
+            Backend::Kprobe => "kprobe",
             Backend::Tracepoint => "tracepoint",
         }
     }
@@ -49,7 +53,7 @@ impl Backend {
     /// BPF trampolines, which some kernels or lockdown settings deny).
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
-            Backend::Fentry => FENTRY_FUNCTIONS
+            Backend::Fentry | Backend::Kprobe => FENTRY_FUNCTIONS
                 .into_iter()
                 .find(|f| !vmlinux_has(f, libbpf_sys::BTF_KIND_FUNC))
                 .map(|f| format!("the kernel has no traceable function '{f}'")),
@@ -73,9 +77,10 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "fentry" => Ok(Backend::Fentry),
+            "kprobe" => Ok(Backend::Kprobe),
             "tracepoint" => Ok(Backend::Tracepoint),
             _ => Err(format!(
-                "unknown backend '{s}' (expected fentry or tracepoint)"
+                "unknown backend '{s}' (expected fentry, kprobe or tracepoint)"
             )),
         }
     }
@@ -101,9 +106,16 @@ fn vmlinux_has(name: &str, kind: u32) -> bool {
 
 /// Programs, by section prefix, that each backend loads.
 pub(crate) fn wants_program(backend: Backend, section: &str) -> bool {
+    let shared = section.starts_with("cgroup/") && section != "cgroup/sock_create";
     match backend {
-        Backend::Fentry => section.starts_with("fexit/") || section.starts_with("cgroup/"),
-        Backend::Tracepoint => section.starts_with("tp_btf/") || section.starts_with("cgroup/"),
+        Backend::Fentry => shared || section.starts_with("fexit/"),
+        Backend::Kprobe => {
+            shared
+                || section == "cgroup/sock_create"
+                || section.starts_with("kprobe/")
+                || section.starts_with("kretprobe/")
+        }
+        Backend::Tracepoint => shared || section.starts_with("tp_btf/"),
     }
 }
 
@@ -112,6 +124,18 @@ pub(crate) fn wants_program(backend: Backend, section: &str) -> bool {
 pub(crate) struct Probe {
     pub name: String,
     pub _link: Link,
+}
+
+/// What to say when a probe does not attach: kprobes fail this way when the
+/// kernel has no CONFIG_KPROBES or the function cannot be probed.
+fn attach_failure(section: &str) -> String {
+    if section.starts_with("kprobe/") || section.starts_with("kretprobe/") {
+        format!(
+            "attaching {section} (kprobes disabled in this kernel, or the function not probeable)"
+        )
+    } else {
+        format!("attaching {section}")
+    }
 }
 
 /// Attaches every loaded program: tracing ones where their section says,
@@ -130,7 +154,7 @@ pub(crate) fn attach(skel: &UdptraceSkel<'_>, cgroup_root: &Path) -> Result<Vec<
         } else {
             prog.attach()
         }
-        .map_err(Error::bpf(format!("attaching {section}")))?;
+        .map_err(Error::bpf(attach_failure(&section)))?;
         probes.push(Probe {
             name: section,
             _link: link,

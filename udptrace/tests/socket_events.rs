@@ -932,6 +932,7 @@ fn recv_timeout_waits_and_returns_events() {
     assert_eq!((ev.kind, ev.remote.port()), (EventKind::Send, port(&rx)));
     let (backend, send_probe) = match std::env::var("UDPTRACE_TEST_BACKEND").as_deref() {
         Ok("fentry") => (udptrace::Backend::Fentry, "fexit/udp_sendmsg"),
+        Ok("kprobe") => (udptrace::Backend::Kprobe, "kretprobe/udp_sendmsg"),
         _ => (udptrace::Backend::Tracepoint, "tp_btf/sock_send_length"),
     };
     assert_eq!(tracer.backend(), backend);
