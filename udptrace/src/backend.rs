@@ -53,14 +53,18 @@ impl Backend {
     /// BPF trampolines, which some kernels or lockdown settings deny).
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
-            Backend::Fentry | Backend::Kprobe => FENTRY_FUNCTIONS
-                .into_iter()
-                .find(|f| !vmlinux_has(f, libbpf_sys::BTF_KIND_FUNC))
-                .map(|f| format!("the kernel has no traceable function '{f}'")),
-            Backend::Tracepoint => ["sock_send_length", "sock_recv_length"]
-                .into_iter()
-                .find(|tp| !vmlinux_has(&format!("btf_trace_{tp}"), libbpf_sys::BTF_KIND_TYPEDEF))
-                .map(|tp| format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")),
+            Backend::Fentry | Backend::Kprobe => {
+                first_missing(&FENTRY_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC)
+                    .map(|f| format!("the kernel has no traceable function '{f}'"))
+            }
+            Backend::Tracepoint => first_missing(
+                &["btf_trace_sock_send_length", "btf_trace_sock_recv_length"],
+                libbpf_sys::BTF_KIND_TYPEDEF,
+            )
+            .map(|t| {
+                let tp = t.trim_start_matches("btf_trace_");
+                format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")
+            }),
         }
     }
 }
@@ -86,21 +90,23 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// Whether the kernel's BTF has a type of this name and kind.
-fn vmlinux_has(name: &str, kind: u32) -> bool {
-    let Ok(name) = CString::new(name) else {
-        return false;
-    };
+/// The first of `names` the kernel's BTF has no type of this kind for (all
+/// of them if the BTF cannot be read). Parses the BTF once: it is megabytes.
+fn first_missing<'a>(names: &[&'a str], kind: u32) -> Option<&'a str> {
     // SAFETY: libbpf parses the kernel's BTF and returns NULL on failure; the
     // object is only read, then freed once.
     unsafe {
         let btf = libbpf_sys::btf__load_vmlinux_btf();
         if btf.is_null() {
-            return false;
+            return names.first().copied();
         }
-        let id = libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), kind);
+        let missing = names.iter().copied().find(|name| {
+            CString::new(*name).map_or(true, |c| {
+                libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), kind) <= 0
+            })
+        });
         libbpf_sys::btf__free(btf);
-        id > 0
+        missing
     }
 }
 
