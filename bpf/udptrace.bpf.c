@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * udptrace socket events. Two backends share everything but the hooks that
- * see sends and receives: the length tracepoints (Linux 6.3+) or fexit on
- * udp_sendmsg/udp_recvmsg and their IPv6 twins (BPF trampolines).
+ * udptrace's BPF programs. Three backends share everything but the hooks that
+ * see sends and receives: the length tracepoints (Linux 6.3+), fexit on
+ * udp_sendmsg/udp_recvmsg and their IPv6 twins (BPF trampolines), or kprobes
+ * on the same functions. Packet events come from the kernel's IP transmit and
+ * UDP enqueue functions, or from cgroup_skb hooks; drops from the kfree_skb
+ * tracepoint. Every event goes to the ring buffer, or, for `udptrace count`,
+ * into an in-kernel table instead.
  *
  * Sends and receives come from the sock_send_length / sock_recv_length
  * tracepoints, which fire once per datagram after the protocol's sendmsg or
@@ -41,6 +45,11 @@ const volatile __u8 event_kinds = 0xff; /* bit (1 << kind) */
 const volatile bool emit_eagain = false;
 /* Pending bytes in the ring buffer that make the producer wake the consumer. */
 const volatile __u64 wakeup_bytes = 64 * 1024;
+/* Aggregate events into `counts` by these fields (enum count_field) instead of emitting them. */
+const volatile bool count_mode = false;
+const volatile __u8 count_keys = 0;
+/* The kfree_skb tracepoint passes the receiving socket (Linux 6.11+). */
+const volatile bool kfree_skb_has_rx_sk = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -54,14 +63,57 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* Per-socket counters, keyed by socket cookie; deleted on close. */
+/* A task as an event reports it. */
+struct task_ctx {
+	__u64 ts_ns;
+	__u64 pid_tgid;
+	__u64 cgroup_id;
+	__u32 uid;
+	char comm[TASK_COMM_LEN];
+};
+
+/*
+ * What udptrace keeps per socket: its counters, and its owner (the task that
+ * created it, or first used it while tracing), which received packets and
+ * drops are attributed to.
+ */
+struct sock_state {
+	struct sock_counters counters;
+	struct task_ctx owner;
+};
+
+/* Keyed by socket cookie; deleted on close. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, struct sock_counters);
-} counters SEC(".maps");
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+static const struct sock_state new_sock_state = {};
+
+/* `udptrace count`'s table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct count_key);
+	__type(value, struct count_value);
+} counts SEC(".maps");
+
+/* Count mode builds an event and its key here, not in ring-buffer space or on the stack. */
+struct count_scratch {
+	struct udp_event event;
+	struct count_key key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct count_scratch);
+} scratch SEC(".maps");
 
 /* The address a sock_addr hook saw, waiting for the tracepoint in the same thread. */
 struct peer {
@@ -76,15 +128,6 @@ struct {
 	__type(key, __u32); /* tid */
 	__type(value, struct peer);
 } peer_by_tid SEC(".maps");
-
-/* The task that made a call, kept for a connect reported later. */
-struct task_ctx {
-	__u64 ts_ns;
-	__u64 pid_tgid;
-	__u64 cgroup_id;
-	__u32 uid;
-	char comm[TASK_COMM_LEN];
-};
 
 /* Who called connect(), by socket, until the socket's next event reports it. */
 struct {
@@ -242,21 +285,35 @@ static __always_inline void addr_from_sock_addr(struct bpf_sock_addr *ctx, bool 
 	p->port = bpf_ntohs(ctx->user_port);
 }
 
+/* The socket's state, created with the current task as its owner if new. */
+static __always_inline struct sock_state *sock_state_of(__u64 cookie)
+{
+	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
+
+	if (st)
+		return st;
+	/* NOEXIST: another CPU may have created it since the lookup. */
+	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST) == 0) {
+		st = bpf_map_lookup_elem(&sock_states, &cookie);
+		if (st)
+			current_task(&st->owner);
+		return st;
+	}
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (!st)
+		stat_inc(UDP_STAT_COUNTERS_FULL);
+	return st;
+}
+
 /* Adds one datagram to a socket's counters and returns them. */
 static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s32 bytes)
 {
 	struct sock_counters zero = {}, *c;
+	struct sock_state *st = sock_state_of(cookie);
 
-	c = bpf_map_lookup_elem(&counters, &cookie);
-	if (!c) {
-		/* NOEXIST: another CPU may have created it since the lookup. */
-		bpf_map_update_elem(&counters, &cookie, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&counters, &cookie);
-		if (!c) {
-			stat_inc(UDP_STAT_COUNTERS_FULL);
-			return zero;
-		}
-	}
+	if (!st)
+		return zero;
+	c = &st->counters;
 	if (bytes >= 0) {
 		if (kind == UDP_EVENT_SEND) {
 			__sync_fetch_and_add(&c->tx_bytes, bytes);
@@ -271,9 +328,95 @@ static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s
 
 static __always_inline struct sock_counters counters_of(__u64 cookie)
 {
-	struct sock_counters zero = {}, *c = bpf_map_lookup_elem(&counters, &cookie);
+	struct sock_counters zero = {};
+	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
 
-	return c ? *c : zero;
+	return st ? st->counters : zero;
+}
+
+/* Where to build the next event: ring-buffer space, or the count-mode scratch. */
+static __always_inline struct udp_event *event_slot(void)
+{
+	struct udp_event *e;
+	__u32 zero = 0;
+
+	if (count_mode) {
+		struct count_scratch *cs = bpf_map_lookup_elem(&scratch, &zero);
+
+		return cs ? &cs->event : NULL;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		stat_inc(UDP_STAT_LOST);
+	return e;
+}
+
+static __always_inline bool is_inbound(const struct udp_event *e)
+{
+	return e->kind == UDP_EVENT_RECV || e->kind == UDP_EVENT_PACKET_RECV ||
+	       (e->kind == UDP_EVENT_DROP && e->detail.packet.inbound);
+}
+
+/* Adds the event built in `cs` to `counts` under the fields count_keys selects. */
+static __always_inline void count_event(struct count_scratch *cs)
+{
+	const struct udp_event *e = &cs->event;
+	struct count_value one = { .events = 1 }, *v;
+	struct count_key *k = &cs->key;
+	bool in = is_inbound(e);
+
+	__builtin_memset(k, 0, sizeof(*k));
+	if (e->ret > 0)
+		one.bytes = e->ret;
+	if (count_keys & COUNT_SADDR)
+		__builtin_memcpy(k->saddr, in ? e->raddr : e->laddr, 16);
+	if (count_keys & COUNT_DADDR)
+		__builtin_memcpy(k->daddr, in ? e->laddr : e->raddr, 16);
+	if (count_keys & (COUNT_SADDR | COUNT_DADDR))
+		k->family = e->family;
+	if (count_keys & COUNT_SPORT)
+		k->sport = in ? e->rport : e->lport;
+	if (count_keys & COUNT_DPORT)
+		k->dport = in ? e->lport : e->rport;
+	if (count_keys & COUNT_PID)
+		k->pid = e->pid;
+	if (count_keys & COUNT_COMM)
+		__builtin_memcpy(k->comm, e->comm, sizeof(k->comm));
+	if (count_keys & COUNT_EVENT)
+		k->kind = e->kind;
+	if ((count_keys & COUNT_REASON) && e->kind == UDP_EVENT_DROP) {
+		k->reason = e->detail.packet.drop_reason;
+		k->is_drop = 1;
+	}
+	v = bpf_map_lookup_elem(&counts, k);
+	if (!v) {
+		if (bpf_map_update_elem(&counts, k, &one, BPF_NOEXIST) == 0)
+			return;
+		/* Another CPU added the key first, or the table is full. */
+		v = bpf_map_lookup_elem(&counts, k);
+		if (!v) {
+			stat_inc(UDP_STAT_COUNT_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->events, 1);
+	__sync_fetch_and_add(&v->bytes, one.bytes);
+}
+
+/* Hands a built event to user space, or counts it. */
+static __always_inline void event_done(struct udp_event *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (count_mode) {
+		/* The event is the first member of its count_scratch. */
+		count_event((struct count_scratch *)e);
+		return;
+	}
+	/* Batch wake-ups: the consumer also drains on a short timer. */
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 /* Emits an event of the current task, or of `task` when one is given. */
@@ -281,14 +424,10 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 				 const struct sock_counters *cnt, __s32 ret, __u64 pid_tgid,
 				 const struct task_ctx *task)
 {
-	struct udp_event *e;
-	__u64 flags = BPF_RB_NO_WAKEUP;
+	struct udp_event *e = event_slot();
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		stat_inc(UDP_STAT_LOST);
+	if (!e)
 		return;
-	}
 	if (task) {
 		e->ts_ns = task->ts_ns;
 		e->cgroup_id = task->cgroup_id;
@@ -304,7 +443,7 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->sock_cookie = cookie;
-	e->counters = *cnt;
+	e->detail.counters = *cnt;
 	e->ret = ret;
 	__builtin_memcpy(e->laddr, a->laddr, 16);
 	__builtin_memcpy(e->raddr, a->raddr, 16);
@@ -314,10 +453,7 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 	e->family = a->family;
 	e->pad[0] = 0;
 	e->pad[1] = 0;
-	/* Batch wake-ups: the consumer also drains on a short timer. */
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	event_done(e);
 }
 
 /*
@@ -581,14 +717,18 @@ int BPF_KRETPROBE(krp_udpv6_recvmsg, int ret)
 }
 
 /*
- * kprobes cannot ask for a socket cookie, so have the kernel give one to
- * every socket created while tracing, when it is created.
+ * A UDP socket is created: its creator owns it. This also gives the socket
+ * its cookie now, which kprobes cannot ask for later.
  */
 SEC("cgroup/sock_create")
 int sock_create(struct bpf_sock *ctx)
 {
-	if (ctx->protocol == IPPROTO_UDP)
-		bpf_get_socket_cookie(ctx);
+	__u64 cookie;
+
+	if (ctx->protocol == IPPROTO_UDP) {
+		cookie = bpf_get_socket_cookie(ctx);
+		sock_state_of(cookie);
+	}
 	return 1;
 }
 
@@ -675,13 +815,375 @@ int sock_release(struct bpf_sock *ctx)
 	cookie = bpf_get_socket_cookie(ctx);
 	finish_connect(cookie, &a);
 	cnt = counters_of(cookie);
-	bpf_map_delete_elem(&counters, &cookie);
+	bpf_map_delete_elem(&sock_states, &cookie);
 	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
 		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, pid_tgid, NULL);
 	return 1;
+}
+
+/*
+ * Packet events and drops. A datagram's headers are read from the IP header
+ * on: through the skb context in cgroup_skb programs, from kernel memory in
+ * the others.
+ */
+struct ip4_hdr {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__be16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ip6_hdr {
+	__be32 ver_tc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct udp_hdr {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__be16 check;
+};
+
+#define IP_OFFSET_MASK 0x1fff
+#define NO_HEADER 0xffff
+
+struct pkt {
+	__u8 saddr[16]; /* IPv4 as IPv4-mapped */
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 udp_length;
+	__u16 udp_checksum;
+	__u16 ip_plength;
+	__u16 gso_segs;
+	__u8 ip_ver;
+};
+
+/* `len` bytes at `off` past the IP header: of `ctx_skb` if given, else at `ip`. */
+static __always_inline int load_bytes(struct __sk_buff *ctx_skb, const void *ip, __u32 off,
+				      void *dst, __u32 len)
+{
+	if (ctx_skb)
+		return bpf_skb_load_bytes(ctx_skb, off, dst, len);
+	return bpf_probe_read_kernel(dst, len, ip + off);
+}
+
+/*
+ * Reads the IP and UDP headers; false unless the packet is UDP with its
+ * header right after the IP header (IPv6 extension headers are not followed,
+ * non-first IPv4 fragments carry no UDP header).
+ */
+static __always_inline bool parse_udp(struct __sk_buff *ctx_skb, const void *ip, struct pkt *p)
+{
+	union {
+		struct ip4_hdr v4;
+		struct ip6_hdr v6;
+	} h;
+	struct udp_hdr uh;
+	__u32 l4;
+
+	if (load_bytes(ctx_skb, ip, 0, &h.v4, sizeof(h.v4)))
+		return false;
+	p->ip_ver = h.v4.ver_ihl >> 4;
+	if (p->ip_ver == 4) {
+		if (h.v4.protocol != IPPROTO_UDP || (h.v4.frag_off & bpf_htons(IP_OFFSET_MASK)))
+			return false;
+		l4 = (h.v4.ver_ihl & 0xf) * 4;
+		p->ip_plength = bpf_ntohs(h.v4.tot_len) - l4;
+		v4_mapped(p->saddr, h.v4.saddr);
+		v4_mapped(p->daddr, h.v4.daddr);
+	} else if (p->ip_ver == 6) {
+		if (load_bytes(ctx_skb, ip, 0, &h.v6, sizeof(h.v6)) || h.v6.nexthdr != IPPROTO_UDP)
+			return false;
+		l4 = sizeof(h.v6);
+		p->ip_plength = bpf_ntohs(h.v6.payload_len);
+		__builtin_memcpy(p->saddr, h.v6.saddr, 16);
+		__builtin_memcpy(p->daddr, h.v6.daddr, 16);
+	} else {
+		return false;
+	}
+	if (load_bytes(ctx_skb, ip, l4, &uh, sizeof(uh)))
+		return false;
+	p->sport = bpf_ntohs(uh.source);
+	p->dport = bpf_ntohs(uh.dest);
+	p->udp_length = bpf_ntohs(uh.len);
+	p->udp_checksum = bpf_ntohs(uh.check);
+	return true;
+}
+
+/* Headers of a kernel skb whose network header is set. */
+static __always_inline bool parse_skb(struct sk_buff *skb, struct pkt *p)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	struct skb_shared_info *shinfo;
+
+	if (nh == NO_HEADER || !parse_udp(NULL, head + nh, p))
+		return false;
+	shinfo = (struct skb_shared_info *)(head + BPF_CORE_READ(skb, end));
+	p->gso_segs = BPF_CORE_READ(shinfo, gso_segs);
+	return true;
+}
+
+/* A packet event of `task`; `reason` for drops. */
+static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, const struct pkt *p,
+					__u32 reason, const struct task_ctx *task)
+{
+	struct sock_addrs a = {};
+	struct udp_event *e;
+
+	a.family = p->ip_ver == 6 ? AF_INET6 : AF_INET;
+	__builtin_memcpy(a.laddr, inbound ? p->daddr : p->saddr, 16);
+	__builtin_memcpy(a.raddr, inbound ? p->saddr : p->daddr, 16);
+	a.lport = inbound ? p->dport : p->sport;
+	a.rport = inbound ? p->sport : p->dport;
+	if (!kind_wanted(kind) || !stored_task_wanted(task) || !addrs_wanted(&a))
+		return;
+	e = event_slot();
+	if (!e)
+		return;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->sock_cookie = cookie;
+	e->cgroup_id = task->cgroup_id;
+	e->pid = task->pid_tgid >> 32;
+	e->tid = (__u32)task->pid_tgid;
+	e->uid = task->uid;
+	__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+	/* The payload, as a send or receive of it would return. */
+	e->ret = p->udp_length >= 8 ? p->udp_length - 8 : 0;
+	__builtin_memcpy(e->laddr, a.laddr, 16);
+	__builtin_memcpy(e->raddr, a.raddr, 16);
+	e->lport = a.lport;
+	e->rport = a.rport;
+	e->kind = kind;
+	e->family = a.family;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+	__builtin_memset(&e->detail, 0, sizeof(e->detail));
+	e->detail.packet.drop_reason = reason;
+	e->detail.packet.ip_plength = p->ip_plength;
+	e->detail.packet.udp_length = p->udp_length;
+	e->detail.packet.udp_checksum = p->udp_checksum;
+	e->detail.packet.gso_segs = p->gso_segs > 1 ? p->gso_segs : 1;
+	e->detail.packet.ip_ver = p->ip_ver;
+	e->detail.packet.inbound = inbound;
+	event_done(e);
+}
+
+/* The task a received datagram or a drop belongs to: its socket's owner, if known. */
+static __always_inline void owner_of(__u64 cookie, struct task_ctx *t)
+{
+	struct sock_state *st = cookie ? bpf_map_lookup_elem(&sock_states, &cookie) : NULL;
+
+	if (st)
+		*t = st->owner;
+	else
+		__builtin_memset(t, 0, sizeof(*t));
+}
+
+static __always_inline void packet_sent(__u64 cookie, const struct pkt *p)
+{
+	struct task_ctx t;
+
+	/* Transmit runs in the sending task (sendmsg, or a corked socket's flush). */
+	current_task(&t);
+	emit_packet(UDP_EVENT_PACKET_SEND, false, cookie, p, 0, &t);
+}
+
+static __always_inline void packet_received(__u64 cookie, const struct pkt *p)
+{
+	struct task_ctx t;
+
+	owner_of(cookie, &t);
+	emit_packet(UDP_EVENT_PACKET_RECV, true, cookie, p, 0, &t);
+}
+
+/* Raw sockets send UDP headers too; like udp:::send, report UDP sockets' only. */
+static __always_inline bool udp_sock(struct sock *sk)
+{
+	return sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP &&
+	       BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM;
+}
+
+static __always_inline __u64 probed_cookie(struct sock *sk)
+{
+	return sk ? BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) : 0;
+}
+
+/*
+ * The last datagram each CPU handed to a socket, so that a drop that follows
+ * it (receive buffer full) is attributed to that socket on kernels whose
+ * kfree_skb tracepoint does not name it.
+ */
+struct delivery {
+	__u64 skb;
+	__u64 cookie;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct delivery);
+} last_delivery SEC(".maps");
+
+static __always_inline int on_transmit(struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct pkt p = {};
+
+	if (!udp_sock(sk) || !parse_skb(skb, &p))
+		return 0;
+	packet_sent(probed_cookie(sk), &p);
+	return 0;
+}
+
+/* The datagram passed its header and checksum checks and is about to be queued. */
+static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
+{
+	struct delivery *d;
+	struct pkt p = {};
+	__u64 cookie;
+	__u32 zero = 0;
+
+	if (!parse_skb(skb, &p))
+		return 0;
+	cookie = probed_cookie(sk);
+	d = bpf_map_lookup_elem(&last_delivery, &zero);
+	if (d) {
+		d->skb = (__u64)skb;
+		d->cookie = cookie;
+	}
+	packet_received(cookie, &p);
+	return 0;
+}
+
+/* fentry backend: the IP transmit functions UDP ends in, and UDP's enqueue. */
+SEC("fentry/ip_send_skb")
+int BPF_PROG(fentry_ip_send_skb, void *net, struct sk_buff *skb)
+{
+	return on_transmit(skb);
+}
+
+SEC("fentry/ip6_send_skb")
+int BPF_PROG(fentry_ip6_send_skb, struct sk_buff *skb)
+{
+	return on_transmit(skb);
+}
+
+SEC("fentry/__udp_enqueue_schedule_skb")
+int BPF_PROG(fentry_udp_enqueue, struct sock *sk, struct sk_buff *skb)
+{
+	return on_enqueue(sk, skb);
+}
+
+/* kprobe backend: the same. */
+SEC("kprobe/ip_send_skb")
+int BPF_KPROBE(kp_ip_send_skb, void *net, struct sk_buff *skb)
+{
+	return on_transmit(skb);
+}
+
+SEC("kprobe/ip6_send_skb")
+int BPF_KPROBE(kp_ip6_send_skb, struct sk_buff *skb)
+{
+	return on_transmit(skb);
+}
+
+SEC("kprobe/__udp_enqueue_schedule_skb")
+int BPF_KPROBE(kp_udp_enqueue, struct sock *sk, struct sk_buff *skb)
+{
+	return on_enqueue(sk, skb);
+}
+
+/*
+ * Tracepoint backend, and where the functions above are missing: cgroup_skb
+ * hooks on the root cgroup. Egress sees a socket's datagram as IP hands it
+ * to the device; ingress sees it as the socket filter runs, after UDP's
+ * header, length and (for short datagrams) checksum checks.
+ */
+static __always_inline bool skb_of_udp_sock(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return false;
+	sk = bpf_sk_fullsock(sk); /* protocol and type are only readable here */
+	return sk && sk->protocol == IPPROTO_UDP && sk->type == SOCK_DGRAM;
+}
+
+SEC("cgroup_skb/egress")
+int packet_egress(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (!skb_of_udp_sock(skb) || !parse_udp(skb, NULL, &p))
+		return 1;
+	p.gso_segs = skb->gso_segs;
+	packet_sent(bpf_get_socket_cookie(skb), &p);
+	return 1; /* never interfere with the traffic */
+}
+
+SEC("cgroup_skb/ingress")
+int packet_ingress(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (!skb_of_udp_sock(skb) || !parse_udp(skb, NULL, &p))
+		return 1;
+	packet_received(bpf_get_socket_cookie(skb), &p);
+	return 1;
+}
+
+/*
+ * Drops: every UDP datagram the kernel frees as dropped, with the reason.
+ * Arriving ones (skb_iif set) belong to the socket they were for.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
+{
+	struct sock *sk = NULL;
+	struct delivery *d;
+	struct task_ctx t;
+	struct pkt p = {};
+	__u32 zero = 0;
+	__u64 cookie;
+	bool inbound;
+
+	if (!parse_skb(skb, &p))
+		return 0;
+	inbound = BPF_CORE_READ(skb, skb_iif) != 0;
+	if (inbound && kfree_skb_has_rx_sk)
+		sk = (struct sock *)ctx[3];
+	if (!sk)
+		sk = BPF_CORE_READ(skb, sk);
+	cookie = probed_cookie(sk);
+	d = bpf_map_lookup_elem(&last_delivery, &zero);
+	if (!cookie && d && d->skb == (__u64)skb)
+		cookie = d->cookie;
+	if (inbound)
+		owner_of(cookie, &t);
+	else
+		current_task(&t);
+	emit_packet(UDP_EVENT_DROP, inbound, cookie, &p, reason, &t);
+	return 0;
 }
 
 /* Not used by the programs: keep the wire types in BTF so the skeleton generates them. */
 struct udp_event udp_event_layout;
 enum udp_event_kind udp_event_kind_layout;
 enum udp_stat udp_stat_layout;
+enum count_field count_field_layout;
+struct count_key count_key_layout;
+struct count_value count_value_layout;

@@ -14,6 +14,11 @@ enum udp_event_kind {
 	UDP_EVENT_RECV = 2,
 	UDP_EVENT_CONNECT = 3,
 	UDP_EVENT_CLOSE = 4,
+	/* One UDP datagram leaving or arriving, with its IP and UDP headers. */
+	UDP_EVENT_PACKET_SEND = 5,
+	UDP_EVENT_PACKET_RECV = 6,
+	/* The kernel discarded a UDP datagram. */
+	UDP_EVENT_DROP = 7,
 };
 
 /* Indexes of the per-CPU `stats` counters. */
@@ -28,7 +33,9 @@ enum udp_stat {
 	UDP_STAT_COUNTERS_FULL = 3,
 	/* connect() calls that left the socket unconnected (the call failed). */
 	UDP_STAT_CONNECT_FAILED = 4,
-	UDP_STAT_MAX = 5,
+	/* Events not counted by `udptrace count`: its map was full. */
+	UDP_STAT_COUNT_FULL = 5,
+	UDP_STAT_MAX = 6,
 };
 
 /* Cumulative traffic of one socket since tracing started. */
@@ -39,24 +46,73 @@ struct sock_counters {
 	__u64 tx_packets;
 };
 
-/* One socket-level event, 128 bytes. */
+/* The headers of one datagram, host byte order, as DTrace's udp provider has them. */
+struct packet_info {
+	__u32 drop_reason; /* enum skb_drop_reason, for drops */
+	__u16 ip_plength; /* IP payload: total length minus the IP header */
+	__u16 udp_length;
+	__u16 udp_checksum; /* as on the wire: partial when the NIC finishes it */
+	__u16 gso_segs; /* datagrams a UDP GSO send leaves as; 1 otherwise */
+	__u8 ip_ver;
+	__u8 inbound; /* arriving: laddr/lport are its destination */
+	__u8 pad[18];
+};
+
+union event_detail {
+	struct sock_counters counters; /* socket events: after this event */
+	struct packet_info packet; /* packet and drop events */
+};
+
+/* One event, 128 bytes. */
 struct udp_event {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 sock_cookie;
 	__u64 cgroup_id;
-	struct sock_counters counters; /* after this event */
+	union event_detail detail;
 	__u32 pid; /* thread group id */
 	__u32 tid;
 	__u32 uid;
-	__s32 ret; /* bytes for send/recv, 0 or -errno */
+	__s32 ret; /* bytes (payload) for send/recv/packets, 0 or -errno */
 	__u8 laddr[16]; /* IPv4 as IPv4-mapped IPv6 */
 	__u8 raddr[16];
 	__u16 lport; /* host byte order */
 	__u16 rport;
 	__u8 kind; /* enum udp_event_kind */
-	__u8 family; /* AF_INET or AF_INET6: the socket's family */
+	__u8 family; /* AF_INET or AF_INET6: the socket's (packets: the IP header's) */
 	__u8 pad[2];
 	char comm[TASK_COMM_LEN];
+};
+
+/* `udptrace count`: which fields of an event make its key (bits of count_keys). */
+enum count_field {
+	COUNT_DPORT = 1,
+	COUNT_SPORT = 2,
+	COUNT_DADDR = 4,
+	COUNT_SADDR = 8,
+	COUNT_PID = 16,
+	COUNT_COMM = 32,
+	COUNT_EVENT = 64,
+	COUNT_REASON = 128,
+};
+
+/* Unselected fields stay zero. Source and destination as the datagram travels. */
+struct count_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 pid;
+	__u32 reason;
+	__u8 kind;
+	__u8 family;
+	__u8 is_drop; /* with COUNT_REASON: `reason` is set */
+	__u8 pad;
+	char comm[TASK_COMM_LEN];
+};
+
+struct count_value {
+	__u64 events;
+	__u64 bytes;
 };
 
 #endif /* __UDPTRACE_H */

@@ -50,6 +50,9 @@ enum {
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_UDP 17
+#define SOCK_DGRAM 2
+
+struct bpf_flow_keys;
 
 struct bpf_sock {
 	__u32 bound_dev_if;
@@ -85,6 +88,48 @@ struct bpf_sock_addr {
 	} __attribute__((aligned(8)));
 };
 
+/* The cgroup_skb context: its data starts at the IP header. */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	union {
+		struct bpf_flow_keys *flow_keys;
+		__u64 : 64;
+	} __attribute__((aligned(8)));
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	union {
+		struct bpf_sock *sk;
+		__u64 : 64;
+	} __attribute__((aligned(8)));
+	__u32 gso_size;
+};
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct in6_addr {
@@ -113,6 +158,22 @@ struct sock_common {
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
+	__u16 sk_type;
+};
+
+struct skb_shared_info {
+	unsigned short gso_segs;
+};
+
+/* Anonymous unions and struct groups of the real layout are found by name. */
+struct sk_buff {
+	struct sock *sk;
+	unsigned char *head;
+	unsigned int end;
+	__u16 transport_header;
+	__u16 network_header;
+	__be16 protocol;
+	int skb_iif;
 };
 
 /* x86-64: the registers kprobes read arguments and results from. */

@@ -229,6 +229,8 @@ fn to_c_event(ev: &Event) -> udptrace_event {
         EventKind::Recv => UDPTRACE_RECV,
         EventKind::Connect => UDPTRACE_CONNECT,
         EventKind::Close => UDPTRACE_CLOSE,
+        // This API only asks for socket events (its event_mask has no other bits).
+        _ => 0,
     };
     out.ret = ev.ret;
     out.family = ev.family.number();
@@ -296,7 +298,7 @@ pub unsafe extern "C" fn udptrace_get_stats(
     };
     let s = h.tracer.lock().unwrap_or_else(|p| p.into_inner()).stats();
     stats.write(udptrace_stats {
-        events: s.events,
+        events: [s.events[0], s.events[1], s.events[2], s.events[3]],
         lost: s.lost,
         recv_eagain: s.recv_eagain,
         recv_peek: s.recv_peek,

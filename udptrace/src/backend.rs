@@ -1,4 +1,4 @@
-//! Probe backends: which kernel hooks produce the socket events.
+//! Probe backends: which kernel hooks produce the events.
 
 use std::ffi::CString;
 use std::fmt;
@@ -6,6 +6,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use libbpf_rs::btf::types::FuncProto;
+use libbpf_rs::btf::{Btf, BtfType};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::Skel;
 use libbpf_rs::Link;
@@ -35,6 +37,82 @@ const FENTRY_FUNCTIONS: [&str; 4] = [
     "udp_recvmsg",
     "udpv6_recvmsg",
 ];
+
+/// Functions the fentry and kprobe backends hook for packet events: where IP
+/// transmits a UDP socket's datagram, and where UDP queues one to a socket
+/// (after its header, length and checksum checks).
+const PACKET_FUNCTIONS: [&str; 3] = ["ip_send_skb", "ip6_send_skb", "__udp_enqueue_schedule_skb"];
+
+/// Where packet events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PacketHooks {
+    /// fentry or kprobes on [`PACKET_FUNCTIONS`].
+    Functions,
+    /// cgroup_skb egress and ingress on the root cgroup: the tracepoint
+    /// backend's, and the others' when a packet function is missing.
+    CgroupSkb,
+}
+
+/// The programs one tracer loads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub backend: Backend,
+    /// Packet events wanted, and from which hooks.
+    pub packets: Option<PacketHooks>,
+    /// Drop events wanted.
+    pub drops: bool,
+}
+
+impl Plan {
+    pub fn new(backend: Backend, packets: bool, drops: bool) -> Plan {
+        let hooks = match backend {
+            Backend::Fentry | Backend::Kprobe
+                if first_missing(&PACKET_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC).is_none() =>
+            {
+                PacketHooks::Functions
+            }
+            _ => PacketHooks::CgroupSkb,
+        };
+        Plan {
+            backend,
+            packets: packets.then_some(hooks),
+            drops,
+        }
+    }
+
+    /// Whether the program in `section` (`fexit/udp_sendmsg`, `cgroup/connect4`) is loaded.
+    pub fn wants_program(&self, section: &str) -> bool {
+        let (kind, target) = section.split_once('/').unwrap_or((section, ""));
+        let packet_fn = PACKET_FUNCTIONS.contains(&target);
+        let via_functions = self.packets == Some(PacketHooks::Functions);
+        match kind {
+            "cgroup" => true,
+            "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
+            "tp_btf" if target == "kfree_skb" => self.drops,
+            "tp_btf" => self.backend == Backend::Tracepoint,
+            "fexit" => self.backend == Backend::Fentry,
+            "fentry" => self.backend == Backend::Fentry && packet_fn && via_functions,
+            "kprobe" if packet_fn => self.backend == Backend::Kprobe && via_functions,
+            "kprobe" | "kretprobe" => self.backend == Backend::Kprobe,
+            _ => false,
+        }
+    }
+}
+
+/// Whether the kfree_skb tracepoint passes the socket a dropped datagram was
+/// for (`rx_sk`, Linux 6.11+): its prototype has a fourth argument.
+pub(crate) fn kfree_skb_has_rx_sk() -> bool {
+    let Ok(btf) = Btf::from_vmlinux() else {
+        return false;
+    };
+    let proto = btf
+        .type_by_name::<BtfType<'_>>("btf_trace_kfree_skb")
+        .and_then(|t| t.next_type()) // the typedef's pointer
+        .and_then(|t| t.next_type()) // its function prototype
+        .and_then(|t| FuncProto::try_from(t).ok());
+    // The first parameter is the tracepoint's context.
+    proto.is_some_and(|p| p.len() >= 5)
+}
 
 impl Backend {
     /// In order of preference: the cheapest hooks first.
@@ -110,21 +188,6 @@ fn first_missing<'a>(names: &[&'a str], kind: u32) -> Option<&'a str> {
     }
 }
 
-/// Programs, by section prefix, that each backend loads.
-pub(crate) fn wants_program(backend: Backend, section: &str) -> bool {
-    let shared = section.starts_with("cgroup/") && section != "cgroup/sock_create";
-    match backend {
-        Backend::Fentry => shared || section.starts_with("fexit/"),
-        Backend::Kprobe => {
-            shared
-                || section == "cgroup/sock_create"
-                || section.starts_with("kprobe/")
-                || section.starts_with("kretprobe/")
-        }
-        Backend::Tracepoint => shared || section.starts_with("tp_btf/"),
-    }
-}
-
 /// One attached probe: its name (`tp_btf/sock_send_length`, `cgroup/connect4`)
 /// and the link that keeps it attached. Dropping the link detaches it.
 pub(crate) struct Probe {
@@ -155,7 +218,7 @@ pub(crate) fn attach(skel: &UdptraceSkel<'_>, cgroup_root: &Path) -> Result<Vec<
             continue;
         }
         let section = prog.section().to_string_lossy().into_owned();
-        let link = if section.starts_with("cgroup/") {
+        let link = if section.starts_with("cgroup") {
             prog.attach_cgroup(cgroup.as_raw_fd())
         } else {
             prog.attach()
@@ -167,4 +230,42 @@ pub(crate) fn attach(skel: &UdptraceSkel<'_>, cgroup_root: &Path) -> Result<Vec<
         });
     }
     Ok(probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(backend: Backend, packets: Option<PacketHooks>, drops: bool) -> Plan {
+        Plan {
+            backend,
+            packets,
+            drops,
+        }
+    }
+
+    #[test]
+    fn socket_events_alone_load_no_packet_or_drop_hooks() {
+        let p = plan(Backend::Tracepoint, None, false);
+        assert!(p.wants_program("tp_btf/sock_send_length"));
+        assert!(p.wants_program("cgroup/connect4"));
+        assert!(p.wants_program("cgroup/sock_create"));
+        assert!(!p.wants_program("tp_btf/kfree_skb"));
+        assert!(!p.wants_program("cgroup_skb/ingress"));
+        assert!(!p.wants_program("fexit/udp_sendmsg"));
+    }
+
+    #[test]
+    fn packet_hooks_follow_the_plan() {
+        let p = plan(Backend::Kprobe, Some(PacketHooks::Functions), true);
+        assert!(p.wants_program("kprobe/ip_send_skb"));
+        assert!(p.wants_program("kprobe/udp_sendmsg"));
+        assert!(p.wants_program("tp_btf/kfree_skb"));
+        assert!(!p.wants_program("fentry/ip_send_skb"));
+        assert!(!p.wants_program("cgroup_skb/egress"));
+        let p = plan(Backend::Fentry, Some(PacketHooks::CgroupSkb), false);
+        assert!(p.wants_program("cgroup_skb/egress"));
+        assert!(!p.wants_program("fentry/ip_send_skb"));
+        assert!(p.wants_program("fexit/udp_recvmsg"));
+    }
 }

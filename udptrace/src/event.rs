@@ -1,4 +1,4 @@
-//! Typed socket events, decoded from the BPF records.
+//! Typed events, decoded from the BPF records.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::bpf::types::{udp_event, udp_event_kind};
+use crate::drop_reason::drop_reason_name;
 use crate::errno::errno_text;
 
 /// What happened on the socket.
@@ -19,10 +20,32 @@ pub enum EventKind {
     Connect,
     /// The socket was released; it carries the final counters.
     Close,
+    /// One UDP datagram left a UDP socket, with its IP and UDP headers.
+    PacketSend,
+    /// One UDP datagram, with valid headers, arrived for a UDP socket.
+    PacketRecv,
+    /// The kernel discarded a UDP datagram; the event carries the reason.
+    Drop,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [Self::Send, Self::Recv, Self::Connect, Self::Close];
+    pub const ALL: [EventKind; 7] = [
+        Self::Send,
+        Self::Recv,
+        Self::Connect,
+        Self::Close,
+        Self::PacketSend,
+        Self::PacketRecv,
+        Self::Drop,
+    ];
+
+    /// The socket-level events: what a tracer reports unless asked otherwise.
+    pub const SOCKET: [EventKind; 4] = [Self::Send, Self::Recv, Self::Connect, Self::Close];
+
+    /// Events carrying a datagram's headers ([`Event::packet`]).
+    pub fn is_packet(self) -> bool {
+        matches!(self, Self::PacketSend | Self::PacketRecv | Self::Drop)
+    }
 
     /// The name used in text and JSON output.
     pub fn name(self) -> &'static str {
@@ -31,6 +54,9 @@ impl EventKind {
             Self::Recv => "recv",
             Self::Connect => "connect",
             Self::Close => "close",
+            Self::PacketSend => "packet-send",
+            Self::PacketRecv => "packet-recv",
+            Self::Drop => "drop",
         }
     }
 
@@ -41,11 +67,14 @@ impl EventKind {
             Self::Recv => udp_event_kind::UDP_EVENT_RECV,
             Self::Connect => udp_event_kind::UDP_EVENT_CONNECT,
             Self::Close => udp_event_kind::UDP_EVENT_CLOSE,
+            Self::PacketSend => udp_event_kind::UDP_EVENT_PACKET_SEND,
+            Self::PacketRecv => udp_event_kind::UDP_EVENT_PACKET_RECV,
+            Self::Drop => udp_event_kind::UDP_EVENT_DROP,
         };
         kind.0 as u8
     }
 
-    fn from_wire(v: u8) -> Option<Self> {
+    pub(crate) fn from_wire(v: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.wire() == v)
     }
 
@@ -68,7 +97,10 @@ impl std::str::FromStr for EventKind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                format!("unknown event kind '{s}' (expected send, recv, connect or close)")
+                format!(
+                    "unknown event kind '{s}' (expected send, recv, connect, close, \
+                     packet-send, packet-recv or drop)"
+                )
             })
     }
 }
@@ -107,11 +139,37 @@ pub struct SockCounters {
     pub tx_packets: u64,
 }
 
+/// The IP and UDP headers of one datagram, in host byte order, as DTrace's
+/// `udp` provider gives them (`ipinfo_t`, `udpinfo_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    /// 4 or 6.
+    pub ip_ver: u8,
+    /// The IP payload: total length minus the IP header.
+    pub ip_plength: u16,
+    /// The UDP header's length field (header and payload).
+    pub udp_length: u16,
+    /// The UDP checksum field as the packet carries it. On loopback and with
+    /// checksum offload, outgoing datagrams carry only the pseudo-header sum.
+    pub udp_checksum: u16,
+    /// With UDP GSO, the datagrams this send leaves the host as (it is
+    /// reported once, as the socket handed it to IP); 1 otherwise.
+    pub gso_segs: u16,
+    /// Arriving (the event's local address is the datagram's destination).
+    pub inbound: bool,
+    /// Drops: the kernel's reason (`enum skb_drop_reason`).
+    pub drop_reason: Option<u32>,
+}
+
 /// A task name as the kernel keeps it: at most 15 bytes, NUL-padded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Comm([u8; 16]);
 
 impl Comm {
+    pub(crate) fn from_raw(raw: [u8; 16]) -> Comm {
+        Comm(raw)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         let len = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
         &self.0[..len]
@@ -163,17 +221,51 @@ pub struct Event {
     pub remote: SocketAddr,
     /// Bytes of this datagram (send/recv), 0 (connect/close), or `-errno`.
     pub ret: i32,
-    /// The socket's counters, including this event.
+    /// Socket events: the socket's counters, including this event (zero for
+    /// packet events and drops).
     pub counters: SockCounters,
+    /// Packet events and drops: the datagram's headers.
+    pub packet: Option<Packet>,
 }
 
 impl Event {
-    /// Bytes sent or received, for a send or receive that succeeded.
+    /// Bytes sent or received, for a send or receive that succeeded; the
+    /// UDP payload of a packet event or drop.
     pub fn bytes(&self) -> Option<u32> {
         match self.kind {
-            EventKind::Send | EventKind::Recv if self.ret >= 0 => Some(self.ret as u32),
+            EventKind::Connect | EventKind::Close => None,
+            _ if self.ret >= 0 => Some(self.ret as u32),
             _ => None,
         }
+    }
+
+    /// The datagram was arriving: a receive, a received packet, or the drop of one.
+    pub fn inbound(&self) -> bool {
+        self.kind == EventKind::Recv || self.packet.is_some_and(|p| p.inbound)
+    }
+
+    /// Where the datagram came from: the local end for outgoing ones.
+    pub fn source(&self) -> SocketAddr {
+        if self.inbound() {
+            self.remote
+        } else {
+            self.local
+        }
+    }
+
+    /// Where the datagram went.
+    pub fn destination(&self) -> SocketAddr {
+        if self.inbound() {
+            self.local
+        } else {
+            self.remote
+        }
+    }
+
+    /// Drops: the reason's name as the kernel spells it without its prefix,
+    /// e.g. `SOCKET_RCVBUFF`, `NO_SOCKET`, `UDP_CSUM`.
+    pub fn drop_reason(&self) -> Option<String> {
+        self.packet?.drop_reason.map(drop_reason_name)
     }
 
     /// The positive errno of a failed call.
@@ -195,9 +287,32 @@ impl Event {
             libc::AF_INET6 => Family::V6,
             _ => return None,
         };
+        let kind = EventKind::from_wire(raw.kind)?;
+        // SAFETY: both members of the union are plain integers; the kind says which was written.
+        let (counters, packet) = unsafe { (raw.detail.counters, raw.detail.packet) };
+        let (counters, packet) = if kind.is_packet() {
+            let packet = Packet {
+                ip_ver: packet.ip_ver,
+                ip_plength: packet.ip_plength,
+                udp_length: packet.udp_length,
+                udp_checksum: packet.udp_checksum,
+                gso_segs: packet.gso_segs,
+                inbound: packet.inbound != 0,
+                drop_reason: (kind == EventKind::Drop).then_some(packet.drop_reason),
+            };
+            (SockCounters::default(), Some(packet))
+        } else {
+            let counters = SockCounters {
+                rx_bytes: counters.rx_bytes,
+                tx_bytes: counters.tx_bytes,
+                rx_packets: counters.rx_packets,
+                tx_packets: counters.tx_packets,
+            };
+            (counters, None)
+        };
         Some(Event {
             ts_ns: raw.ts_ns.saturating_add_signed(mono_to_wall_ns),
-            kind: EventKind::from_wire(raw.kind)?,
+            kind,
             pid: raw.pid,
             tid: raw.tid,
             uid: raw.uid,
@@ -208,12 +323,8 @@ impl Event {
             local: SocketAddr::new(ip_of(family, raw.laddr), raw.lport),
             remote: SocketAddr::new(ip_of(family, raw.raddr), raw.rport),
             ret: raw.ret,
-            counters: SockCounters {
-                rx_bytes: raw.counters.rx_bytes,
-                tx_bytes: raw.counters.tx_bytes,
-                rx_packets: raw.counters.rx_packets,
-                tx_packets: raw.counters.tx_packets,
-            },
+            counters,
+            packet,
         })
     }
 }
@@ -248,10 +359,28 @@ impl Serialize for Event {
         m.serialize_entry("raddr", &self.remote.ip())?;
         m.serialize_entry("rport", &self.remote.port())?;
         m.serialize_entry("bytes", &self.bytes())?;
-        m.serialize_entry("rx_bytes", &self.counters.rx_bytes)?;
-        m.serialize_entry("tx_bytes", &self.counters.tx_bytes)?;
-        m.serialize_entry("rx_packets", &self.counters.rx_packets)?;
-        m.serialize_entry("tx_packets", &self.counters.tx_packets)?;
+        match &self.packet {
+            None => {
+                m.serialize_entry("rx_bytes", &self.counters.rx_bytes)?;
+                m.serialize_entry("tx_bytes", &self.counters.tx_bytes)?;
+                m.serialize_entry("rx_packets", &self.counters.rx_packets)?;
+                m.serialize_entry("tx_packets", &self.counters.tx_packets)?;
+            }
+            Some(p) => {
+                m.serialize_entry("ip_ver", &p.ip_ver)?;
+                m.serialize_entry("ip_plength", &p.ip_plength)?;
+                m.serialize_entry("saddr", &self.source().ip())?;
+                m.serialize_entry("daddr", &self.destination().ip())?;
+                m.serialize_entry("sport", &self.source().port())?;
+                m.serialize_entry("dport", &self.destination().port())?;
+                m.serialize_entry("udp_length", &p.udp_length)?;
+                m.serialize_entry("udp_checksum", &p.udp_checksum)?;
+                m.serialize_entry("gso_segs", &p.gso_segs)?;
+                if let Some(reason) = self.drop_reason() {
+                    m.serialize_entry("reason", &reason)?;
+                }
+            }
+        }
         if let Some(err) = self.error() {
             m.serialize_entry("error", &err)?;
         }
@@ -278,8 +407,8 @@ mod tests {
             family: family as u8,
             ..Default::default()
         };
-        e.counters.tx_bytes = 10;
-        e.counters.tx_packets = 1;
+        e.detail.counters.tx_bytes = 10;
+        e.detail.counters.tx_packets = 1;
         e.laddr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
         e.raddr[10..].copy_from_slice(&[0xff, 0xff, 10, 1, 2, 3]);
         e.comm[..3].copy_from_slice(&[b'd' as _, b'i' as _, b'g' as _]);

@@ -21,7 +21,9 @@ pub struct Filter {
     pub port: Option<u16>,
     /// Only traffic with an address in this network on either side.
     pub addr: Option<IpNet>,
-    /// Only these kinds of event; empty means all.
+    /// Only these kinds of event; empty means the socket events
+    /// ([`EventKind::SOCKET`]). Packet events and drops are only produced
+    /// (their hooks only attached) when asked for here.
     pub kinds: Vec<EventKind>,
 }
 
@@ -66,10 +68,18 @@ impl Filter {
 
     /// Bit `1 << wire kind` for each wanted kind.
     pub(crate) fn kind_mask(&self) -> u8 {
-        if self.kinds.is_empty() {
-            return 0xff;
-        }
-        self.kinds.iter().fold(0, |m, k| m | (1 << k.wire()))
+        let kinds: &[EventKind] = if self.kinds.is_empty() {
+            &EventKind::SOCKET
+        } else {
+            &self.kinds
+        };
+        kinds.iter().fold(0, |m, k| m | (1 << k.wire()))
+    }
+
+    /// Whether any of `kinds` is wanted.
+    pub(crate) fn wants_any(&self, kinds: &[EventKind]) -> bool {
+        let mask = self.kind_mask();
+        kinds.iter().any(|k| mask & (1 << k.wire()) != 0)
     }
 }
 
@@ -107,11 +117,13 @@ mod tests {
     }
 
     #[test]
-    fn kind_mask_defaults_to_all() {
+    fn kind_mask_defaults_to_socket_events() {
         let mut f = Filter::default();
-        assert_eq!(f.kind_mask(), 0xff);
-        f.kinds = vec![EventKind::Send, EventKind::Close];
-        assert_eq!(f.kind_mask(), (1 << 1) | (1 << 4));
+        assert_eq!(f.kind_mask(), 0b1_1110);
+        assert!(!f.wants_any(&[EventKind::Drop]));
+        f.kinds = vec![EventKind::Send, EventKind::Drop];
+        assert_eq!(f.kind_mask(), (1 << 1) | (1 << 7));
+        assert!(f.wants_any(&[EventKind::Drop, EventKind::PacketRecv]));
     }
 
     #[test]

@@ -20,7 +20,9 @@ mod bpf {
     include!(concat!(env!("OUT_DIR"), "/udptrace.skel.rs"));
 }
 mod clock;
+mod count;
 pub mod doctor;
+mod drop_reason;
 mod errno;
 mod error;
 mod event;
@@ -29,9 +31,11 @@ pub mod sys;
 mod tracer;
 
 pub use backend::Backend;
+pub use count::{sort_rows, CountField, CountRow, CountValue};
+pub use drop_reason::drop_reason_name;
 pub use errno::{errno_name, errno_text};
 pub use error::Error;
-pub use event::{Comm, Event, EventKind, Family, SockCounters};
+pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
 pub use filter::{parse_addr_filter, Filter};
 pub use ipnet::IpNet;
 pub use tracer::{Stats, StopHandle, Tracer, TracerBuilder};

@@ -13,8 +13,9 @@ use std::time::Duration;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, PrintLevel, RingBufferBuilder};
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, Plan};
 use crate::bpf::{types, UdptraceSkel, UdptraceSkelBuilder};
+use crate::count::{decode_row, CountField, CountRow};
 use crate::event::{Event, EventKind};
 use crate::filter::{addr_and_mask, Filter};
 use crate::{clock, sys, Error};
@@ -35,6 +36,7 @@ pub struct TracerBuilder {
     wakeup_bytes: u64,
     drain_interval: Duration,
     report_eagain: bool,
+    count_by: Option<Vec<CountField>>,
 }
 
 impl Default for TracerBuilder {
@@ -46,6 +48,7 @@ impl Default for TracerBuilder {
             wakeup_bytes: 64 << 10,
             drain_interval: Duration::from_millis(10),
             report_eagain: false,
+            count_by: None,
         }
     }
 }
@@ -90,9 +93,22 @@ impl TracerBuilder {
         self
     }
 
+    /// Counts events in the kernel by these fields instead of delivering
+    /// them: read the table with [`Tracer::take_counts`]. No event crosses
+    /// the ring buffer, so none can be lost.
+    pub fn count_by(mut self, fields: Vec<CountField>) -> Self {
+        self.count_by = Some(fields);
+        self
+    }
+
     /// Loads and attaches the programs; returns once every probe is attached.
     pub fn start(self) -> Result<Tracer, Error> {
         self.filter.check()?;
+        if self.count_by.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err(Error::InvalidFilter(
+                "counting needs at least one field to count by".into(),
+            ));
+        }
         if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 4096 {
             return Err(Error::InvalidFilter(format!(
                 "ring buffer size {} is not a power of two of at least 4096",
@@ -101,6 +117,9 @@ impl TracerBuilder {
         }
         route_libbpf_log();
         sys::check_btf()?;
+        if self.filter.wants_any(&[EventKind::Drop]) {
+            crate::drop_reason::preload();
+        }
         sys::check_privileges()?;
         let cgroup_root = sys::cgroup2_mount()?;
         // A forced backend, or each the kernel's BTF allows, in order of
@@ -144,6 +163,7 @@ impl TracerBuilder {
         backend: Backend,
         cgroup_root: std::path::PathBuf,
     ) -> Result<Tracer, Error> {
+        let self_count_by = self.count_by.clone().unwrap_or_default();
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -181,6 +201,8 @@ impl TracerBuilder {
             stop,
             shared,
             stats_map: ready.stats_map,
+            counts_map: ready.counts_map,
+            count_by: self_count_by,
             reader: Some(reader),
             backend,
             probes: ready.probes,
@@ -207,7 +229,7 @@ fn route_libbpf_log() {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Events read from the kernel, by kind (indexed as [`EventKind::ALL`]).
-    pub events: [u64; 4],
+    pub events: [u64; 7],
     /// Events the kernel could not store: the ring buffer was full.
     pub lost: u64,
     /// Records that did not decode (a bug if ever non-zero).
@@ -221,6 +243,8 @@ pub struct Stats {
     /// connect() calls that failed: not reported as events (the socket did
     /// not connect), counted when the socket is next used or closed.
     pub connect_failed: u64,
+    /// Counting mode: events not counted because the table was full.
+    pub count_full: u64,
 }
 
 impl Stats {
@@ -236,7 +260,7 @@ impl Stats {
 /// State the reader thread shares with the handle.
 #[derive(Default)]
 struct Shared {
-    events: [AtomicU64; 4],
+    events: [AtomicU64; 7],
     undecodable: AtomicU64,
     error: Mutex<Option<String>>,
 }
@@ -261,6 +285,8 @@ pub struct Tracer {
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     stats_map: MapHandle,
+    counts_map: MapHandle,
+    count_by: Vec<CountField>,
     reader: Option<JoinHandle<()>>,
     backend: Backend,
     probes: Vec<String>,
@@ -342,7 +368,29 @@ impl Tracer {
             recv_peek: kernel(types::udp_stat::UDP_STAT_RECV_PEEK),
             counters_full: kernel(types::udp_stat::UDP_STAT_COUNTERS_FULL),
             connect_failed: kernel(types::udp_stat::UDP_STAT_CONNECT_FAILED),
+            count_full: kernel(types::udp_stat::UDP_STAT_COUNT_FULL),
         }
+    }
+
+    /// Counting mode: the rows counted since the last call (or the start),
+    /// unsorted. Each row is read and removed in one step, so an event
+    /// counted meanwhile lands in this call's rows or the next one's.
+    pub fn take_counts(&self) -> Result<Vec<CountRow>, Error> {
+        if self.count_by.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = self.counts_map.keys().collect();
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self
+                .counts_map
+                .lookup_and_delete(&key)
+                .map_err(Error::bpf("reading the count table"))?;
+            if let Some(row) = value.and_then(|v| decode_row(&self.count_by, &key, &v)) {
+                rows.push(row);
+            }
+        }
+        Ok(rows)
     }
 }
 
@@ -378,6 +426,7 @@ impl Drop for Tracer {
 /// What the reader thread hands back once every probe is attached.
 struct Ready {
     stats_map: MapHandle,
+    counts_map: MapHandle,
     probes: Vec<String>,
 }
 
@@ -422,14 +471,16 @@ impl ReaderCtx {
             })
             .and_then(|rb| mem::take(rb).build())
             .map_err(Error::bpf("opening the ring buffer"));
-        let stats_map =
-            MapHandle::try_from(&skel.maps.stats).map_err(Error::bpf("opening the stats map"));
-        let ring = match (ring, stats_map) {
-            (Ok(ring), Ok(stats_map)) => {
+        let maps = MapHandle::try_from(&skel.maps.stats)
+            .and_then(|stats| Ok((stats, MapHandle::try_from(&skel.maps.counts)?)))
+            .map_err(Error::bpf("opening the stats and count maps"));
+        let ring = match (ring, maps) {
+            (Ok(ring), Ok((stats_map, counts_map))) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 if ready_tx
                     .send(Ok(Ready {
                         stats_map,
+                        counts_map,
                         probes: names,
                     }))
                     .is_err()
@@ -481,7 +532,7 @@ impl ReaderCtx {
     }
 
     fn count(&self, events: &[Event]) {
-        let mut by_kind = [0u64; 4];
+        let mut by_kind = [0u64; 7];
         for ev in events {
             by_kind[ev.kind.index()] += 1;
         }
@@ -502,16 +553,20 @@ impl ReaderCtx {
             .events
             .set_max_entries(b.ring_buffer_bytes)
             .map_err(Error::bpf("sizing the ring buffer"))?;
+        let f = &b.filter;
+        let plan = Plan::new(
+            self.backend,
+            f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
+            f.wants_any(&[EventKind::Drop]),
+        );
         for mut prog in open.open_object_mut().progs_mut() {
-            let wanted = backend::wants_program(self.backend, &prog.section().to_string_lossy());
-            prog.set_autoload(wanted);
+            prog.set_autoload(plan.wants_program(&prog.section().to_string_lossy()));
         }
         let ro = open
             .maps
             .rodata_data
             .as_deref_mut()
             .expect("the object has .rodata");
-        let f = &b.filter;
         ro.filter_pid = f.pid.unwrap_or(0);
         if let Some(comm) = &f.comm {
             ro.filter_comm_on = true;
@@ -530,6 +585,11 @@ impl ReaderCtx {
         ro.event_kinds = f.kind_mask();
         ro.emit_eagain = b.report_eagain;
         ro.wakeup_bytes = b.wakeup_bytes;
+        if let Some(fields) = &b.count_by {
+            ro.count_mode = true;
+            ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
+        }
+        ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
         open.load().map_err(Error::bpf("loading the BPF programs"))
     }
 }

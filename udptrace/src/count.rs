@@ -1,0 +1,170 @@
+//! In-kernel aggregation (`udptrace count`): events are added up in a BPF
+//! hash table keyed by the fields asked for, and never cross the ring buffer.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::bpf::types::{count_field, count_key, count_value};
+use crate::drop_reason::drop_reason_name;
+use crate::event::{Comm, EventKind};
+
+/// A field events can be counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CountField {
+    /// Destination port of the datagram (the remote port of a send, the local of a receive).
+    Dport,
+    Sport,
+    Daddr,
+    Saddr,
+    Pid,
+    Comm,
+    Event,
+    /// The drop reason (drops only).
+    Reason,
+}
+
+impl CountField {
+    pub const ALL: [CountField; 8] = [
+        Self::Dport,
+        Self::Sport,
+        Self::Daddr,
+        Self::Saddr,
+        Self::Pid,
+        Self::Comm,
+        Self::Event,
+        Self::Reason,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dport => "dport",
+            Self::Sport => "sport",
+            Self::Daddr => "daddr",
+            Self::Saddr => "saddr",
+            Self::Pid => "pid",
+            Self::Comm => "comm",
+            Self::Event => "event",
+            Self::Reason => "reason",
+        }
+    }
+
+    /// Its bit in the BPF programs' `count_keys`.
+    pub(crate) fn bit(self) -> u8 {
+        let field = match self {
+            Self::Dport => count_field::COUNT_DPORT,
+            Self::Sport => count_field::COUNT_SPORT,
+            Self::Daddr => count_field::COUNT_DADDR,
+            Self::Saddr => count_field::COUNT_SADDR,
+            Self::Pid => count_field::COUNT_PID,
+            Self::Comm => count_field::COUNT_COMM,
+            Self::Event => count_field::COUNT_EVENT,
+            Self::Reason => count_field::COUNT_REASON,
+        };
+        field.0 as u8
+    }
+}
+
+impl fmt::Display for CountField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for CountField {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown count key '{s}' (expected dport, sport, daddr, saddr, pid, comm, \
+                 event or reason)"
+                )
+            })
+    }
+}
+
+/// The value of one [`CountField`] in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CountValue {
+    Port(u16),
+    Addr(IpAddr),
+    Pid(u32),
+    Comm(String),
+    Event(EventKind),
+    /// A drop reason; `-` for events that are not drops.
+    Reason(Option<String>),
+}
+
+impl fmt::Display for CountValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Port(p) => fmt::Display::fmt(p, f),
+            Self::Addr(a) => f.pad(&a.to_string()),
+            Self::Pid(p) => fmt::Display::fmt(p, f),
+            Self::Comm(c) => f.pad(c),
+            Self::Event(k) => fmt::Display::fmt(k, f),
+            Self::Reason(r) => f.pad(r.as_deref().unwrap_or("-")),
+        }
+    }
+}
+
+/// One row of the table: the key's values, in the order the fields were asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRow {
+    pub key: Vec<CountValue>,
+    pub events: u64,
+    /// Bytes of payload the counted sends, receives and packets carried.
+    pub bytes: u64,
+}
+
+// SAFETY: plain C structs of integers and byte arrays: any bytes are a valid value.
+unsafe impl plain::Plain for count_key {}
+unsafe impl plain::Plain for count_value {}
+
+/// Decodes one entry of the BPF table.
+pub(crate) fn decode_row(fields: &[CountField], key: &[u8], value: &[u8]) -> Option<CountRow> {
+    let k: &count_key = plain::from_bytes(key).ok()?;
+    let v: &count_value = plain::from_bytes(value).ok()?;
+    let addr = |raw: [u8; 16]| {
+        let v6 = Ipv6Addr::from(raw);
+        match (i32::from(k.family), v6.to_ipv4_mapped()) {
+            (libc::AF_INET, Some(v4)) => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        }
+    };
+    let key = fields
+        .iter()
+        .map(|f| match f {
+            CountField::Dport => Some(CountValue::Port(k.dport)),
+            CountField::Sport => Some(CountValue::Port(k.sport)),
+            CountField::Daddr => Some(CountValue::Addr(addr(k.daddr))),
+            CountField::Saddr => Some(CountValue::Addr(addr(k.saddr))),
+            CountField::Pid => Some(CountValue::Pid(k.pid)),
+            CountField::Comm => {
+                let comm: [u8; 16] = k.comm.map(|c| c as u8);
+                Some(CountValue::Comm(Comm::from_raw(comm).to_string()))
+            }
+            CountField::Event => EventKind::from_wire(k.kind).map(CountValue::Event),
+            CountField::Reason => Some(CountValue::Reason(
+                (k.is_drop != 0).then(|| drop_reason_name(k.reason)),
+            )),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(CountRow {
+        key,
+        events: v.events,
+        bytes: v.bytes,
+    })
+}
+
+/// Sorts rows by events, then bytes, both descending, then by key.
+pub fn sort_rows(rows: &mut [CountRow]) {
+    rows.sort_by(|a, b| {
+        (b.events, b.bytes)
+            .cmp(&(a.events, a.bytes))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+}

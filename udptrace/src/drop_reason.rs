@@ -1,0 +1,63 @@
+//! Names of the kernel's drop reasons, read from its BTF: the numbering of
+//! `enum skb_drop_reason` changes between kernel versions.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use libbpf_rs::btf::types::Enum;
+use libbpf_rs::btf::Btf;
+
+const PREFIX: &str = "SKB_DROP_REASON_";
+
+fn reasons() -> &'static HashMap<u32, String> {
+    static REASONS: OnceLock<HashMap<u32, String>> = OnceLock::new();
+    REASONS.get_or_init(|| {
+        let Ok(btf) = Btf::from_vmlinux() else {
+            return HashMap::new();
+        };
+        let Some(reasons) = btf.type_by_name::<Enum<'_>>("skb_drop_reason") else {
+            return HashMap::new();
+        };
+        reasons
+            .iter()
+            .filter_map(|m| {
+                let name = m.name?.to_string_lossy();
+                let name = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
+                Some((u32::try_from(m.value).ok()?, name))
+            })
+            .collect()
+    })
+}
+
+/// The name of drop reason `code` without the `SKB_DROP_REASON_` prefix
+/// (`NO_SOCKET`, `SOCKET_RCVBUFF`, `UDP_CSUM`), or `reason N` when the kernel
+/// does not name it.
+pub fn drop_reason_name(code: u32) -> String {
+    reasons()
+        .get(&code)
+        .cloned()
+        .unwrap_or_else(|| format!("reason {code}"))
+}
+
+/// Reads the table now, so that the first drop does not pay for it.
+pub(crate) fn preload() {
+    reasons();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_reason_is_named_by_number() {
+        assert_eq!(drop_reason_name(u32::MAX), format!("reason {}", u32::MAX));
+    }
+
+    #[test]
+    fn this_kernel_names_the_udp_reasons() {
+        let names: Vec<String> = reasons().values().cloned().collect();
+        for want in ["NO_SOCKET", "SOCKET_RCVBUFF", "UDP_CSUM"] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
+    }
+}

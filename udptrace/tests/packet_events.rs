@@ -1,0 +1,448 @@
+//! Packet events, drops and in-kernel counting, checked against what the
+//! kernel itself counts: the SNMP counters of a private network namespace
+//! (/proc/net/snmp, /proc/net/snmp6), where this test's datagrams are the only
+//! traffic. Needs root.
+
+use std::collections::HashMap;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use udptrace::{CountField, CountValue, Event, EventKind, Filter, Stats, Tracer};
+
+fn builder() -> udptrace::TracerBuilder {
+    let b = Tracer::builder();
+    match std::env::var("UDPTRACE_TEST_BACKEND") {
+        Ok(name) => b.backend(name.parse().expect("a backend name")),
+        Err(_) => b,
+    }
+}
+
+fn packet_kinds() -> Vec<EventKind> {
+    vec![
+        EventKind::PacketSend,
+        EventKind::PacketRecv,
+        EventKind::Drop,
+    ]
+}
+
+/// Runs `workload` under a tracer of packet events and drops on `port`.
+fn trace_packets<T>(port: u16, workload: impl FnOnce() -> T) -> (Vec<Event>, Stats, T) {
+    let filter = Filter {
+        port: Some(port),
+        kinds: packet_kinds(),
+        ..Default::default()
+    };
+    let mut tracer = builder().filter(filter).start().expect("tracer starts");
+    let out = workload();
+    tracer.stop();
+    let events: Vec<Event> = tracer.by_ref().collect();
+    let stats = tracer.stats();
+    assert_eq!((stats.lost, stats.undecodable), (0, 0));
+    (events, stats, out)
+}
+
+/// Runs `f` on a thread of its own in a new network namespace with `lo` up.
+fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare affects only this thread.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+            lo_up();
+            f()
+        })
+        .join()
+        .expect("the test thread")
+    })
+}
+
+fn lo_up() {
+    // SAFETY: plain socket and ioctl calls on a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let _fd = OwnedFd::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
+    }
+}
+
+/// The UDP counters of this thread's network namespace: `UdpInDatagrams`,
+/// `Udp6RcvbufErrors`, ...
+fn snmp() -> HashMap<String, u64> {
+    let mut m = HashMap::new();
+    let v4 = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let lines: Vec<&str> = v4.lines().collect();
+    for pair in lines.chunks(2) {
+        let (Some((proto, names)), Some((_, values))) =
+            (pair[0].split_once(':'), pair[1].split_once(':'))
+        else {
+            continue;
+        };
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            m.insert(format!("{proto}{n}"), v.parse().unwrap_or(0));
+        }
+    }
+    let v6 = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
+    for line in v6.lines() {
+        if let Some((name, value)) = line.split_once(char::is_whitespace) {
+            m.insert(name.to_string(), value.trim().parse().unwrap_or(0));
+        }
+    }
+    m
+}
+
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, key: &str) -> u64 {
+    after[key] - before[key]
+}
+
+/// A port nothing on this host uses, to filter this test's traffic by.
+fn free_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tiny_receive_buffer(s: &UdpSocket) {
+    let size: libc::c_int = 1024;
+    // SAFETY: SO_RCVBUF takes an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            mem::size_of_val(&size) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+fn drain(s: &UdpSocket) -> usize {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while s.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn count(events: &[Event], kind: EventKind, v6: bool, reason: Option<&str>) -> u64 {
+    events
+        .iter()
+        .filter(|e| e.kind == kind && e.packet.unwrap().ip_ver == if v6 { 6 } else { 4 })
+        .filter(|e| reason.is_none() || e.drop_reason().as_deref() == reason)
+        .count() as u64
+}
+
+/// Floods a socket with a tiny receive buffer and sends to a closed port, in
+/// IPv4 and IPv6: packet events and drops must add up to the kernel's counters.
+#[test]
+fn packet_events_and_drops_agree_with_snmp_counters() {
+    let port = free_port();
+    let closed_port = free_port();
+    let (events, _, (before, after, received)) = in_private_netns(|| {
+        trace_packets(port, || {
+            let rx4 = UdpSocket::bind((Ipv4Addr::new(127, 9, 9, 9), port)).unwrap();
+            let tx4 = UdpSocket::bind((Ipv4Addr::new(127, 9, 9, 8), port)).unwrap();
+            let rx6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+            let tx6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, port)).unwrap();
+            tiny_receive_buffer(&rx4);
+            tiny_receive_buffer(&rx6);
+            let before = snmp();
+            for _ in 0..64 {
+                tx4.send_to(&[1u8; 200], rx4.local_addr().unwrap()).unwrap();
+                tx6.send_to(&[2u8; 300], rx6.local_addr().unwrap()).unwrap();
+            }
+            for _ in 0..3 {
+                tx4.send_to(b"x", (Ipv4Addr::new(127, 9, 9, 10), closed_port))
+                    .unwrap();
+                tx6.send_to(b"y", (Ipv6Addr::LOCALHOST, closed_port))
+                    .unwrap();
+            }
+            let received = (drain(&rx4), drain(&rx6));
+            (before, snmp(), received)
+        })
+    });
+    let d = |k: &str| delta(&before, &after, k);
+    assert_eq!(d("UdpOutDatagrams"), 67);
+    assert_eq!(d("Udp6OutDatagrams"), 67);
+    assert_eq!(
+        (d("UdpInDatagrams"), d("Udp6InDatagrams")),
+        (received.0 as u64, received.1 as u64)
+    );
+    assert!(d("UdpRcvbufErrors") > 0 && d("Udp6RcvbufErrors") > 0);
+    assert_eq!((d("UdpNoPorts"), d("Udp6NoPorts")), (3, 3));
+    for (v6, p) in [(false, "Udp"), (true, "Udp6")] {
+        let k = |name: &str| format!("{p}{name}");
+        assert_eq!(
+            count(&events, EventKind::PacketSend, v6, None),
+            d(&k("OutDatagrams")),
+            "{p} packet-send"
+        );
+        // A datagram is reported as it is handed to the socket: before the
+        // receive buffer can refuse it.
+        assert_eq!(
+            count(&events, EventKind::PacketRecv, v6, None),
+            d(&k("InDatagrams")) + d(&k("RcvbufErrors")),
+            "{p} packet-recv"
+        );
+        assert_eq!(
+            count(&events, EventKind::Drop, v6, Some("SOCKET_RCVBUFF")),
+            d(&k("RcvbufErrors")),
+            "{p} receive-buffer drops"
+        );
+        assert_eq!(
+            count(&events, EventKind::Drop, v6, Some("NO_SOCKET")),
+            d(&k("NoPorts")),
+            "{p} no-socket drops"
+        );
+        assert_eq!(
+            count(&events, EventKind::Drop, v6, None),
+            d(&k("RcvbufErrors")) + d(&k("NoPorts")),
+            "{p}: no other drops"
+        );
+    }
+    // Received datagrams and buffer drops belong to the receiving socket's
+    // owner: this process, which created it.
+    let pid = std::process::id();
+    for e in &events {
+        let p = e.packet.unwrap();
+        match (e.kind, e.drop_reason().as_deref()) {
+            (EventKind::Drop, Some("NO_SOCKET")) => assert_eq!(e.pid, 0, "{e:?}"),
+            _ => {
+                assert_eq!(e.pid, pid, "{e:?}");
+                assert_ne!(e.sock, 0, "{e:?}");
+            }
+        }
+        let payload = match (e.destination().port(), p.ip_ver) {
+            (dport, _) if dport == closed_port => 1,
+            (_, 4) => 200,
+            _ => 300,
+        };
+        assert_eq!(e.bytes(), Some(payload), "{e:?}");
+        assert_eq!(p.udp_length as u32, payload + 8, "{e:?}");
+        assert_eq!(p.ip_plength, p.udp_length, "{e:?}");
+    }
+}
+
+/// The UDP checksum over the IPv4 pseudo-header and the datagram.
+fn udp4_checksum(src: Ipv4Addr, dst: Ipv4Addr, datagram: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for chunk in bytes.chunks(2) {
+            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&[0, libc::IPPROTO_UDP as u8]);
+    add(&(datagram.len() as u16).to_be_bytes());
+    add(datagram);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// Sends a hand-made datagram through a raw socket, checksum as given.
+fn send_raw_udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], checksum: u16) {
+    let mut d = Vec::new();
+    d.extend(src.port().to_be_bytes());
+    d.extend(dst.port().to_be_bytes());
+    d.extend(((8 + payload.len()) as u16).to_be_bytes());
+    d.extend(checksum.to_be_bytes());
+    d.extend(payload);
+    // SAFETY: a raw socket and a sockaddr_in for sendto.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP);
+        assert!(fd >= 0, "raw socket");
+        let _fd = OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
+        let n = libc::sendto(
+            fd,
+            d.as_ptr().cast(),
+            d.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            mem::size_of_val(&sa) as libc::socklen_t,
+        );
+        assert_eq!(n, d.len() as isize);
+    }
+}
+
+/// Like `udp:::receive`, packet-recv does not fire for a datagram with a bad
+/// checksum: the kernel drops it, and so reports udptrace.
+#[test]
+fn bad_checksum_is_a_drop_not_a_receive() {
+    let port = free_port();
+    let (events, _, (before, after, got)) = in_private_netns(|| {
+        trace_packets(port, || {
+            let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+            let (src, dst) = (
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            );
+            let payload = b"checksummed";
+            let mut datagram = Vec::new();
+            datagram.extend(src.port().to_be_bytes());
+            datagram.extend(port.to_be_bytes());
+            datagram.extend(((8 + payload.len()) as u16).to_be_bytes());
+            datagram.extend([0, 0]);
+            datagram.extend(payload);
+            let good = udp4_checksum(*src.ip(), *dst.ip(), &datagram);
+            let bad = if good == 1 { 2 } else { good - 1 };
+            let before = snmp();
+            send_raw_udp(src, dst, payload, bad);
+            send_raw_udp(src, dst, payload, good);
+            let got = drain(&rx);
+            (before, snmp(), (got, good, bad))
+        })
+    });
+    let (received, good, bad) = got;
+    assert_eq!(received, 1, "only the good datagram arrives");
+    assert_eq!(delta(&before, &after, "UdpInCsumErrors"), 1);
+    let recvs: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::PacketRecv)
+        .collect();
+    assert_eq!(recvs.len(), 1, "{events:#?}");
+    assert_eq!(recvs[0].packet.unwrap().udp_checksum, good);
+    let drops: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Drop)
+        .collect();
+    assert_eq!(drops.len(), 1, "{events:#?}");
+    let drop = drops[0];
+    assert_eq!(drop.drop_reason().as_deref(), Some("UDP_CSUM"));
+    assert_eq!(drop.packet.unwrap().udp_checksum, bad);
+    assert_eq!(drop.source().port(), 40000);
+    assert_eq!(drop.destination().port(), port);
+    // A raw socket's datagram is not a UDP socket's send.
+    assert!(events.iter().all(|e| e.kind != EventKind::PacketSend));
+}
+
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// A UDP GSO send is one packet-send (as the socket hands it to IP, with its
+/// segment count) and one packet-recv per datagram that arrives.
+#[test]
+fn gso_send_is_one_packet_send_and_one_packet_recv_per_segment() {
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let segment: libc::c_int = 500;
+    // SAFETY: UDP_SEGMENT takes an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            tx.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&segment as *const libc::c_int).cast(),
+            mem::size_of_val(&segment) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT");
+    let tx_port = tx.local_addr().unwrap().port();
+    let (events, _, sizes) = trace_packets(tx_port, || {
+        tx.send_to(&[9u8; 1500], rx.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 2048];
+        (0..3)
+            .map(|_| rx.recv(&mut buf).unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(sizes, [500, 500, 500]);
+    let sends: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::PacketSend)
+        .collect();
+    assert_eq!(sends.len(), 1, "{events:#?}");
+    let p = sends[0].packet.unwrap();
+    assert_eq!(
+        (p.gso_segs, p.udp_length, sends[0].bytes()),
+        (3, 1508, Some(1500))
+    );
+    let recvs: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::PacketRecv)
+        .collect();
+    assert_eq!(recvs.len(), 3, "{events:#?}");
+    for r in recvs {
+        let p = r.packet.unwrap();
+        assert_eq!((p.gso_segs, p.udp_length, r.bytes()), (1, 508, Some(500)));
+        assert_eq!(r.source(), tx.local_addr().unwrap());
+        assert_eq!(r.destination(), rx.local_addr().unwrap());
+    }
+}
+
+/// `count --by dport`: the kernel adds up a known workload, nothing crosses
+/// the ring buffer.
+#[test]
+fn counts_by_destination_port_match_the_workload() {
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = Filter {
+        port: Some(tx.local_addr().unwrap().port()),
+        kinds: vec![EventKind::PacketSend, EventKind::Send],
+        ..Default::default()
+    };
+    let mut tracer = builder()
+        .filter(filter)
+        .count_by(vec![CountField::Event, CountField::Dport])
+        .start()
+        .expect("tracer starts");
+    for _ in 0..3 {
+        tx.send_to(&[0u8; 10], a.local_addr().unwrap()).unwrap();
+    }
+    for _ in 0..5 {
+        tx.send_to(&[0u8; 20], b.local_addr().unwrap()).unwrap();
+    }
+    let mut rows = tracer.take_counts().unwrap();
+    udptrace::sort_rows(&mut rows);
+    let port = |s: &UdpSocket| CountValue::Port(s.local_addr().unwrap().port());
+    let table: Vec<_> = rows
+        .iter()
+        .map(|r| (r.key.clone(), r.events, r.bytes))
+        .collect();
+    let row = |kind, s: &UdpSocket, n: u64, bytes: u64| {
+        (vec![CountValue::Event(kind), port(s)], n, bytes)
+    };
+    assert_eq!(
+        table,
+        vec![
+            row(EventKind::Send, &b, 5, 100),
+            row(EventKind::PacketSend, &b, 5, 100),
+            row(EventKind::Send, &a, 3, 30),
+            row(EventKind::PacketSend, &a, 3, 30),
+        ]
+    );
+    // Taken rows are gone: the next call returns only what came since.
+    tx.send_to(&[0u8; 1], a.local_addr().unwrap()).unwrap();
+    let mut rows = tracer.take_counts().unwrap();
+    udptrace::sort_rows(&mut rows);
+    let table: Vec<_> = rows.iter().map(|r| (r.key.clone(), r.events)).collect();
+    assert_eq!(
+        table,
+        vec![
+            (vec![CountValue::Event(EventKind::Send), port(&a)], 1),
+            (vec![CountValue::Event(EventKind::PacketSend), port(&a)], 1),
+        ]
+    );
+    tracer.stop();
+    assert_eq!(tracer.by_ref().count(), 0, "counting delivers no events");
+    assert_eq!(tracer.stats().count_full, 0);
+}
