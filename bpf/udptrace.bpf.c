@@ -868,6 +868,7 @@ struct pkt {
 	__u16 ip_plength;
 	__u16 gso_segs;
 	__u8 ip_ver;
+	__u8 ip_hlen; /* bytes of IP header before the UDP header */
 };
 
 /* `len` bytes at `off` past the IP header: of `ctx_skb` if given, else at `ip`. */
@@ -915,6 +916,7 @@ static __always_inline bool parse_udp(struct __sk_buff *ctx_skb, const void *ip,
 	}
 	if (load_bytes(ctx_skb, ip, l4, &uh, sizeof(uh)))
 		return false;
+	p->ip_hlen = l4;
 	p->sport = bpf_ntohs(uh.source);
 	p->dport = bpf_ntohs(uh.dest);
 	p->udp_length = bpf_ntohs(uh.len);
@@ -1045,6 +1047,8 @@ static __always_inline int on_transmit(struct sk_buff *skb)
 
 	if (!udp_sock(sk) || !parse_skb(skb, &p))
 		return 0;
+	/* IP fills in its length field after this point; the skb starts at the IP header. */
+	p.ip_plength = BPF_CORE_READ(skb, len) - p.ip_hlen;
 	packet_sent(probed_cookie(sk), &p);
 	return 0;
 }
@@ -1153,21 +1157,21 @@ int packet_ingress(struct __sk_buff *skb)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 {
-	struct sock *sk = NULL;
 	struct delivery *d;
 	struct task_ctx t;
+	struct sock *sk;
 	struct pkt p = {};
 	__u32 zero = 0;
 	__u64 cookie;
 	bool inbound;
 
-	if (!parse_skb(skb, &p))
+	/* A raw socket's copy of a UDP datagram is not a UDP datagram dropped. */
+	sk = BPF_CORE_READ(skb, sk);
+	if ((sk && !udp_sock(sk)) || !parse_skb(skb, &p))
 		return 0;
 	inbound = BPF_CORE_READ(skb, skb_iif) != 0;
-	if (inbound && kfree_skb_has_rx_sk)
+	if (!sk && inbound && kfree_skb_has_rx_sk)
 		sk = (struct sock *)ctx[3];
-	if (!sk)
-		sk = BPF_CORE_READ(skb, sk);
 	cookie = probed_cookie(sk);
 	d = bpf_map_lookup_elem(&last_delivery, &zero);
 	if (!cookie && d && d->skb == (__u64)skb)

@@ -168,6 +168,7 @@ struct skb_shared_info {
 /* Anonymous unions and struct groups of the real layout are found by name. */
 struct sk_buff {
 	struct sock *sk;
+	unsigned int len;
 	unsigned char *head;
 	unsigned int end;
 	__u16 transport_header;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs udptrace's kernel test suite (udptrace/tests/socket_events.rs) inside
+# Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs and
+# packet_events.rs) inside
 # pinned Debian kernels under QEMU (TCG: KVM guests hang on these hosts), and
 # on the host kernel, and prints kernel x backend -> result with test counts.
 # A backend a kernel cannot run is reported unsupported, with the reason.
@@ -21,11 +22,16 @@ WORK=target/vm
 mkdir -p "$WORK"
 
 cargo build --locked -q -p udptrace-cli
-tests=$(cargo test --locked -q --no-run -p udptrace --test socket_events --message-format=json 2>/dev/null |
-	python3 -c 'import json,sys
+# The suites' test binaries, by name.
+SUITES="socket_events packet_events"
+declare -A tests
+for suite in $SUITES; do
+	tests[$suite]=$(cargo test --locked -q --no-run -p udptrace --test "$suite" --message-format=json 2>/dev/null |
+		python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])')
+done
 
 # The initramfs: busybox, the test binary, the CLI (for the backend probe) and their libraries.
 build_initramfs() {
@@ -33,9 +39,11 @@ build_initramfs() {
 	rm -rf "$root"
 	mkdir -p "$root"/{bin,proc,sys,dev,tmp,etc}
 	cp /bin/busybox "$root/bin/busybox"
-	cp "$tests" "$root/bin/socket_events"
+	for suite in $SUITES; do
+		cp "${tests[$suite]}" "$root/bin/$suite"
+	done
 	cp target/debug/udptrace "$root/bin/udptrace"
-	for lib in $(ldd "$tests" target/debug/udptrace | awk '/=>/ { print $3 } /^\t\// { print $1 }' | sort -u); do
+	for lib in $(ldd "${tests[@]}" target/debug/udptrace | awk '/=>/ { print $3 } /^\t\// { print $1 }' | sort -u); do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
 	done
@@ -93,9 +101,10 @@ cell() {
 		echo "unsupported: ${line#UNSUPPORTED $backend }"
 	elif line=$(grep -a -m1 "^RESULT $backend" "$log"); then
 		local counts
-		# The suite's summary line just before this backend's RESULT line.
-		counts=$(sed -n "1,/^RESULT $backend/p" "$log" | grep -a "^test result" | tail -n 1 |
-			sed 's/^test result: //; s/; finished.*//')
+		# The suites' summary lines between this backend's BEGIN and RESULT lines, added up.
+		counts=$(sed -n "/^BEGIN $backend/,/^RESULT $backend/p" "$log" | grep -a "^test result" |
+			awk '{ for (i = 1; i < NF; i++) { if ($(i + 1) ~ /^passed/) p += $i; if ($(i + 1) ~ /^failed/) f += $i } }
+				END { printf "%d passed; %d failed", p, f }')
 		if [ "${line#RESULT $backend }" = 0 ]; then echo "pass ($counts)"; else echo "FAIL ($counts)"; fi
 	else
 		echo "FAIL (no result: see $log)"
@@ -123,7 +132,10 @@ target/debug/udptrace doctor >"$host_log" 2>&1 || true
 for backend in $BACKENDS; do
 	if target/debug/udptrace --backend "$backend" -d 0.2 >/dev/null 2>"$WORK/host.err"; then
 		rc=0
-		UDPTRACE_TEST_BACKEND=$backend "$tests" >>"$host_log" 2>&1 || rc=$?
+		echo "BEGIN $backend" >>"$host_log"
+		for suite in $SUITES; do
+			UDPTRACE_TEST_BACKEND=$backend "${tests[$suite]}" >>"$host_log" 2>&1 || rc=$?
+		done
 		echo "RESULT $backend $rc" >>"$host_log"
 	else
 		echo "UNSUPPORTED $backend $(tail -1 "$WORK/host.err" | sed 's/^udptrace: error: //')" >>"$host_log"

@@ -1,5 +1,6 @@
 //! `udptrace`: trace every UDP send, receive, connect and close on this host.
 
+mod count;
 mod doctor;
 mod output;
 mod trace;
@@ -12,15 +13,19 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "udptrace",
     version,
-    about = "Trace every UDP send, receive, connect and close on this host, with eBPF",
-    long_about = "Trace every UDP send, receive, connect and close on this host, with eBPF.\n\n\
+    about = "Trace every UDP send, receive, connect, close, datagram and drop on this host, with eBPF",
+    long_about = "Trace every UDP send, receive, connect, close, datagram and drop on this host, \
+        with eBPF.\n\n\
         Without a subcommand, `udptrace` runs `trace`. Needs root, or CAP_BPF, CAP_PERFMON \
         and CAP_NET_ADMIN.",
     after_help = "Examples:\n  \
         udptrace                          # every UDP socket event, one line each\n  \
         udptrace --port 53 --json         # DNS traffic as NDJSON\n  \
         udptrace -p 1234 -d 10            # one process, for ten seconds\n  \
-        udptrace --addr 10.0.0.0/8 -4     # IPv4 sockets talking to 10/8",
+        udptrace --addr 10.0.0.0/8 -4     # IPv4 sockets talking to 10/8\n  \
+        udptrace trace --packets          # each datagram, as DTrace's udp script prints it\n  \
+        udptrace count --by dport -e packet-send   # datagrams sent, by destination port\n  \
+        udptrace drops                    # datagrams the kernel discarded, and why",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -32,8 +37,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print one line per UDP socket event (the default)
+    /// Print one line per UDP socket event (the default), or per datagram with --packets
     Trace(trace::TraceArgs),
+    /// Print each UDP datagram the kernel discards, with the reason (receive
+    /// buffer full, no socket on the port, bad checksum, ...) and its owner
+    Drops(trace::DropsArgs),
+    /// Count events in the kernel by keys (ports, addresses, process, event,
+    /// drop reason) and print a sorted table on exit or every --interval
+    Count(count::CountArgs),
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes
     Doctor,
@@ -43,6 +54,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),
+        Some(Command::Drops(args)) => trace::run_drops(args),
+        Some(Command::Count(args)) => count::run(args),
         Some(Command::Doctor) => doctor::run(),
         None => trace::run(cli.trace),
     };

@@ -1,63 +1,153 @@
-//! Text columns and NDJSON for socket events.
+//! How events are written: text columns, DTrace's packet lines, drop lines or NDJSON.
 
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 
-use udptrace::Event;
+use udptrace::{Event, EventKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// One line per event: time, process, event, local and remote ends, bytes.
     Text,
+    /// The DTrace udp provider script's lines: delta, source, destination, bytes.
+    Packets,
+    /// One line per drop, with its reason.
+    Drops,
     Json,
 }
 
 const ADDR_WIDTH: usize = 24;
 
-pub fn write_header(out: &mut impl Write) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:<15} {:>7} {:<16} {:<7} {:<w$} {:<w$} {:>8}",
-        "TIME",
-        "PID",
-        "COMM",
-        "EVENT",
-        "LOCAL",
-        "REMOTE",
-        "BYTES",
-        w = ADDR_WIDTH
-    )
+pub struct Writer {
+    format: Format,
+    /// Time of the previous packet line (ns), for DTrace's DELTA(us) column.
+    last_ts: Option<u64>,
 }
 
-pub fn write_event(out: &mut impl Write, format: Format, ev: &Event) -> io::Result<()> {
-    match format {
-        Format::Json => {
-            serde_json::to_writer(&mut *out, ev)?;
-            out.write_all(b"\n")
+impl Writer {
+    pub fn new(format: Format) -> Writer {
+        Writer {
+            format,
+            last_ts: None,
         }
-        Format::Text => {
-            let result = match (ev.bytes(), ev.error()) {
-                (Some(bytes), _) => bytes.to_string(),
-                (None, Some(err)) => err,
-                (None, None) => "-".into(),
-            };
-            writeln!(
+    }
+
+    pub fn header(&mut self, out: &mut impl Write) -> io::Result<()> {
+        match self.format {
+            Format::Json => Ok(()),
+            Format::Text => writeln!(
                 out,
-                "{:<15} {:>7} {:<16} {:<7} {:<w$} {:<w$} {:>8}",
+                "{:<15} {:>7} {:<16} {:<11} {:<w$} {:<w$} {:>8}",
+                "TIME",
+                "PID",
+                "COMM",
+                "EVENT",
+                "LOCAL",
+                "REMOTE",
+                "BYTES",
+                w = ADDR_WIDTH
+            ),
+            // The script's header, then the owner, which DTrace cannot give for receives.
+            Format::Packets => writeln!(
+                out,
+                " {:>10} {:>36}    {:<36} {:>6} {:>7} COMM",
+                "DELTA(us)", "SOURCE", "DEST", "BYTES", "PID"
+            ),
+            Format::Drops => writeln!(
+                out,
+                "{:<15} {:>7} {:<16} {:<20} {:<w$}    {:<w$} {:>6}",
+                "TIME",
+                "PID",
+                "COMM",
+                "REASON",
+                "SOURCE",
+                "DEST",
+                "BYTES",
+                w = ADDR_WIDTH
+            ),
+        }
+    }
+
+    pub fn event(&mut self, out: &mut impl Write, ev: &Event) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut *out, ev)?;
+                out.write_all(b"\n")
+            }
+            Format::Text => {
+                let result = match (ev.bytes(), ev.error(), ev.drop_reason()) {
+                    (_, _, Some(reason)) => reason,
+                    (Some(bytes), _, _) => bytes.to_string(),
+                    (None, Some(err), _) => err,
+                    (None, None, _) => "-".into(),
+                };
+                writeln!(
+                    out,
+                    "{:<15} {:>7} {:<16} {:<11} {:<w$} {:<w$} {:>8}",
+                    local_time(ev.ts_ns),
+                    ev.pid,
+                    ev.comm,
+                    ev.kind,
+                    ev.local,
+                    ev.remote,
+                    result,
+                    w = ADDR_WIDTH
+                )
+            }
+            Format::Packets => self.packet_line(out, ev),
+            Format::Drops => writeln!(
+                out,
+                "{:<15} {:>7} {:<16} {:<20} {:<w$} -> {:<w$} {:>6}",
                 local_time(ev.ts_ns),
                 ev.pid,
                 ev.comm,
-                ev.kind,
-                ev.local,
-                ev.remote,
-                result,
+                ev.drop_reason().unwrap_or_default(),
+                ev.source(),
+                ev.destination(),
+                ev.packet.map_or(0, |p| p.udp_length),
                 w = ADDR_WIDTH
-            )
+            ),
         }
+    }
+
+    /// ` DELTA(us)  local:port -> remote:port  BYTES` for sends and `<-` for
+    /// receives, as the provider's script prints them (BYTES is udp_length).
+    fn packet_line(&mut self, out: &mut impl Write, ev: &Event) -> io::Result<()> {
+        let Some(p) = ev.packet else {
+            return Ok(());
+        };
+        let delta_us = self
+            .last_ts
+            .map_or(0, |last| ev.ts_ns.saturating_sub(last) / 1000);
+        self.last_ts = Some(ev.ts_ns);
+        let arrow = if ev.kind == EventKind::PacketRecv {
+            "<-"
+        } else {
+            "->"
+        };
+        writeln!(
+            out,
+            " {:>10} {:>30}:{:<5} {} {:<36} {:>6} {:>7} {}",
+            delta_us,
+            ip_text(ev.local),
+            ev.local.port(),
+            arrow,
+            format!("{}:{}", ip_text(ev.remote), ev.remote.port()),
+            p.udp_length,
+            ev.pid,
+            ev.comm
+        )
     }
 }
 
+/// An address without brackets, as DTrace prints ip_saddr.
+fn ip_text(addr: SocketAddr) -> String {
+    addr.ip().to_string()
+}
+
 /// `HH:MM:SS.micros` in the local time zone.
-fn local_time(ts_ns: u64) -> String {
+pub fn local_time(ts_ns: u64) -> String {
     let secs = (ts_ns / 1_000_000_000) as libc::time_t;
     let micros = (ts_ns % 1_000_000_000) / 1_000;
     let mut tm = MaybeUninit::<libc::tm>::uninit();

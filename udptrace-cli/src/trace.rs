@@ -1,19 +1,20 @@
-//! `udptrace trace`: stream socket events as text columns or NDJSON.
+//! `udptrace trace` and `udptrace drops`: stream events as text columns,
+//! DTrace's packet lines, or NDJSON; the filter arguments all commands share.
 
 use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use udptrace::{parse_addr_filter, Backend, EventKind, Family, Filter, IpNet, Stats, Tracer};
+use udptrace::{
+    parse_addr_filter, Backend, EventKind, Family, Filter, IpNet, Stats, Tracer, TracerBuilder,
+};
 
 use crate::output::{self, Format};
 
+/// What to trace: the filters and the backend, shared by `trace`, `drops` and `count`.
 #[derive(Args, Debug, Default)]
-pub struct TraceArgs {
-    /// Write one JSON object per event (NDJSON) instead of text columns
-    #[arg(long)]
-    json: bool,
+pub struct SelectArgs {
     /// Only this process id
     #[arg(short, long, value_name = "PID")]
     pid: Option<u32>,
@@ -26,21 +27,15 @@ pub struct TraceArgs {
     /// Only traffic with an address in this network on either side (10.0.0.1, 10.0.0.0/8, fd00::/8)
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_net)]
     addr: Option<IpNet>,
-    /// Only IPv4 sockets
+    /// Only IPv4 sockets (packets and drops: IPv4 headers)
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     ipv4: bool,
-    /// Only IPv6 sockets (including IPv4-mapped traffic on them)
+    /// Only IPv6 sockets, including IPv4-mapped traffic on them (packets and drops: IPv6 headers)
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
-    /// Only these events (comma-separated: send,recv,connect,close)
-    #[arg(short, long, value_name = "LIST", value_delimiter = ',')]
-    events: Vec<EventKind>,
     /// Stop after this many seconds (fractions allowed)
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
-    duration: Option<Duration>,
-    /// Also show receives that failed with EAGAIN (busy-polling servers make millions)
-    #[arg(long)]
-    show_eagain: bool,
+    pub duration: Option<Duration>,
     /// Probe backend: auto (the best this kernel runs), fentry, kprobe or tracepoint
     #[arg(long, value_name = "NAME", default_value = "auto", value_parser = parse_backend)]
     backend: BackendChoice,
@@ -49,11 +44,40 @@ pub struct TraceArgs {
     verbose: bool,
 }
 
+#[derive(Args, Debug, Default)]
+pub struct TraceArgs {
+    /// Write one JSON object per event (NDJSON) instead of text columns
+    #[arg(long)]
+    json: bool,
+    /// Only these events (comma-separated: send, recv, connect, close,
+    /// packet-send, packet-recv, drop) [default: send,recv,connect,close]
+    #[arg(short, long, value_name = "LIST", value_delimiter = ',')]
+    events: Vec<EventKind>,
+    /// Every UDP datagram leaving or arriving, with its IP and UDP headers, in
+    /// the format of DTrace's udp provider script (packet-send,packet-recv)
+    #[arg(long, conflicts_with = "events")]
+    packets: bool,
+    /// Also show receives that failed with EAGAIN (busy-polling servers make millions)
+    #[arg(long)]
+    show_eagain: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct DropsArgs {
+    /// Write one JSON object per drop (NDJSON) instead of text columns
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     parse_addr_filter(s).map_err(|e| e.to_string())
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("'{s}' is not a number of seconds"))?;
@@ -74,8 +98,8 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     }
 }
 
-impl TraceArgs {
-    fn filter(&self) -> Filter {
+impl SelectArgs {
+    fn filter(&self, kinds: Vec<EventKind>) -> Filter {
         Filter {
             pid: self.pid,
             comm: self.comm.clone(),
@@ -86,7 +110,30 @@ impl TraceArgs {
             },
             port: self.port,
             addr: self.addr,
-            kinds: self.events.clone(),
+            kinds,
+        }
+    }
+
+    /// A tracer builder with these filters, for `kinds` (empty: socket events).
+    pub fn builder(&self, kinds: Vec<EventKind>) -> TracerBuilder {
+        let builder = Tracer::builder().filter(self.filter(kinds));
+        match self.backend.0 {
+            Some(backend) => builder.backend(backend),
+            None => builder,
+        }
+    }
+
+    /// The `Tracing` line on stderr (and with --verbose each probe).
+    pub fn announce(&self, tracer: &Tracer) {
+        eprintln!(
+            "Tracing UDP with the {} backend ({} probes). Hit Ctrl-C to end.",
+            tracer.backend(),
+            tracer.probes().len()
+        );
+        if self.verbose {
+            for probe in tracer.probes() {
+                eprintln!("  attached {probe}");
+            }
         }
     }
 }
@@ -95,37 +142,54 @@ impl TraceArgs {
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let mut builder = Tracer::builder()
-        .filter(args.filter())
+    let (kinds, format) = match (args.packets, args.json) {
+        (_, true) => (args.events, Format::Json),
+        (true, false) => (Vec::new(), Format::Packets),
+        (false, false) => (args.events, Format::Text),
+    };
+    let kinds = if args.packets {
+        vec![EventKind::PacketSend, EventKind::PacketRecv]
+    } else {
+        kinds
+    };
+    let builder = args
+        .select
+        .builder(kinds.clone())
         .report_eagain(args.show_eagain);
-    if let Some(backend) = args.backend.0 {
-        builder = builder.backend(backend);
-    }
-    let mut tracer = builder.start()?;
-    let stop = tracer.stop_handle();
-    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
+    stream(builder, &args.select, format, &kinds)
+}
 
-    eprintln!(
-        "Tracing UDP with the {} backend ({} probes). Hit Ctrl-C to end.",
-        tracer.backend(),
-        tracer.probes().len()
-    );
-    if args.verbose {
-        for probe in tracer.probes() {
-            eprintln!("  attached {probe}");
-        }
-    }
-
+pub fn run_drops(args: DropsArgs) -> Result<()> {
     let format = if args.json {
         Format::Json
     } else {
-        Format::Text
+        Format::Drops
     };
-    let deadline = args.duration.map(|d| Instant::now() + d);
+    let kinds = vec![EventKind::Drop];
+    stream(
+        args.select.builder(kinds.clone()),
+        &args.select,
+        format,
+        &kinds,
+    )
+}
+
+/// Starts the tracer and writes its events until stopped or `--duration` ends.
+fn stream(
+    builder: TracerBuilder,
+    select: &SelectArgs,
+    format: Format,
+    kinds: &[EventKind],
+) -> Result<()> {
+    let mut tracer = builder.start()?;
+    let stop = tracer.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
+    select.announce(&tracer);
+
+    let deadline = select.duration.map(|d| Instant::now() + d);
     let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
-    if format == Format::Text {
-        output::write_header(&mut out)?;
-    }
+    let mut writer = output::Writer::new(format);
+    writer.header(&mut out)?;
     let mut out_open = true;
     while !tracer.is_finished() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -143,7 +207,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             }
         };
         if let (Some(ev), true) = (ev, out_open) {
-            if output::write_event(&mut out, format, &ev).is_err() {
+            if writer.event(&mut out, &ev).is_err() {
                 // The reader went away (e.g. `| head`): stop quietly.
                 out_open = false;
                 tracer.stop();
@@ -153,15 +217,21 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if out_open {
         let _ = out.flush();
     }
-    print_summary(&tracer.stats());
+    print_summary(&tracer.stats(), kinds);
     if let Some(err) = tracer.error() {
         anyhow::bail!("tracing stopped early: {err}");
     }
     Ok(())
 }
 
-fn print_summary(stats: &Stats) {
-    let kinds: Vec<String> = EventKind::ALL
+/// Counts of the kinds asked for (empty: the socket events), and every loss.
+fn print_summary(stats: &Stats, kinds: &[EventKind]) {
+    let kinds = if kinds.is_empty() {
+        &EventKind::SOCKET[..]
+    } else {
+        kinds
+    };
+    let kinds: Vec<String> = kinds
         .iter()
         .map(|k| format!("{} {}", k, stats.events_of(*k)))
         .collect();

@@ -205,6 +205,159 @@ fn bad_input_is_one_clear_line() {
     assert_clean_failure(&run(&["--backend", "magic"]), "unknown backend");
     assert_clean_failure(&run(&["-4", "-6"]), "cannot be used with");
     assert_clean_failure(&run(&["--port", "0", "-d", "1"]), "port must be 1 to 65535");
+    assert_clean_failure(&run(&["count"]), "--by");
+    assert_clean_failure(&run(&["count", "--by", "dprot"]), "unknown count key");
+    assert_clean_failure(&run(&["count", "--by", "dport,dport", "-d", "1"]), "twice");
+    assert_clean_failure(&run(&["count", "--by", "pid", "-i", "0"]), "positive");
+    assert_clean_failure(
+        &run(&["trace", "--packets", "-e", "send"]),
+        "cannot be used with",
+    );
+}
+
+/// DTrace's udp provider script, `udptrace trace --packets`: one line per
+/// datagram, `->` for sends and `<-` for receives, BYTES being udp_length.
+#[test]
+fn packets_print_the_dtrace_script_lines() {
+    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_arg = port.to_string();
+    let (child, stderr) = start(&["trace", "--packets", "--port", &port_arg, "-d", "1.5"]);
+    // Created while tracing: its received datagrams are attributed to its creator.
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+    let mut buf = [0u8; 16];
+    rx.recv(&mut buf).unwrap();
+    let (out, summary) = finish(child, stderr);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["DELTA(us)", "SOURCE", "DEST", "BYTES", "PID", "COMM"],
+        "{text}"
+    );
+    let (tx_addr, rx_addr) = (
+        tx.local_addr().unwrap().to_string(),
+        rx.local_addr().unwrap().to_string(),
+    );
+    let pid = std::process::id().to_string();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[1][1..6],
+        [&tx_addr, "->", &rx_addr, "13", &pid][..],
+        "{text}"
+    );
+    assert_eq!(
+        lines[2][1..6],
+        [&rx_addr, "<-", &tx_addr, "13", &pid][..],
+        "{text}"
+    );
+    assert!(lines[2][0].parse::<u64>().is_ok(), "DELTA(us) is a number");
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("packet-send 1, packet-recv 1); lost 0")),
+        "{summary:?}"
+    );
+}
+
+/// DTrace's first script, `@[args[4]->udp_dport] = count()` on udp:::send:
+/// `udptrace count --by dport -e packet-send`.
+#[test]
+fn count_by_dport_prints_a_sorted_table() {
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = tx.local_addr().unwrap().port().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "count",
+            "--by",
+            "dport",
+            "-e",
+            "packet-send",
+            "--port",
+            &port_arg,
+        ];
+        args.extend(extra);
+        let (child, stderr) = start(&args);
+        for (dst, n) in [(&a, 2), (&b, 4)] {
+            for _ in 0..n {
+                tx.send_to(&[0u8; 32], dst.local_addr().unwrap()).unwrap();
+            }
+        }
+        finish(child, stderr)
+    };
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port().to_string();
+
+    let (out, summary) = run(&["-d", "1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (pa, pb) = (port(&a), port(&b));
+    assert_eq!(
+        rows,
+        vec![
+            vec!["DPORT", "EVENTS", "BYTES"],
+            vec![pb.as_str(), "4", "128"],
+            vec![pa.as_str(), "2", "64"],
+        ],
+        "{text}"
+    );
+    assert!(
+        summary.iter().any(|l| l == "counted 6 events in 2 rows"),
+        "{summary:?}"
+    );
+
+    let (out, _) = run(&["-d", "1", "--json", "--top", "1"]);
+    let tables = json_lines(&out);
+    assert_eq!(tables.len(), 1);
+    assert_eq!(
+        tables[0]["rows"],
+        serde_json::json!([{ "dport": port(&b).parse::<u16>().unwrap(), "events": 4, "bytes": 128 }])
+    );
+}
+
+/// `udptrace drops`: a datagram to a port nobody listens on.
+#[test]
+fn drops_show_the_reason() {
+    let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let port_arg = closed_addr.port().to_string();
+    let (child, stderr) = start(&["drops", "--json", "--port", &port_arg, "-d", "1"]);
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"anyone?", closed_addr).unwrap();
+    let (out, summary) = finish(child, stderr);
+    assert!(out.status.success());
+    let drops = json_lines(&out);
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    let d = &drops[0];
+    assert_eq!(d["event"], "drop");
+    assert_eq!(d["reason"], "NO_SOCKET");
+    assert_eq!(d["saddr"], "127.0.0.1");
+    assert_eq!(d["sport"], tx.local_addr().unwrap().port());
+    assert_eq!(d["dport"], closed_addr.port());
+    assert_eq!(
+        (d["ip_ver"].as_u64(), d["udp_length"].as_u64()),
+        (Some(4), Some(15))
+    );
+    assert_eq!(d["bytes"], 7);
+    assert!(
+        summary.iter().any(|l| l == "1 events (drop 1); lost 0"),
+        "{summary:?}"
+    );
 }
 
 /// A copy of the binary that an unprivileged user can execute.
@@ -303,7 +456,8 @@ fn sigkill_leaves_nothing_attached() {
     let pid = child.id();
     let links = fdinfo_ids(pid, "link_id:");
     let progs = fdinfo_ids(pid, "prog_id:");
-    assert_eq!(links.len(), 9, "one link per probe: {links:?}");
+    // Two length tracepoints, eight cgroup sock_addr/sock hooks.
+    assert_eq!(links.len(), 10, "one link per probe: {links:?}");
     assert!(links
         .iter()
         .all(|&id| bpf_object_exists(BPF_LINK_GET_FD_BY_ID, id)));

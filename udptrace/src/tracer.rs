@@ -317,6 +317,11 @@ impl Tracer {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    /// Whether [`stop`](Self::stop) was called (here or through a [`StopHandle`]).
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// True once the tracer was stopped and every event has been delivered.
     pub fn is_finished(&self) -> bool {
         self.finished && self.pending.is_empty()

@@ -1,0 +1,202 @@
+//! `udptrace count`: events added up in the kernel by the chosen keys, printed
+//! as a sorted table on exit or every `--interval`.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::{json, Map, Value};
+use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
+
+use crate::output::local_time;
+use crate::trace::{parse_seconds, SelectArgs};
+
+#[derive(Args, Debug)]
+pub struct CountArgs {
+    /// Keys to count by (comma-separated): dport, sport, daddr, saddr, pid,
+    /// comm, event, reason
+    #[arg(
+        short,
+        long,
+        value_name = "KEY[,KEY...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    by: Vec<CountField>,
+    /// Events to count (comma-separated: send, recv, connect, close,
+    /// packet-send, packet-recv, drop)
+    #[arg(
+        short,
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "send,recv"
+    )]
+    events: Vec<EventKind>,
+    /// Print (and reset) the table every this many seconds instead of once on exit
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
+    interval: Option<Duration>,
+    /// Only the N rows with the most events
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
+    /// Write each table as one JSON object per line
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+const TICK: Duration = Duration::from_millis(50);
+
+pub fn run(args: CountArgs) -> Result<()> {
+    let mut fields = Vec::new();
+    for f in &args.by {
+        if fields.contains(f) {
+            anyhow::bail!("count key '{f}' is given twice");
+        }
+        fields.push(*f);
+    }
+    let tracer = args
+        .select
+        .builder(args.events.clone())
+        .count_by(fields.clone())
+        .start()?;
+    let stop = tracer.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
+    args.select.announce(&tracer);
+
+    let start = Instant::now();
+    let deadline = args.select.duration.map(|d| start + d);
+    let mut next_print = args.interval.map(|i| start + i);
+    let (mut total_events, mut total_rows) = (0u64, 0usize);
+    let mut print = |tracer: &Tracer| -> Result<()> {
+        let mut rows = tracer.take_counts()?;
+        total_events += rows.iter().map(|r| r.events).sum::<u64>();
+        total_rows += rows.len();
+        sort_rows(&mut rows);
+        if let Some(top) = args.top {
+            rows.truncate(top);
+        }
+        let mut out = io::stdout().lock();
+        let written = if args.json {
+            write_json(&mut out, &fields, &rows)
+        } else {
+            write_table(&mut out, &fields, &rows, args.interval.is_some())
+        };
+        // A closed pipe ends the run like Ctrl-C.
+        if written.and_then(|()| out.flush()).is_err() {
+            tracer.stop();
+        }
+        Ok(())
+    };
+    loop {
+        std::thread::sleep(TICK);
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            tracer.stop();
+        }
+        if tracer.stop_requested() {
+            break;
+        }
+        if let (Some(at), Some(interval)) = (next_print, args.interval) {
+            if now >= at {
+                print(&tracer)?;
+                next_print = Some(at + interval);
+            }
+        }
+    }
+    print(&tracer)?;
+    let stats = tracer.stats();
+    let mut line = format!("counted {total_events} events in {total_rows} rows");
+    if stats.count_full > 0 {
+        line += &format!("; not counted (table full) {}", stats.count_full);
+    }
+    eprintln!("{line}");
+    Ok(())
+}
+
+fn header(f: CountField) -> String {
+    f.name().to_uppercase()
+}
+
+fn write_table(
+    out: &mut impl Write,
+    fields: &[CountField],
+    rows: &[CountRow],
+    stamped: bool,
+) -> io::Result<()> {
+    if stamped {
+        writeln!(out, "{}", local_time(now_ns()))?;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.key.iter().map(ToString::to_string).collect())
+        .collect();
+    let widths: Vec<usize> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([header(*f).len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut line = String::new();
+    for (f, w) in fields.iter().zip(&widths) {
+        line += &format!("{:<w$}  ", header(*f));
+    }
+    writeln!(out, "{line}{:>12} {:>14}", "EVENTS", "BYTES")?;
+    for (row, cells) in rows.iter().zip(&cells) {
+        let mut line = String::new();
+        for ((value, cell), w) in row.key.iter().zip(cells).zip(&widths) {
+            // Numbers right-aligned, names and addresses left-aligned.
+            match value {
+                CountValue::Port(_) | CountValue::Pid(_) => line += &format!("{cell:>w$}  "),
+                _ => line += &format!("{cell:<w$}  "),
+            }
+        }
+        writeln!(out, "{line}{:>12} {:>14}", row.events, row.bytes)?;
+    }
+    if stamped {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn json_value(v: &CountValue) -> Value {
+    match v {
+        CountValue::Port(p) => json!(p),
+        CountValue::Pid(p) => json!(p),
+        CountValue::Addr(a) => json!(a.to_string()),
+        CountValue::Comm(c) => json!(c),
+        CountValue::Event(k) => json!(k.name()),
+        CountValue::Reason(r) => json!(r),
+    }
+}
+
+fn write_json(out: &mut impl Write, fields: &[CountField], rows: &[CountRow]) -> io::Result<()> {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            for (f, v) in fields.iter().zip(&r.key) {
+                m.insert(f.name().into(), json_value(v));
+            }
+            m.insert("events".into(), json!(r.events));
+            m.insert("bytes".into(), json!(r.bytes));
+            Value::Object(m)
+        })
+        .collect();
+    serde_json::to_writer(&mut *out, &json!({ "ts": now_ns(), "rows": rows }))?;
+    writeln!(out)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
