@@ -50,6 +50,9 @@ const volatile bool count_mode = false;
 const volatile __u8 count_keys = 0;
 /* The kfree_skb tracepoint passes the receiving socket (Linux 6.11+). */
 const volatile bool kfree_skb_has_rx_sk = false;
+/* This kernel's codes for the drops of a socket that refused a datagram. */
+const volatile __u32 reason_rcvbuff = 0xffffffff;
+const volatile __u32 reason_proto_mem = 0xffffffff;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -994,11 +997,11 @@ static __always_inline void owner_of(__u64 cookie, struct task_ctx *t)
 		__builtin_memset(t, 0, sizeof(*t));
 }
 
+/* Transmit runs in the sending task (sendmsg, or a corked socket's flush). */
 static __always_inline void packet_sent(__u64 cookie, const struct pkt *p)
 {
 	struct task_ctx t;
 
-	/* Transmit runs in the sending task (sendmsg, or a corked socket's flush). */
 	current_task(&t);
 	emit_packet(UDP_EVENT_PACKET_SEND, false, cookie, p, 0, &t);
 }
@@ -1024,9 +1027,11 @@ static __always_inline __u64 probed_cookie(struct sock *sk)
 }
 
 /*
- * The last datagram each CPU handed to a socket, so that a drop that follows
- * it (receive buffer full) is attributed to that socket on kernels whose
- * kfree_skb tracepoint does not name it.
+ * The last datagram each CPU handed to a socket, so that the drop that
+ * follows when the socket refuses it (receive buffer or protocol memory
+ * full) is attributed to that socket on kernels whose kfree_skb tracepoint
+ * does not name it. Only those drops may use it: a freed skb's address is
+ * soon reused.
  */
 struct delivery {
 	__u64 skb;
@@ -1130,12 +1135,22 @@ static __always_inline bool skb_of_udp_sock(struct __sk_buff *skb)
 SEC("cgroup_skb/egress")
 int packet_egress(struct __sk_buff *skb)
 {
+	struct task_ctx t;
 	struct pkt p = {};
 
 	if (!skb_of_udp_sock(skb) || !parse_udp(skb, NULL, &p))
 		return 1;
 	p.gso_segs = skb->gso_segs;
-	packet_sent(bpf_get_socket_cookie(skb), &p);
+	/*
+	 * current_task(), but before Linux 6.18 cgroup_skb may not ask for the
+	 * task's uid or name: take the socket's uid, and read the name.
+	 */
+	t.ts_ns = 0;
+	t.pid_tgid = bpf_get_current_pid_tgid();
+	t.cgroup_id = bpf_get_current_cgroup_id();
+	t.uid = bpf_get_socket_uid(skb);
+	BPF_CORE_READ_INTO(&t.comm, (struct task_struct *)bpf_get_current_task(), comm);
+	emit_packet(UDP_EVENT_PACKET_SEND, false, bpf_get_socket_cookie(skb), &p, 0, &t);
 	return 1; /* never interfere with the traffic */
 }
 
@@ -1174,8 +1189,11 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 		sk = (struct sock *)ctx[3];
 	cookie = probed_cookie(sk);
 	d = bpf_map_lookup_elem(&last_delivery, &zero);
-	if (!cookie && d && d->skb == (__u64)skb)
+	if (!cookie && d && d->skb == (__u64)skb &&
+	    (reason == reason_rcvbuff || reason == reason_proto_mem)) {
 		cookie = d->cookie;
+		d->skb = 0;
+	}
 	if (inbound)
 		owner_of(cookie, &t);
 	else

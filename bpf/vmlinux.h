@@ -161,6 +161,10 @@ struct sock {
 	__u16 sk_type;
 };
 
+struct task_struct {
+	char comm[16];
+};
+
 struct skb_shared_info {
 	unsigned short gso_segs;
 };

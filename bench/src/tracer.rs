@@ -18,6 +18,10 @@ pub enum Scenario {
     Untraced,
     /// udptrace socket events, every one delivered to a consumer that decodes it.
     UdptraceEvents,
+    /// udptrace packet events (packet-send, packet-recv), every one decoded.
+    UdptracePackets,
+    /// udptrace counting sends and receives by destination port in the kernel.
+    UdptraceCount,
     /// bpftrace printing every UDP send and receive from the same tracepoints.
     Bpftrace,
     /// tcpdump capturing UDP on loopback to /dev/null.
@@ -25,17 +29,29 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Self::Untraced,
         Self::UdptraceEvents,
+        Self::UdptracePackets,
+        Self::UdptraceCount,
         Self::Bpftrace,
         Self::Tcpdump,
     ];
+
+    /// Ours: run by the benchmark's own consumer, which reports counted losses.
+    pub fn is_udptrace(self) -> bool {
+        matches!(
+            self,
+            Self::UdptraceEvents | Self::UdptracePackets | Self::UdptraceCount
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
             Self::UdptraceEvents => "udptrace socket events",
+            Self::UdptracePackets => "udptrace packet events",
+            Self::UdptraceCount => "udptrace count --by dport",
             Self::Bpftrace => "bpftrace printf per event",
             Self::Tcpdump => "tcpdump -w /dev/null",
         }
@@ -109,9 +125,14 @@ pub fn ensure_tracefs() -> Result<()> {
 pub fn start(scenario: Scenario) -> Result<Option<Running>> {
     let (mut cmd, ready): (Command, &str) = match scenario {
         Scenario::Untraced => return Ok(None),
-        Scenario::UdptraceEvents => {
+        Scenario::UdptraceEvents | Scenario::UdptracePackets | Scenario::UdptraceCount => {
+            let what = match scenario {
+                Scenario::UdptracePackets => "packets",
+                Scenario::UdptraceCount => "count",
+                _ => "events",
+            };
             let mut c = Command::new(std::env::current_exe()?);
-            c.arg("consume");
+            c.args(["consume", what]);
             (c, "ready")
         }
         Scenario::Bpftrace => {
@@ -184,7 +205,7 @@ impl Running {
         };
         match self.scenario {
             Scenario::Untraced => {}
-            Scenario::UdptraceEvents => {
+            Scenario::UdptraceEvents | Scenario::UdptracePackets | Scenario::UdptraceCount => {
                 let last = lines.iter().rev().find(|l| l.starts_with('{'));
                 let v: serde_json::Value =
                     serde_json::from_str(last.context("no result from the consumer")?)?;
@@ -209,7 +230,7 @@ impl Running {
                     .unwrap_or(0);
             }
         }
-        if !status.success() && self.scenario == Scenario::UdptraceEvents {
+        if !status.success() && self.scenario.is_udptrace() {
             bail!(
                 "the udptrace consumer failed after {:?}",
                 self.started.elapsed()

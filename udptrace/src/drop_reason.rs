@@ -39,6 +39,13 @@ pub fn drop_reason_name(code: u32) -> String {
         .unwrap_or_else(|| format!("reason {code}"))
 }
 
+/// The code of drop reason `name` (without prefix) on this kernel.
+pub(crate) fn drop_reason_code(name: &str) -> Option<u32> {
+    reasons()
+        .iter()
+        .find_map(|(code, n)| (n == name).then_some(*code))
+}
+
 /// Reads the table now, so that the first drop does not pay for it.
 pub(crate) fn preload() {
     reasons();

@@ -16,6 +16,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, PrintLevel, RingBuffer
 use crate::backend::{self, Backend, Plan};
 use crate::bpf::{types, UdptraceSkel, UdptraceSkelBuilder};
 use crate::count::{decode_row, CountField, CountRow};
+use crate::drop_reason::drop_reason_code;
 use crate::event::{Event, EventKind};
 use crate::filter::{addr_and_mask, Filter};
 use crate::{clock, sys, Error};
@@ -595,6 +596,11 @@ impl ReaderCtx {
             ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
         }
         ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
+        if plan.drops {
+            let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
+            ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
+            ro.reason_proto_mem = code("PROTO_MEM");
+        }
         open.load().map_err(Error::bpf("loading the BPF programs"))
     }
 }
