@@ -43,6 +43,13 @@ const volatile __u8 filter_addr[16] = {}; /* IPv4 as IPv4-mapped */
 const volatile __u8 filter_addr_mask[16] = {};
 const volatile __u8 event_kinds = 0xff; /* bit (1 << kind) */
 const volatile bool emit_eagain = false;
+/*
+ * Sockets the length tracepoints report, by family (bit 0: IPv4, bit 1:
+ * IPv6): all for the tracepoint backend; for fentry and kprobe, those whose
+ * function this kernel lacks.
+ */
+const volatile __u8 tp_send_families = 3;
+const volatile __u8 tp_recv_families = 3;
 /* Pending bytes in the ring buffer that make the producer wake the consumer. */
 const volatile __u64 wakeup_bytes = 64 * 1024;
 /* Aggregate events into `counts` by these fields (enum count_field) instead of emitting them. */
@@ -484,16 +491,6 @@ static __always_inline void finish_connect(__u64 cookie, const struct sock_addrs
 		__sync_fetch_and_add(&connects_pending, -1);
 }
 
-static __always_inline bool is_udp(struct sock *sk)
-{
-	__u16 family;
-
-	if (sk->sk_protocol != IPPROTO_UDP)
-		return false;
-	family = sk->__sk_common.skc_family;
-	return family == AF_INET || family == AF_INET6;
-}
-
 /*
  * A send or receive has returned on a UDP socket. `trusted`: `sk` is a
  * BTF-typed pointer (tracepoints, fentry) rather than one read from a
@@ -558,11 +555,23 @@ static __always_inline int on_recv(struct sock *sk, int ret, int flags)
 	return on_recv_of(sk, ret, flags, true);
 }
 
-/* Tracepoint backend (Linux 6.3+): the length tracepoints of every socket. */
+/*
+ * Tracepoint backend (Linux 6.3+): the length tracepoints of every socket.
+ * They also stand in for a function the fentry or kprobe backend cannot hook
+ * on this kernel, for that function's family only.
+ */
+static __always_inline bool udp_of_families(struct sock *sk, __u8 families)
+{
+	__u16 family = sk->__sk_common.skc_family;
+
+	return sk->sk_protocol == IPPROTO_UDP &&
+	       ((family == AF_INET && (families & 1)) || (family == AF_INET6 && (families & 2)));
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 {
-	if (!is_udp(sk))
+	if (!udp_of_families(sk, tp_send_families))
 		return 0;
 	return on_datagram(sk, ret, UDP_EVENT_SEND);
 }
@@ -570,7 +579,7 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
-	if (!is_udp(sk))
+	if (!udp_of_families(sk, tp_recv_families))
 		return 0;
 	return on_recv(sk, ret, flags);
 }

@@ -18,6 +18,8 @@ KERNELS=(
 	"linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1"
 )
 BACKENDS="fentry kprobe tracepoint"
+# Rows per kernel: each backend, and fentry's per-function fallback.
+CELLS="$BACKENDS fallback"
 WORK=target/vm
 mkdir -p "$WORK"
 
@@ -118,7 +120,7 @@ for spec in "${KERNELS[@]}"; do
 		-kernel "$vmlinuz" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
-	for backend in $BACKENDS; do
+	for backend in $CELLS; do
 		result=$(cell "$log" "$backend")
 		[[ $result == FAIL* ]] && failed=1
 		row "$release (${spec#*=})" "$backend" "$result"
@@ -144,6 +146,19 @@ for backend in $BACKENDS; do
 	[[ $result == FAIL* ]] && failed=1
 	row "$(uname -r) (host)" "$backend" "$result"
 done
+if [[ $(cell "$host_log" fentry) == pass* && $(cell "$host_log" tracepoint) == pass* ]]; then
+	echo "BEGIN fallback" >>"$host_log"
+	rc=0
+	UDPTRACE_TEST_BACKEND=fentry UDPTRACE_TEST_MISSING=udpv6_sendmsg,udp_recvmsg \
+		"${tests[socket_events]}" >>"$host_log" 2>&1 || rc=$?
+	echo "RESULT fallback $rc" >>"$host_log"
+else
+	echo "UNSUPPORTED fallback needs both the fentry backend and the length tracepoints" >>"$host_log"
+fi
+result=$(cell "$host_log" fallback)
+[[ $result == FAIL* ]] && failed=1
+row "$(uname -r) (host)" fallback "$result"
+
 doctor_row "$(uname -r) (host)" "$host_log"
 
 echo

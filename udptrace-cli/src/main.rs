@@ -44,6 +44,10 @@ enum Command {
     Drops(trace::DropsArgs),
     /// Count events in the kernel by keys (ports, addresses, process, event,
     /// drop reason) and print a sorted table on exit or every --interval
+    #[command(after_help = "Examples:\n  \
+        udptrace count --by dport -e packet-send     # datagrams sent, by destination port\n  \
+        udptrace count --by comm,event -i 5 --top 10 # busiest processes, every 5 s\n  \
+        udptrace count --by reason,dport -e drop     # drops by reason and port")]
     Count(count::CountArgs),
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes

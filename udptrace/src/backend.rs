@@ -53,18 +53,43 @@ pub(crate) enum PacketHooks {
     CgroupSkb,
 }
 
+/// The length tracepoints, by their BTF typedefs.
+const LENGTH_TRACEPOINTS: [&str; 2] = ["btf_trace_sock_send_length", "btf_trace_sock_recv_length"];
+
 /// The programs one tracer loads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub backend: Backend,
+    /// fentry/kprobe: socket functions this kernel lacks, whose sockets the
+    /// length tracepoints cover instead (one family and direction each).
+    pub socket_fallback: Vec<&'static str>,
     /// Packet events wanted, and from which hooks.
     pub packets: Option<PacketHooks>,
     /// Drop events wanted.
     pub drops: bool,
 }
 
+/// Bits of the tracepoint programs' family masks.
+pub(crate) const FAMILY_V4: u8 = 1;
+pub(crate) const FAMILY_V6: u8 = 2;
+
 impl Plan {
-    pub fn new(backend: Backend, packets: bool, drops: bool) -> Plan {
+    /// `assume_missing`: functions to treat as absent (to test the fallback).
+    pub fn new(backend: Backend, assume_missing: &[String], packets: bool, drops: bool) -> Plan {
+        let socket_fallback = match backend {
+            Backend::Fentry | Backend::Kprobe => {
+                let mut missing = all_missing(&FENTRY_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC);
+                missing.extend(
+                    FENTRY_FUNCTIONS
+                        .iter()
+                        .filter(|f| assume_missing.iter().any(|m| m == *f)),
+                );
+                missing.sort_unstable();
+                missing.dedup();
+                missing
+            }
+            Backend::Tracepoint => Vec::new(),
+        };
         let hooks = match backend {
             Backend::Fentry | Backend::Kprobe
                 if first_missing(&PACKET_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC).is_none() =>
@@ -75,8 +100,53 @@ impl Plan {
         };
         Plan {
             backend,
+            socket_fallback,
             packets: packets.then_some(hooks),
             drops,
+        }
+    }
+
+    /// Which socket families the send and receive tracepoints report.
+    pub fn tracepoint_families(&self) -> (u8, u8) {
+        if self.backend == Backend::Tracepoint {
+            return (FAMILY_V4 | FAMILY_V6, FAMILY_V4 | FAMILY_V6);
+        }
+        let bit = |f: &str, family: u8| {
+            if self.socket_fallback.contains(&f) {
+                family
+            } else {
+                0
+            }
+        };
+        (
+            bit("udp_sendmsg", FAMILY_V4) | bit("udpv6_sendmsg", FAMILY_V6),
+            bit("udp_recvmsg", FAMILY_V4) | bit("udpv6_recvmsg", FAMILY_V6),
+        )
+    }
+
+    /// The name a probe is reported by: a stand-in says what it stands in for.
+    pub fn probe_name(&self, section: &str) -> String {
+        let stands_in_for: Vec<&str> = match section {
+            "tp_btf/sock_send_length" | "tp_btf/sock_recv_length"
+                if self.backend != Backend::Tracepoint =>
+            {
+                let dir = if section.ends_with("send_length") {
+                    "sendmsg"
+                } else {
+                    "recvmsg"
+                };
+                self.socket_fallback
+                    .iter()
+                    .copied()
+                    .filter(|f| f.ends_with(dir))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        if stands_in_for.is_empty() {
+            section.to_string()
+        } else {
+            format!("{section} (for {})", stands_in_for.join(", "))
         }
     }
 
@@ -85,15 +155,18 @@ impl Plan {
         let (kind, target) = section.split_once('/').unwrap_or((section, ""));
         let packet_fn = PACKET_FUNCTIONS.contains(&target);
         let via_functions = self.packets == Some(PacketHooks::Functions);
+        let present = !self.socket_fallback.contains(&target);
+        let (tp_send, tp_recv) = self.tracepoint_families();
         match kind {
             "cgroup" => true,
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "tp_btf" if target == "kfree_skb" => self.drops,
-            "tp_btf" => self.backend == Backend::Tracepoint,
-            "fexit" => self.backend == Backend::Fentry,
+            "tp_btf" if target == "sock_send_length" => tp_send != 0,
+            "tp_btf" if target == "sock_recv_length" => tp_recv != 0,
+            "fexit" => self.backend == Backend::Fentry && present,
             "fentry" => self.backend == Backend::Fentry && packet_fn && via_functions,
             "kprobe" if packet_fn => self.backend == Backend::Kprobe && via_functions,
-            "kprobe" | "kretprobe" => self.backend == Backend::Kprobe,
+            "kprobe" | "kretprobe" => self.backend == Backend::Kprobe && present,
             _ => false,
         }
     }
@@ -129,20 +202,24 @@ impl Backend {
     /// Why the kernel's BTF says this backend cannot run, if it says so. A
     /// backend that passes can still be refused when loading (fentry needs
     /// BPF trampolines, which some kernels or lockdown settings deny).
+    /// fentry and kprobe stand in the length tracepoints, where the kernel has
+    /// them, for any of their functions it lacks.
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
             Backend::Fentry | Backend::Kprobe => {
-                first_missing(&FENTRY_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC)
-                    .map(|f| format!("the kernel has no traceable function '{f}'"))
+                let missing = first_missing(&FENTRY_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC)?;
+                Backend::Tracepoint.unavailable_reason().map(|_| {
+                    format!(
+                        "the kernel has no traceable function '{missing}', nor the length \
+                         tracepoints (Linux 6.3+) to stand in for it"
+                    )
+                })
             }
-            Backend::Tracepoint => first_missing(
-                &["btf_trace_sock_send_length", "btf_trace_sock_recv_length"],
-                libbpf_sys::BTF_KIND_TYPEDEF,
-            )
-            .map(|t| {
-                let tp = t.trim_start_matches("btf_trace_");
-                format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")
-            }),
+            Backend::Tracepoint => first_missing(&LENGTH_TRACEPOINTS, libbpf_sys::BTF_KIND_TYPEDEF)
+                .map(|t| {
+                    let tp = t.trim_start_matches("btf_trace_");
+                    format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")
+                }),
         }
     }
 }
@@ -168,21 +245,30 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// The first of `names` the kernel's BTF has no type of this kind for (all
-/// of them if the BTF cannot be read). Parses the BTF once: it is megabytes.
+/// The first of `names` the kernel's BTF has no type of this kind for.
 fn first_missing<'a>(names: &[&'a str], kind: u32) -> Option<&'a str> {
+    all_missing(names, kind).first().copied()
+}
+
+/// Those of `names` the kernel's BTF has no type of this kind for (all of
+/// them if the BTF cannot be read). Parses the BTF once: it is megabytes.
+fn all_missing<'a>(names: &[&'a str], kind: u32) -> Vec<&'a str> {
     // SAFETY: libbpf parses the kernel's BTF and returns NULL on failure; the
     // object is only read, then freed once.
     unsafe {
         let btf = libbpf_sys::btf__load_vmlinux_btf();
         if btf.is_null() {
-            return names.first().copied();
+            return names.to_vec();
         }
-        let missing = names.iter().copied().find(|name| {
-            CString::new(*name).map_or(true, |c| {
-                libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), kind) <= 0
+        let missing = names
+            .iter()
+            .copied()
+            .filter(|name| {
+                CString::new(*name).map_or(true, |c| {
+                    libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), kind) <= 0
+                })
             })
-        });
+            .collect();
         libbpf_sys::btf__free(btf);
         missing
     }
@@ -209,7 +295,11 @@ fn attach_failure(section: &str) -> String {
 
 /// Attaches every loaded program: tracing ones where their section says,
 /// cgroup ones to the root of the cgroup v2 hierarchy so they see every socket.
-pub(crate) fn attach(skel: &UdptraceSkel<'_>, cgroup_root: &Path) -> Result<Vec<Probe>, Error> {
+pub(crate) fn attach(
+    skel: &UdptraceSkel<'_>,
+    plan: &Plan,
+    cgroup_root: &Path,
+) -> Result<Vec<Probe>, Error> {
     let cgroup = File::open(cgroup_root)
         .map_err(|e| Error::System(format!("cannot open cgroup {}: {e}", cgroup_root.display())))?;
     let mut probes = Vec::new();
@@ -225,7 +315,7 @@ pub(crate) fn attach(skel: &UdptraceSkel<'_>, cgroup_root: &Path) -> Result<Vec<
         }
         .map_err(Error::bpf(attach_failure(&section)))?;
         probes.push(Probe {
-            name: section,
+            name: plan.probe_name(&section),
             _link: link,
         });
     }
@@ -239,9 +329,26 @@ mod tests {
     fn plan(backend: Backend, packets: Option<PacketHooks>, drops: bool) -> Plan {
         Plan {
             backend,
+            socket_fallback: Vec::new(),
             packets,
             drops,
         }
+    }
+
+    #[test]
+    fn a_missing_function_is_covered_by_its_tracepoint_alone() {
+        let mut p = plan(Backend::Fentry, None, false);
+        p.socket_fallback = vec!["udpv6_recvmsg"];
+        assert!(p.wants_program("fexit/udp_recvmsg"));
+        assert!(!p.wants_program("fexit/udpv6_recvmsg"));
+        assert!(p.wants_program("tp_btf/sock_recv_length"));
+        assert!(!p.wants_program("tp_btf/sock_send_length"));
+        assert_eq!(p.tracepoint_families(), (0, FAMILY_V6));
+        assert_eq!(
+            p.probe_name("tp_btf/sock_recv_length"),
+            "tp_btf/sock_recv_length (for udpv6_recvmsg)"
+        );
+        assert_eq!(p.probe_name("fexit/udp_recvmsg"), "fexit/udp_recvmsg");
     }
 
     #[test]

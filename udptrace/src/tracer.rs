@@ -38,6 +38,7 @@ pub struct TracerBuilder {
     drain_interval: Duration,
     report_eagain: bool,
     count_by: Option<Vec<CountField>>,
+    assume_missing: Vec<String>,
 }
 
 impl Default for TracerBuilder {
@@ -50,6 +51,7 @@ impl Default for TracerBuilder {
             drain_interval: Duration::from_millis(10),
             report_eagain: false,
             count_by: None,
+            assume_missing: Vec::new(),
         }
     }
 }
@@ -99,6 +101,15 @@ impl TracerBuilder {
     /// the ring buffer, so none can be lost.
     pub fn count_by(mut self, fields: Vec<CountField>) -> Self {
         self.count_by = Some(fields);
+        self
+    }
+
+    /// Treats these kernel functions as missing, as on a kernel that renamed
+    /// or inlined them: tests the fentry and kprobe backends' per-function
+    /// fallback to the length tracepoints.
+    #[doc(hidden)]
+    pub fn assume_missing_functions(mut self, names: Vec<String>) -> Self {
+        self.assume_missing = names;
         self
     }
 
@@ -447,7 +458,8 @@ struct ReaderCtx {
 impl ReaderCtx {
     fn run(self, ready_tx: SyncSender<Result<Ready, Error>>, batch_tx: SyncSender<Vec<Event>>) {
         let mut storage = MaybeUninit::uninit();
-        let skel = match self.load(&mut storage) {
+        let plan = self.plan();
+        let skel = match self.load(&mut storage, &plan) {
             Ok(skel) => skel,
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -455,7 +467,7 @@ impl ReaderCtx {
             }
         };
         // Declared after the skeleton so that they drop (detach) first.
-        let probes = match backend::attach(&skel, &self.cgroup_root) {
+        let probes = match backend::attach(&skel, &plan, &self.cgroup_root) {
             Ok(p) => p,
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -547,9 +559,21 @@ impl ReaderCtx {
         }
     }
 
+    /// The programs this tracer loads.
+    fn plan(&self) -> Plan {
+        let (b, f) = (&self.builder, &self.builder.filter);
+        Plan::new(
+            self.backend,
+            &b.assume_missing,
+            f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
+            f.wants_any(&[EventKind::Drop]),
+        )
+    }
+
     fn load<'obj>(
         &self,
         storage: &'obj mut MaybeUninit<OpenObject>,
+        plan: &Plan,
     ) -> Result<UdptraceSkel<'obj>, Error> {
         let b = &self.builder;
         let mut open = UdptraceSkelBuilder::default()
@@ -560,11 +584,6 @@ impl ReaderCtx {
             .set_max_entries(b.ring_buffer_bytes)
             .map_err(Error::bpf("sizing the ring buffer"))?;
         let f = &b.filter;
-        let plan = Plan::new(
-            self.backend,
-            f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
-            f.wants_any(&[EventKind::Drop]),
-        );
         for mut prog in open.open_object_mut().progs_mut() {
             prog.set_autoload(plan.wants_program(&prog.section().to_string_lossy()));
         }
@@ -596,6 +615,7 @@ impl ReaderCtx {
             ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
         }
         ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
+        (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
         if plan.drops {
             let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
             ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
