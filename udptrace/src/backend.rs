@@ -1,14 +1,13 @@
 //! Probe backends: which kernel hooks produce the events.
 
-use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use libbpf_rs::btf::types::FuncProto;
-use libbpf_rs::btf::{Btf, BtfType};
-use libbpf_rs::libbpf_sys;
+use libbpf_rs::btf::{Btf, BtfKind, BtfType};
 use libbpf_rs::skel::Skel;
 use libbpf_rs::Link;
 
@@ -78,7 +77,7 @@ impl Plan {
     pub fn new(backend: Backend, assume_missing: &[String], packets: bool, drops: bool) -> Plan {
         let socket_fallback = match backend {
             Backend::Fentry | Backend::Kprobe => {
-                let mut missing = all_missing(&FENTRY_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC);
+                let mut missing = missing_functions(&FENTRY_FUNCTIONS);
                 missing.extend(
                     FENTRY_FUNCTIONS
                         .iter()
@@ -92,7 +91,7 @@ impl Plan {
         };
         let hooks = match backend {
             Backend::Fentry | Backend::Kprobe
-                if first_missing(&PACKET_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC).is_none() =>
+                if missing_functions(&PACKET_FUNCTIONS).is_empty() =>
             {
                 PacketHooks::Functions
             }
@@ -172,19 +171,64 @@ impl Plan {
     }
 }
 
+/// What the running kernel's BTF says about the hooks, read once per
+/// process: the BTF is megabytes to parse, and every backend tried asks.
+struct KernelHooks {
+    /// Of [`FENTRY_FUNCTIONS`] and [`PACKET_FUNCTIONS`].
+    missing_functions: Vec<&'static str>,
+    /// Of [`LENGTH_TRACEPOINTS`].
+    missing_tracepoints: Vec<&'static str>,
+    kfree_skb_rx_sk: bool,
+}
+
+fn kernel_hooks() -> &'static KernelHooks {
+    static HOOKS: OnceLock<KernelHooks> = OnceLock::new();
+    HOOKS.get_or_init(|| {
+        let functions = FENTRY_FUNCTIONS.iter().chain(&PACKET_FUNCTIONS).copied();
+        let Ok(btf) = Btf::from_vmlinux() else {
+            return KernelHooks {
+                missing_functions: functions.collect(),
+                missing_tracepoints: LENGTH_TRACEPOINTS.to_vec(),
+                kfree_skb_rx_sk: false,
+            };
+        };
+        let has = |name: &str, kind: BtfKind| {
+            btf.type_by_name::<BtfType<'_>>(name)
+                .is_some_and(|t| t.kind() == kind)
+        };
+        // The tracepoint's prototype: its context, then skb, location, reason, rx_sk.
+        let kfree_skb_rx_sk = btf
+            .type_by_name::<BtfType<'_>>("btf_trace_kfree_skb")
+            .and_then(|t| t.next_type()) // the typedef's pointer
+            .and_then(|t| t.next_type()) // its function prototype
+            .and_then(|t| FuncProto::try_from(t).ok())
+            .is_some_and(|p| p.len() >= 5);
+        KernelHooks {
+            missing_functions: functions.filter(|f| !has(f, BtfKind::Func)).collect(),
+            missing_tracepoints: LENGTH_TRACEPOINTS
+                .iter()
+                .copied()
+                .filter(|t| !has(t, BtfKind::Typedef))
+                .collect(),
+            kfree_skb_rx_sk,
+        }
+    })
+}
+
 /// Whether the kfree_skb tracepoint passes the socket a dropped datagram was
-/// for (`rx_sk`, Linux 6.11+): its prototype has a fourth argument.
+/// for (`rx_sk`, Linux 6.11+).
 pub(crate) fn kfree_skb_has_rx_sk() -> bool {
-    let Ok(btf) = Btf::from_vmlinux() else {
-        return false;
-    };
-    let proto = btf
-        .type_by_name::<BtfType<'_>>("btf_trace_kfree_skb")
-        .and_then(|t| t.next_type()) // the typedef's pointer
-        .and_then(|t| t.next_type()) // its function prototype
-        .and_then(|t| FuncProto::try_from(t).ok());
-    // The first parameter is the tracepoint's context.
-    proto.is_some_and(|p| p.len() >= 5)
+    kernel_hooks().kfree_skb_rx_sk
+}
+
+/// Those of `names` the kernel cannot hook.
+fn missing_functions(names: &[&'static str]) -> Vec<&'static str> {
+    let missing = &kernel_hooks().missing_functions;
+    names
+        .iter()
+        .copied()
+        .filter(|n| missing.contains(n))
+        .collect()
 }
 
 impl Backend {
@@ -207,7 +251,7 @@ impl Backend {
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
             Backend::Fentry | Backend::Kprobe => {
-                let missing = first_missing(&FENTRY_FUNCTIONS, libbpf_sys::BTF_KIND_FUNC)?;
+                let missing = *missing_functions(&FENTRY_FUNCTIONS).first()?;
                 Backend::Tracepoint.unavailable_reason().map(|_| {
                     format!(
                         "the kernel has no traceable function '{missing}', nor the length \
@@ -215,11 +259,10 @@ impl Backend {
                     )
                 })
             }
-            Backend::Tracepoint => first_missing(&LENGTH_TRACEPOINTS, libbpf_sys::BTF_KIND_TYPEDEF)
-                .map(|t| {
-                    let tp = t.trim_start_matches("btf_trace_");
-                    format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")
-                }),
+            Backend::Tracepoint => kernel_hooks().missing_tracepoints.first().map(|t| {
+                let tp = t.trim_start_matches("btf_trace_");
+                format!("the kernel has no '{tp}' tracepoint (added in Linux 6.3)")
+            }),
         }
     }
 }
@@ -242,35 +285,6 @@ impl std::str::FromStr for Backend {
                 "unknown backend '{s}' (expected fentry, kprobe or tracepoint)"
             )),
         }
-    }
-}
-
-/// The first of `names` the kernel's BTF has no type of this kind for.
-fn first_missing<'a>(names: &[&'a str], kind: u32) -> Option<&'a str> {
-    all_missing(names, kind).first().copied()
-}
-
-/// Those of `names` the kernel's BTF has no type of this kind for (all of
-/// them if the BTF cannot be read). Parses the BTF once: it is megabytes.
-fn all_missing<'a>(names: &[&'a str], kind: u32) -> Vec<&'a str> {
-    // SAFETY: libbpf parses the kernel's BTF and returns NULL on failure; the
-    // object is only read, then freed once.
-    unsafe {
-        let btf = libbpf_sys::btf__load_vmlinux_btf();
-        if btf.is_null() {
-            return names.to_vec();
-        }
-        let missing = names
-            .iter()
-            .copied()
-            .filter(|name| {
-                CString::new(*name).map_or(true, |c| {
-                    libbpf_sys::btf__find_by_name_kind(btf, c.as_ptr(), kind) <= 0
-                })
-            })
-            .collect();
-        libbpf_sys::btf__free(btf);
-        missing
     }
 }
 
