@@ -42,6 +42,8 @@ const volatile bool filter_addr_on = false;
 const volatile __u8 filter_addr[16] = {}; /* IPv4 as IPv4-mapped */
 const volatile __u8 filter_addr_mask[16] = {};
 const volatile __u8 event_kinds = 0xff; /* bit (1 << kind) */
+/* Any socket event wanted; without, sends and receives only note the socket's owner. */
+const volatile bool socket_events = true;
 const volatile bool emit_eagain = false;
 /*
  * Sockets the length tracepoints report, by family (bit 0: IPv4, bit 1:
@@ -506,13 +508,16 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	struct peer *peer;
 	__u64 cookie;
 
-	if (trusted) {
-		cookie = bpf_get_socket_cookie(sk);
-		read_sock_addrs(sk, &a);
-	} else {
-		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		probe_sock_addrs(sk, &a);
+	cookie = trusted ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!socket_events) {
+		/* Packet events and drops only: who uses the socket is all they need. */
+		sock_state_of(cookie);
+		return 0;
 	}
+	if (trusted)
+		read_sock_addrs(sk, &a);
+	else
+		probe_sock_addrs(sk, &a);
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
 	/* An address given by the caller (sendto) or returned to it (recvfrom). */

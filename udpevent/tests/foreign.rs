@@ -79,9 +79,10 @@ fn legacy_c_consumer_via_dlopen() {
         lines.contains(&"detach tp_btf/sock_send_length OK"),
         "{stdout}"
     );
+    // One line per probe: two length tracepoints, eight cgroup hooks.
     assert_eq!(
         lines.iter().filter(|l| l.starts_with("detach ")).count(),
-        9,
+        10,
         "{stdout}"
     );
     assert_eq!(lines[lines.len() - 2], "bpf.detach_kprobe OK");

@@ -62,6 +62,8 @@ pub(crate) struct Plan {
     /// fentry/kprobe: socket functions this kernel lacks, whose sockets the
     /// length tracepoints cover instead (one family and direction each).
     pub socket_fallback: Vec<&'static str>,
+    /// Socket events (send, recv, connect, close) wanted.
+    pub socket_events: bool,
     /// Packet events wanted, and from which hooks.
     pub packets: Option<PacketHooks>,
     /// Drop events wanted.
@@ -74,7 +76,13 @@ pub(crate) const FAMILY_V6: u8 = 2;
 
 impl Plan {
     /// `assume_missing`: functions to treat as absent (to test the fallback).
-    pub fn new(backend: Backend, assume_missing: &[String], packets: bool, drops: bool) -> Plan {
+    pub fn new(
+        backend: Backend,
+        assume_missing: &[String],
+        socket_events: bool,
+        packets: bool,
+        drops: bool,
+    ) -> Plan {
         let socket_fallback = match backend {
             Backend::Fentry | Backend::Kprobe => {
                 let mut missing = missing_functions(&FENTRY_FUNCTIONS);
@@ -100,6 +108,7 @@ impl Plan {
         Plan {
             backend,
             socket_fallback,
+            socket_events,
             packets: packets.then_some(hooks),
             drops,
         }
@@ -157,6 +166,15 @@ impl Plan {
         let present = !self.socket_fallback.contains(&target);
         let (tp_send, tp_recv) = self.tracepoint_families();
         match kind {
+            // Peers and connects are only for socket events; creation and
+            // release keep the socket table (owners) in every mode.
+            "cgroup"
+                if target.starts_with("sendmsg")
+                    || target.starts_with("recvmsg")
+                    || target.starts_with("connect") =>
+            {
+                self.socket_events
+            }
             "cgroup" => true,
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "tp_btf" if target == "kfree_skb" => self.drops,
@@ -344,6 +362,7 @@ mod tests {
         Plan {
             backend,
             socket_fallback: Vec::new(),
+            socket_events: true,
             packets,
             drops,
         }
@@ -384,7 +403,11 @@ mod tests {
         assert!(p.wants_program("tp_btf/kfree_skb"));
         assert!(!p.wants_program("fentry/ip_send_skb"));
         assert!(!p.wants_program("cgroup_skb/egress"));
-        let p = plan(Backend::Fentry, Some(PacketHooks::CgroupSkb), false);
+        let mut p = plan(Backend::Fentry, Some(PacketHooks::CgroupSkb), false);
+        p.socket_events = false;
+        assert!(!p.wants_program("cgroup/sendmsg4"));
+        assert!(!p.wants_program("cgroup/connect6"));
+        assert!(p.wants_program("cgroup/sock_release"));
         assert!(p.wants_program("cgroup_skb/egress"));
         assert!(!p.wants_program("fentry/ip_send_skb"));
         assert!(p.wants_program("fexit/udp_recvmsg"));

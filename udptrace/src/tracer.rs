@@ -565,6 +565,7 @@ impl ReaderCtx {
         Plan::new(
             self.backend,
             &b.assume_missing,
+            f.wants_any(&EventKind::SOCKET),
             f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
             f.wants_any(&[EventKind::Drop]),
         )
@@ -608,6 +609,7 @@ impl ReaderCtx {
             ro.filter_addr_mask = mask;
         }
         ro.event_kinds = f.kind_mask();
+        ro.socket_events = plan.socket_events;
         ro.emit_eagain = b.report_eagain;
         ro.wakeup_bytes = b.wakeup_bytes;
         if let Some(fields) = &b.count_by {
