@@ -105,9 +105,13 @@ struct {
 
 static const struct sock_state new_sock_state = {};
 
-/* `udptrace count`'s table. */
+/*
+ * `udptrace count`'s table, per CPU: a sender and its receiver on two CPUs
+ * often count under the same key, and one shared value would bounce between
+ * their caches on every datagram.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct count_key);
@@ -402,6 +406,7 @@ static __always_inline void count_event(struct count_scratch *cs)
 	}
 	v = bpf_map_lookup_elem(&counts, k);
 	if (!v) {
+		/* A new key: this CPU's copy starts at `one`, the others at zero. */
 		if (bpf_map_update_elem(&counts, k, &one, BPF_NOEXIST) == 0)
 			return;
 		/* Another CPU added the key first, or the table is full. */

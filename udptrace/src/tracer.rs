@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -399,15 +400,45 @@ impl Tracer {
         let keys: Vec<Vec<u8>> = self.counts_map.keys().collect();
         let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
-            let value = self
-                .counts_map
-                .lookup_and_delete(&key)
-                .map_err(Error::bpf("reading the count table"))?;
-            if let Some(row) = value.and_then(|v| decode_row(&self.count_by, &key, &v)) {
-                rows.push(row);
+            if let Some(value) = self.take_count(&key)? {
+                rows.extend(decode_row(&self.count_by, &key, &value));
             }
         }
         Ok(rows)
+    }
+
+    /// Reads and removes one row of the per-CPU table, summed over the CPUs.
+    fn take_count(&self, key: &[u8]) -> Result<Option<[u8; 16]>, Error> {
+        // The kernel writes one 8-byte-aligned value per possible CPU.
+        let cpus = libbpf_rs::num_possible_cpus()
+            .map_err(Error::bpf("counting the possible CPUs"))?;
+        let size = mem::size_of::<types::count_value>();
+        let mut values = vec![0u8; cpus * size];
+        // SAFETY: `key` has the map's key size (it came from the map) and
+        // `values` holds a value for every possible CPU, as the call writes.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_and_delete_elem(
+                self.counts_map.as_fd().as_raw_fd(),
+                key.as_ptr().cast(),
+                values.as_mut_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(None); // gone since the keys were listed
+            }
+            return Err(Error::System(format!("reading the count table: {err}")));
+        }
+        let (mut events, mut bytes) = (0u64, 0u64);
+        for cpu in values.chunks_exact(size) {
+            events += u64_ne(&cpu[..8]);
+            bytes += u64_ne(&cpu[8..16]);
+        }
+        let mut sum = [0u8; 16];
+        sum[..8].copy_from_slice(&events.to_ne_bytes());
+        sum[8..].copy_from_slice(&bytes.to_ne_bytes());
+        Ok(Some(sum))
     }
 }
 
