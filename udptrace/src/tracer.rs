@@ -410,8 +410,8 @@ impl Tracer {
     /// Reads and removes one row of the per-CPU table, summed over the CPUs.
     fn take_count(&self, key: &[u8]) -> Result<Option<[u8; 16]>, Error> {
         // The kernel writes one 8-byte-aligned value per possible CPU.
-        let cpus = libbpf_rs::num_possible_cpus()
-            .map_err(Error::bpf("counting the possible CPUs"))?;
+        let cpus =
+            libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
         let size = mem::size_of::<types::count_value>();
         let mut values = vec![0u8; cpus * size];
         // SAFETY: `key` has the map's key size (it came from the map) and
