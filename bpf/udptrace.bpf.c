@@ -436,6 +436,32 @@ static __always_inline void event_done(struct udp_event *e)
 	bpf_ringbuf_submit(e, flags);
 }
 
+/* An event's socket part: all but its time, task and detail. */
+static __always_inline void fill_socket(struct udp_event *e, __u8 kind, __u64 cookie,
+					const struct sock_addrs *a, __s32 ret)
+{
+	e->sock_cookie = cookie;
+	e->ret = ret;
+	__builtin_memcpy(e->laddr, a->laddr, 16);
+	__builtin_memcpy(e->raddr, a->raddr, 16);
+	e->lport = a->lport;
+	e->rport = a->rport;
+	e->kind = kind;
+	e->family = a->family;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+}
+
+/* An event's task part, from a task seen earlier. */
+static __always_inline void fill_task(struct udp_event *e, const struct task_ctx *t)
+{
+	e->cgroup_id = t->cgroup_id;
+	e->uid = t->uid;
+	e->pid = t->pid_tgid >> 32;
+	e->tid = (__u32)t->pid_tgid;
+	__builtin_memcpy(e->comm, t->comm, sizeof(e->comm));
+}
+
 /* Emits an event of the current task, or of `task` when one is given. */
 static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addrs *a,
 				 const struct sock_counters *cnt, __s32 ret, __u64 pid_tgid,
@@ -447,29 +473,17 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 		return;
 	if (task) {
 		e->ts_ns = task->ts_ns;
-		e->cgroup_id = task->cgroup_id;
-		e->uid = task->uid;
-		pid_tgid = task->pid_tgid;
-		__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+		fill_task(e, task);
 	} else {
 		e->ts_ns = bpf_ktime_get_ns();
 		e->cgroup_id = bpf_get_current_cgroup_id();
 		e->uid = (__u32)bpf_get_current_uid_gid();
+		e->pid = pid_tgid >> 32;
+		e->tid = (__u32)pid_tgid;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	}
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->sock_cookie = cookie;
 	e->detail.counters = *cnt;
-	e->ret = ret;
-	__builtin_memcpy(e->laddr, a->laddr, 16);
-	__builtin_memcpy(e->raddr, a->raddr, 16);
-	e->lport = a->lport;
-	e->rport = a->rport;
-	e->kind = kind;
-	e->family = a->family;
-	e->pad[0] = 0;
-	e->pad[1] = 0;
+	fill_socket(e, kind, cookie, a, ret);
 	event_done(e);
 }
 
@@ -978,22 +992,9 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	if (!e)
 		return;
 	e->ts_ns = bpf_ktime_get_ns();
-	e->sock_cookie = cookie;
-	e->cgroup_id = task->cgroup_id;
-	e->pid = task->pid_tgid >> 32;
-	e->tid = (__u32)task->pid_tgid;
-	e->uid = task->uid;
-	__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+	fill_task(e, task);
 	/* The payload, as a send or receive of it would return. */
-	e->ret = p->udp_length >= 8 ? p->udp_length - 8 : 0;
-	__builtin_memcpy(e->laddr, a.laddr, 16);
-	__builtin_memcpy(e->raddr, a.raddr, 16);
-	e->lport = a.lport;
-	e->rport = a.rport;
-	e->kind = kind;
-	e->family = a.family;
-	e->pad[0] = 0;
-	e->pad[1] = 0;
+	fill_socket(e, kind, cookie, &a, p->udp_length >= 8 ? p->udp_length - 8 : 0);
 	__builtin_memset(&e->detail, 0, sizeof(e->detail));
 	e->detail.packet.drop_reason = reason;
 	e->detail.packet.ip_plength = p->ip_plength;

@@ -142,15 +142,15 @@ impl SelectArgs {
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let (kinds, format) = match (args.packets, args.json) {
-        (_, true) => (args.events, Format::Json),
-        (true, false) => (Vec::new(), Format::Packets),
-        (false, false) => (args.events, Format::Text),
-    };
     let kinds = if args.packets {
         vec![EventKind::PacketSend, EventKind::PacketRecv]
     } else {
-        kinds
+        args.events
+    };
+    let format = match (args.json, args.packets) {
+        (true, _) => Format::Json,
+        (false, true) => Format::Packets,
+        (false, false) => Format::Text,
     };
     let builder = args
         .select

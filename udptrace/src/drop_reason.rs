@@ -46,11 +46,6 @@ pub(crate) fn drop_reason_code(name: &str) -> Option<u32> {
         .find_map(|(code, n)| (n == name).then_some(*code))
 }
 
-/// Reads the table now, so that the first drop does not pay for it.
-pub(crate) fn preload() {
-    reasons();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,9 +130,6 @@ impl TracerBuilder {
         }
         route_libbpf_log();
         sys::check_btf()?;
-        if self.filter.wants_any(&[EventKind::Drop]) {
-            crate::drop_reason::preload();
-        }
         sys::check_privileges()?;
         let cgroup_root = sys::cgroup2_mount()?;
         // A forced backend, or each the kernel's BTF allows, in order of
@@ -237,12 +234,14 @@ fn route_libbpf_log() {
     });
 }
 
+const KINDS: usize = EventKind::ALL.len();
+
 /// Counts since the tracer started. Every event the kernel produced is in
 /// exactly one of: delivered by kind, `lost`, or `undecodable`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Events read from the kernel, by kind (indexed as [`EventKind::ALL`]).
-    pub events: [u64; 7],
+    pub events: [u64; KINDS],
     /// Events the kernel could not store: the ring buffer was full.
     pub lost: u64,
     /// Records that did not decode (a bug if ever non-zero).
@@ -273,7 +272,7 @@ impl Stats {
 /// State the reader thread shares with the handle.
 #[derive(Default)]
 struct Shared {
-    events: [AtomicU64; 7],
+    events: [AtomicU64; KINDS],
     undecodable: AtomicU64,
     error: Mutex<Option<String>>,
 }
@@ -397,10 +396,12 @@ impl Tracer {
         if self.count_by.is_empty() {
             return Ok(Vec::new());
         }
+        let cpus =
+            libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
         let keys: Vec<Vec<u8>> = self.counts_map.keys().collect();
         let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(value) = self.take_count(&key)? {
+            if let Some(value) = self.take_count(&key, cpus)? {
                 rows.extend(decode_row(&self.count_by, &key, &value));
             }
         }
@@ -408,10 +409,8 @@ impl Tracer {
     }
 
     /// Reads and removes one row of the per-CPU table, summed over the CPUs.
-    fn take_count(&self, key: &[u8]) -> Result<Option<[u8; 16]>, Error> {
+    fn take_count(&self, key: &[u8], cpus: usize) -> Result<Option<[u8; 16]>, Error> {
         // The kernel writes one 8-byte-aligned value per possible CPU.
-        let cpus =
-            libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
         let size = mem::size_of::<types::count_value>();
         let mut values = vec![0u8; cpus * size];
         // SAFETY: `key` has the map's key size (it came from the map) and
@@ -581,7 +580,7 @@ impl ReaderCtx {
     }
 
     fn count(&self, events: &[Event]) {
-        let mut by_kind = [0u64; 7];
+        let mut by_kind = [0u64; KINDS];
         for ev in events {
             by_kind[ev.kind.index()] += 1;
         }
