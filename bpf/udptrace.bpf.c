@@ -350,6 +350,9 @@ static __always_inline struct sock_counters counters_of(__u64 cookie)
 	return st ? st->counters : zero;
 }
 
+/* An event's size in the ring buffer, with the record header. */
+#define RINGBUF_RECORD_BYTES (sizeof(struct udp_event) + 8)
+
 /* Where to build the next event: ring-buffer space, or the count-mode scratch. */
 static __always_inline struct udp_event *event_slot(void)
 {
@@ -423,15 +426,21 @@ static __always_inline void count_event(struct count_scratch *cs)
 /* Hands a built event to user space, or counts it. */
 static __always_inline void event_done(struct udp_event *e)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 flags = BPF_RB_NO_WAKEUP, avail;
 
 	if (count_mode) {
 		/* The event is the first member of its count_scratch. */
 		count_event((struct count_scratch *)e);
 		return;
 	}
-	/* Batch wake-ups: the consumer also drains on a short timer. */
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	/*
+	 * Wake the consumer once, as the pending data crosses wakeup_bytes. Waking
+	 * it again for every event while it catches up would cost an interrupt
+	 * each (a self-IPI; a VM exit under virtualisation) and tell it nothing.
+	 * A crossing missed in a race with another CPU waits for the drain timer.
+	 */
+	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }

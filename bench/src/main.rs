@@ -68,6 +68,9 @@ enum Cmd {
         #[arg(value_enum)]
         what: Consume,
     },
+    /// Runs the load alone and prints its rate: for profiling a tracer by
+    /// hand (bpftool prog profile, perf) while it runs
+    Load,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -102,9 +105,6 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if let Some(Cmd::Consume { what }) = cli.command {
-        return consume(what);
-    }
     let (rounds, seconds) = match (cli.quick, cli.full) {
         (_, true) => (5, 10.0),
         _ => (3, 2.0),
@@ -117,6 +117,15 @@ fn run(cli: Cli) -> Result<()> {
         ipv6: cli.ipv6,
         seconds: cli.seconds.unwrap_or(seconds),
     };
+    match cli.command {
+        Some(Cmd::Consume { what }) => return consume(what),
+        Some(Cmd::Load) => {
+            let r = load::run(&spec).context("running the load")?;
+            println!("{:.0} datagrams/s received ({} sent)", r.rate(), r.sent);
+            return Ok(());
+        }
+        None => {}
+    }
     let rounds = cli.rounds.unwrap_or(rounds).max(1);
     tracer::ensure_tracefs()?;
     eprintln!(
