@@ -471,10 +471,37 @@ static __always_inline void fill_task(struct udp_event *e, const struct task_ctx
 	__builtin_memcpy(e->comm, t->comm, sizeof(e->comm));
 }
 
-/* Emits an event of the current task, or of `task` when one is given. */
+/*
+ * An event's task part: the current task's. Tracing programs (`btf`) read
+ * the task_struct directly: a few loads instead of three helper calls, each
+ * with its own walk (cgroup, credentials) or string copy, which together cost
+ * a fifth of a socket event. The values are the same: the default
+ * hierarchy's cgroup id, the subjective uid as the initial namespace sees it.
+ */
+static __always_inline void fill_current_task(struct udp_event *e, bool btf)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct task_struct *task;
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	if (btf) {
+		task = bpf_get_current_task_btf();
+		e->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+		e->uid = task->cred->uid.val;
+		__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+	} else {
+		e->cgroup_id = bpf_get_current_cgroup_id();
+		e->uid = (__u32)bpf_get_current_uid_gid();
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	}
+}
+
+/* Emits an event of `task`, seen earlier, or else of the current task. */
 static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addrs *a,
-				 const struct sock_counters *cnt, __s32 ret, __u64 pid_tgid,
-				 const struct task_ctx *task)
+				 const struct sock_counters *cnt, __s32 ret,
+				 const struct task_ctx *task, bool btf)
 {
 	struct udp_event *e = event_slot();
 
@@ -484,12 +511,7 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 		e->ts_ns = task->ts_ns;
 		fill_task(e, task);
 	} else {
-		e->ts_ns = bpf_ktime_get_ns();
-		e->cgroup_id = bpf_get_current_cgroup_id();
-		e->uid = (__u32)bpf_get_current_uid_gid();
-		e->pid = pid_tgid >> 32;
-		e->tid = (__u32)pid_tgid;
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		fill_current_task(e, btf);
 	}
 	e->detail.counters = *cnt;
 	fill_socket(e, kind, cookie, a, ret);
@@ -514,7 +536,7 @@ static __always_inline void finish_connect(__u64 cookie, const struct sock_addrs
 		stat_inc(UDP_STAT_CONNECT_FAILED);
 	} else if (kind_wanted(UDP_EVENT_CONNECT) && stored_task_wanted(caller) && addrs_wanted(a)) {
 		cnt = counters_of(cookie);
-		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, 0, caller);
+		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, caller, false);
 	}
 	/* Only the CPU whose delete succeeds settles the count. */
 	if (bpf_map_delete_elem(&connect_by_sock, &cookie) == 0)
@@ -560,7 +582,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	cnt = account(cookie, kind, ret);
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
 		return 0;
-	emit(kind, cookie, &a, &cnt, ret, pid_tgid, NULL);
+	emit(kind, cookie, &a, &cnt, ret, NULL, trusted);
 	return 0;
 }
 
@@ -862,7 +884,7 @@ int sock_release(struct bpf_sock *ctx)
 	cnt = counters_of(cookie);
 	bpf_map_delete_elem(&sock_states, &cookie);
 	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
-		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, pid_tgid, NULL);
+		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, NULL, false);
 	return 1;
 }
 

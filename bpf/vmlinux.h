@@ -162,7 +162,29 @@ struct sock {
 	__u16 sk_type;
 };
 
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+struct cred {
+	kuid_t uid;
+};
+
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
 struct task_struct {
+	const struct cred *cred;
+	struct css_set *cgroups;
 	char comm[16];
 };
 
