@@ -131,7 +131,10 @@ struct {
 	__type(value, struct count_scratch);
 } scratch SEC(".maps");
 
-/* The address a sock_addr hook saw, waiting for the tracepoint in the same thread. */
+/*
+ * The address a sock_addr hook saw, waiting for the tracepoint in the same
+ * thread; `cookie` is zero once taken.
+ */
 struct peer {
 	__u64 cookie;
 	__u8 addr[16];
@@ -572,12 +575,12 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	finish_connect(cookie, &a);
 	/* An address given by the caller (sendto) or returned to it (recvfrom). */
 	peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
-	if (peer) {
+	if (peer && peer->cookie) {
 		if (peer->cookie == cookie) {
 			__builtin_memcpy(a.raddr, peer->addr, 16);
 			a.rport = peer->port;
 		}
-		bpf_map_delete_elem(&peer_by_tid, &tid);
+		peer->cookie = 0; /* taken */
 	}
 	cnt = account(cookie, kind, ret);
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
@@ -799,16 +802,28 @@ int sock_create(struct bpf_sock *ctx)
 	return 1;
 }
 
+/*
+ * Each thread's entry is written in place and kept: an update per datagram
+ * (which allocates a new element) and a delete per event cost more than the
+ * rest of a receive's tracing.
+ */
 static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct peer p = {};
+	static const struct peer none = {};
+	struct peer *p;
 
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	p.cookie = bpf_get_socket_cookie(ctx);
-	addr_from_sock_addr(ctx, v6, &p);
-	bpf_map_update_elem(&peer_by_tid, &tid, &p, BPF_ANY);
+	p = bpf_map_lookup_elem(&peer_by_tid, &tid);
+	if (!p) {
+		bpf_map_update_elem(&peer_by_tid, &tid, &none, BPF_NOEXIST);
+		p = bpf_map_lookup_elem(&peer_by_tid, &tid);
+		if (!p)
+			return 1;
+	}
+	addr_from_sock_addr(ctx, v6, p);
+	p->cookie = bpf_get_socket_cookie(ctx);
 	return 1; /* never interfere with the call */
 }
 
