@@ -245,6 +245,9 @@ static __always_inline bool addrs_wanted(const struct sock_addrs *a)
 	return true;
 }
 
+/* Events reported as their socket owner's: received packets and drops. */
+#define OWNED_KINDS ((1 << UDP_EVENT_PACKET_RECV) | (1 << UDP_EVENT_DROP))
+
 static __always_inline bool kind_wanted(__u8 kind)
 {
 	return event_kinds & (1 << kind);
@@ -486,9 +489,15 @@ static __always_inline void fill_current_task(struct udp_event *e, bool btf)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct task_struct *task;
 
-	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
+	if (count_mode) {
+		/* Of the task, only the pid and name can be a count's key. */
+		if (count_keys & COUNT_COMM)
+			bpf_get_current_comm(e->comm, sizeof(e->comm));
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
 	if (btf) {
 		task = bpf_get_current_task_btf();
 		e->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
@@ -564,7 +573,8 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	cookie = trusted ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!socket_events) {
 		/* Packet events and drops only: who uses the socket is all they need. */
-		sock_state_of(cookie);
+		if (event_kinds & OWNED_KINDS)
+			sock_state_of(cookie);
 		return 0;
 	}
 	if (trusted)
@@ -582,7 +592,14 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		}
 		peer->cookie = 0; /* taken */
 	}
-	cnt = account(cookie, kind, ret);
+	if (!count_mode) {
+		cnt = account(cookie, kind, ret);
+	} else {
+		/* Counted events carry no socket counters; an owner only matters to packets. */
+		__builtin_memset(&cnt, 0, sizeof(cnt));
+		if (event_kinds & OWNED_KINDS)
+			sock_state_of(cookie);
+	}
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
 		return 0;
 	emit(kind, cookie, &a, &cnt, ret, NULL, trusted);
@@ -595,22 +612,22 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 }
 
 /* A receive has returned: peeks and (by default) EAGAIN are counted, not events. */
-static __always_inline int on_recv_of(struct sock *sk, int ret, int flags, bool trusted)
+static __always_inline bool recv_is_event(int ret, int flags)
 {
 	if (flags & MSG_PEEK) {
 		stat_inc(UDP_STAT_RECV_PEEK);
-		return 0;
+		return false;
 	}
 	if (ret == -EAGAIN && !emit_eagain) {
 		stat_inc(UDP_STAT_RECV_EAGAIN);
-		return 0;
+		return false;
 	}
-	return on_datagram_of(sk, ret, UDP_EVENT_RECV, trusted);
+	return true;
 }
 
 static __always_inline int on_recv(struct sock *sk, int ret, int flags)
 {
-	return on_recv_of(sk, ret, flags, true);
+	return recv_is_event(ret, flags) ? on_datagram(sk, ret, UDP_EVENT_RECV) : 0;
 }
 
 /*
@@ -727,15 +744,20 @@ static __always_inline int leave(__u32 fn, int ret)
 {
 	__u64 key = call_key(fn);
 	struct call_args *args = bpf_map_lookup_elem(&args_by_call, &key);
+	__u8 kind = UDP_EVENT_SEND;
 	struct call_args a;
 
 	if (!args)
 		return 0;
 	a = *args;
 	bpf_map_delete_elem(&args_by_call, &key);
-	if (fn == FN_UDP_RECV || fn == FN_UDP6_RECV)
-		return on_recv_of(a.sk, ret, a.flags, false);
-	return on_datagram_of(a.sk, ret, UDP_EVENT_SEND, false);
+	/* One inlined copy of the datagram path: two would not fit the stack. */
+	if (fn == FN_UDP_RECV || fn == FN_UDP6_RECV) {
+		if (!recv_is_event(ret, a.flags))
+			return 0;
+		kind = UDP_EVENT_RECV;
+	}
+	return on_datagram_of(a.sk, ret, kind, false);
 }
 
 SEC("kprobe/udp_sendmsg")
