@@ -59,6 +59,8 @@ const volatile bool count_mode = false;
 const volatile __u8 count_keys = 0;
 /* The kfree_skb tracepoint passes the receiving socket (Linux 6.11+). */
 const volatile bool kfree_skb_has_rx_sk = false;
+/* cgroup_skb programs may call bpf_get_current_task_btf. */
+const volatile bool cgroup_skb_task_btf = false;
 /* This kernel's codes for the drops of a socket that refused a datagram. */
 const volatile __u32 reason_rcvbuff = 0xffffffff;
 const volatile __u32 reason_proto_mem = 0xffffffff;
@@ -484,10 +486,18 @@ static __always_inline void fill_task(struct udp_event *e, const struct task_ctx
  * a fifth of a socket event. The values are the same: the default
  * hierarchy's cgroup id, the subjective uid as the initial namespace sees it.
  */
+static __always_inline void read_task_btf(__u64 *cgroup_id, __u32 *uid, char comm[TASK_COMM_LEN])
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	*cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	*uid = task->cred->uid.val;
+	__builtin_memcpy(comm, task->comm, TASK_COMM_LEN);
+}
+
 static __always_inline void fill_current_task(struct udp_event *e, bool btf)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct task_struct *task;
 
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
@@ -499,10 +509,7 @@ static __always_inline void fill_current_task(struct udp_event *e, bool btf)
 	}
 	e->ts_ns = bpf_ktime_get_ns();
 	if (btf) {
-		task = bpf_get_current_task_btf();
-		e->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
-		e->uid = task->cred->uid.val;
-		__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+		read_task_btf(&e->cgroup_id, &e->uid, e->comm);
 	} else {
 		e->cgroup_id = bpf_get_current_cgroup_id();
 		e->uid = (__u32)bpf_get_current_uid_gid();
@@ -1231,13 +1238,18 @@ int packet_egress(struct __sk_buff *skb)
 	p.gso_segs = skb->gso_segs;
 	/*
 	 * current_task(), but before Linux 6.18 cgroup_skb may not ask for the
-	 * task's uid or name: take the socket's uid, and read the name.
+	 * task's uid or name: read them from the task_struct where the kernel
+	 * lets it, else take the socket's uid and read the name.
 	 */
 	t.ts_ns = 0;
 	t.pid_tgid = bpf_get_current_pid_tgid();
-	t.cgroup_id = bpf_get_current_cgroup_id();
-	t.uid = bpf_get_socket_uid(skb);
-	BPF_CORE_READ_INTO(&t.comm, (struct task_struct *)bpf_get_current_task(), comm);
+	if (cgroup_skb_task_btf) {
+		read_task_btf(&t.cgroup_id, &t.uid, t.comm);
+	} else {
+		t.cgroup_id = bpf_get_current_cgroup_id();
+		t.uid = bpf_get_socket_uid(skb);
+		BPF_CORE_READ_INTO(&t.comm, (struct task_struct *)bpf_get_current_task(), comm);
+	}
 	emit_packet(UDP_EVENT_PACKET_SEND, false, bpf_get_socket_cookie(skb), &p, 0, &t);
 	return 1; /* never interfere with the traffic */
 }

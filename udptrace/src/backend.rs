@@ -239,6 +239,25 @@ pub(crate) fn kfree_skb_has_rx_sk() -> bool {
     kernel_hooks().kfree_skb_rx_sk
 }
 
+/// Whether cgroup_skb programs may ask for the current task's BTF pointer
+/// and so read its cgroup, uid and name as tracing programs do; before
+/// Linux 6.18 they may not ask for the uid or name with helpers.
+pub(crate) fn cgroup_skb_has_task_btf() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        use libbpf_rs::libbpf_sys as sys;
+        // SAFETY: loads and unloads a two-instruction probe program; no options.
+        let answer = unsafe {
+            sys::libbpf_probe_bpf_helper(
+                sys::BPF_PROG_TYPE_CGROUP_SKB,
+                sys::BPF_FUNC_get_current_task_btf,
+                std::ptr::null(),
+            )
+        };
+        answer == 1
+    })
+}
+
 /// Those of `names` the kernel cannot hook.
 fn missing_functions(names: &[&'static str]) -> Vec<&'static str> {
     let missing = &kernel_hooks().missing_functions;

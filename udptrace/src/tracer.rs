@@ -647,6 +647,7 @@ impl ReaderCtx {
             ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
         }
         ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
+        ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
         (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
         if plan.drops {
             let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
