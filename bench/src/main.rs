@@ -53,6 +53,11 @@ struct Cli {
     /// Where to write results.json and results.md
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Also measure the time the kernel spends in each tool's BPF programs,
+    /// per datagram (kernel.bpf_stats_enabled, which slows every program
+    /// run a little: compare throughput ratios without it)
+    #[arg(long)]
+    bpf_stats: bool,
     /// Exit non-zero unless every scenario ran and udptrace lost no event
     /// (the CI smoke test: ratios are left to people, not to a noisy machine)
     #[arg(long)]
@@ -93,6 +98,9 @@ struct Row {
     ratio_to_untraced: f64,
     spread: (f64, f64),
     events_per_round: Vec<u64>,
+    /// Kernel time in the tool's BPF programs per datagram received, ns
+    /// (median of the rounds; with --bpf-stats).
+    bpf_ns_per_datagram: Option<f64>,
     lost_total: u64,
     tracer: Option<TracerRun>,
 }
@@ -128,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let rounds = cli.rounds.unwrap_or(rounds).max(1);
     tracer::ensure_tracefs()?;
+    let _bpf_stats = cli.bpf_stats.then(tracer::enable_bpf_stats).transpose()?;
     eprintln!(
         "load: {spec:?}; {rounds} rounds of {} scenarios",
         Scenario::ALL.len()
@@ -169,6 +178,17 @@ fn run(cli: Cli) -> Result<()> {
                 spread: (min, max),
                 rates,
                 events_per_round: tracers.iter().map(|t| t.events).collect(),
+                // tcpdump's classic BPF filter is not an eBPF program: no figure.
+                bpf_ns_per_datagram: Some(
+                    rs.iter()
+                        .filter_map(|(r, t)| {
+                            let ns = t.as_ref()?.bpf_ns;
+                            (ns > 0).then(|| ns as f64 / r.received.max(1) as f64)
+                        })
+                        .collect::<Vec<f64>>(),
+                )
+                .filter(|per_round| cli.bpf_stats && !per_round.is_empty())
+                .map(median),
                 lost_total: tracers.iter().map(|t| t.lost).sum(),
                 tracer: (!tracers.is_empty()).then(|| TracerRun {
                     events: tracers.iter().map(|t| t.events).sum(),
@@ -176,6 +196,7 @@ fn run(cli: Cli) -> Result<()> {
                     cpu_seconds: median(tracers.iter().map(|t| t.cpu_seconds).collect()),
                     peak_rss_kib: tracers.iter().map(|t| t.peak_rss_kib).max().unwrap_or(0),
                     attach_ms: median(tracers.iter().map(|t| t.attach_ms).collect()),
+                    bpf_ns: tracers.iter().map(|t| t.bpf_ns).sum(),
                 }),
             }
         })
@@ -242,8 +263,15 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
         spec.seconds,
         rounds
     );
-    s += "| scenario | datagrams/s | vs untraced | spread | events/round | lost | tracer CPU s | peak RSS MiB | attach ms |\n";
-    s += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    let bpf_column = rows.iter().any(|r| r.bpf_ns_per_datagram.is_some());
+    s += "| scenario | datagrams/s | vs untraced | spread | events/round | lost | tracer CPU s | peak RSS MiB | attach ms |";
+    s += if bpf_column {
+        " BPF ns/datagram |\n"
+    } else {
+        "\n"
+    };
+    s += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+    s += if bpf_column { " ---: |\n" } else { "\n" };
     for r in rows {
         let (events, cpu, rss, attach) = match &r.tracer {
             Some(t) => (
@@ -258,7 +286,7 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         s += &format!(
-            "| {} | {:.0} | {:.2}x | {:.0}-{:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {:.2}x | {:.0}-{:.0} | {} | {} | {} | {} | {} |",
             r.name,
             r.median_rate,
             r.ratio_to_untraced,
@@ -274,6 +302,14 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
             rss,
             attach
         );
+        if bpf_column {
+            s += &match r.bpf_ns_per_datagram {
+                Some(ns) => format!(" {ns:.0} |\n"),
+                None => " - |\n".into(),
+            };
+        } else {
+            s += "\n";
+        }
     }
     s
 }

@@ -71,6 +71,9 @@ pub struct TracerRun {
     pub peak_rss_kib: u64,
     /// From start to "every probe attached", ms.
     pub attach_ms: f64,
+    /// Time the kernel spent running the tool's BPF programs, ns (with
+    /// `--bpf-stats`, else 0).
+    pub bpf_ns: u64,
 }
 
 const BPFTRACE_SCRIPT: &str = r#"
@@ -85,6 +88,8 @@ pub struct Running {
     lines: mpsc::Receiver<String>,
     event_lines: Arc<AtomicU64>,
     started: Instant,
+    /// When it was started, as program load times count (CLOCK_BOOTTIME).
+    started_boottime: Duration,
     attach_ms: f64,
     cpu_at_ready: f64,
 }
@@ -147,6 +152,7 @@ pub fn start(scenario: Scenario) -> Result<Option<Running>> {
         }
     };
     let started = Instant::now();
+    let started_boottime = boottime();
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,6 +186,7 @@ pub fn start(scenario: Scenario) -> Result<Option<Running>> {
         lines,
         event_lines,
         started,
+        started_boottime,
         attach_ms,
         cpu_at_ready,
     }))
@@ -191,6 +198,7 @@ impl Running {
         let pid = self.child.id();
         let cpu = cpu_seconds(pid) - self.cpu_at_ready;
         let peak_rss_kib = status_kib(pid, "VmHWM:");
+        let bpf_ns = bpf_run_time_since(self.started_boottime);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
         let status = self.child.wait()?;
@@ -201,6 +209,7 @@ impl Running {
             cpu_seconds: cpu,
             peak_rss_kib,
             attach_ms: self.attach_ms,
+            bpf_ns,
             ..Default::default()
         };
         match self.scenario {
@@ -238,6 +247,47 @@ impl Running {
         }
         Ok(run)
     }
+}
+
+/// Turns on the kernel's per-program run-time accounting (which itself costs
+/// two clock reads per program run); the previous setting is put back when
+/// the returned guard is dropped.
+pub fn enable_bpf_stats() -> Result<BpfStatsGuard> {
+    let previous = std::fs::read_to_string(BPF_STATS_SYSCTL)
+        .with_context(|| format!("reading {BPF_STATS_SYSCTL}"))?;
+    std::fs::write(BPF_STATS_SYSCTL, "1").with_context(|| format!("writing {BPF_STATS_SYSCTL}"))?;
+    Ok(BpfStatsGuard { previous })
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+pub struct BpfStatsGuard {
+    previous: String,
+}
+
+impl Drop for BpfStatsGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS_SYSCTL, self.previous.trim());
+    }
+}
+
+/// Run time of the BPF programs loaded since `since`: the tool's own (each
+/// scenario's tool is the only one loading programs while it runs).
+fn bpf_run_time_since(since: Duration) -> u64 {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| p.load_time >= since)
+        .map(|p| p.run_time_ns)
+        .sum()
+}
+
+fn boottime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// `12 packets captured` → 12; `Lost 5 events` → 5.
