@@ -5,7 +5,7 @@
  * udp_sendmsg/udp_recvmsg and their IPv6 twins (BPF trampolines), or kprobes
  * on the same functions. Packet events come from the kernel's IP transmit and
  * UDP enqueue functions, or from cgroup_skb hooks; drops from the kfree_skb
- * tracepoint. Every event goes to the ring buffer, or, for `udptrace count`,
+ * tracepoint. Every event goes to its CPU's ring buffer, or, for `udptrace count`,
  * into an in-kernel table instead.
  *
  * Sends and receives come from the sock_send_length / sock_recv_length
@@ -42,8 +42,6 @@ const volatile bool filter_addr_on = false;
 const volatile __u8 filter_addr[16] = {}; /* IPv4 as IPv4-mapped */
 const volatile __u8 filter_addr_mask[16] = {};
 const volatile __u8 event_kinds = 0xff; /* bit (1 << kind) */
-/* Any socket event wanted; without, sends and receives only note the socket's owner. */
-const volatile bool socket_events = true;
 const volatile bool emit_eagain = false;
 /*
  * Sockets the length tracepoints report, by family (bit 0: IPv4, bit 1:
@@ -52,7 +50,7 @@ const volatile bool emit_eagain = false;
  */
 const volatile __u8 tp_send_families = 3;
 const volatile __u8 tp_recv_families = 3;
-/* Pending bytes in the ring buffer that make the producer wake the consumer. */
+/* Pending bytes in a CPU's ring buffer that make the producer wake the consumer. */
 const volatile __u64 wakeup_bytes = 64 * 1024;
 /* Aggregate events into `counts` by these fields (enum count_field) instead of emitting them. */
 const volatile bool count_mode = false;
@@ -65,9 +63,22 @@ const volatile bool cgroup_skb_task_btf = false;
 const volatile __u32 reason_rcvbuff = 0xffffffff;
 const volatile __u32 reason_proto_mem = 0xffffffff;
 
-struct {
+/*
+ * One ring buffer per CPU, created and put in place by user space: a shared
+ * one makes every event take the same lock, and a sender and its receiver on
+ * two CPUs bounce it between their caches. User space merges the rings in
+ * time order.
+ */
+struct event_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 * 1024 * 1024); /* resized from user space */
+	__uint(max_entries, 4096); /* a template: each CPU's ring is sized from user space */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1); /* one slot per possible CPU, set from user space */
+	__type(key, __u32);
+	__array(values, struct event_ring);
 } events SEC(".maps");
 
 struct {
@@ -88,7 +99,7 @@ struct task_ctx {
 
 /*
  * What udptrace keeps per socket: its counters, and its owner (the task that
- * created it, or first used it while tracing), which received packets and
+ * created it, or held it when tracing began), which received packets and
  * drops are attributed to.
  */
 struct sock_state {
@@ -361,18 +372,29 @@ static __always_inline struct sock_counters counters_of(__u64 cookie)
 /* An event's size in the ring buffer, with the record header. */
 #define RINGBUF_RECORD_BYTES (sizeof(struct udp_event) + 8)
 
+/* This CPU's ring buffer (a program does not migrate while it runs). */
+static __always_inline void *this_cpu_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&events, &cpu);
+}
+
 /* Where to build the next event: ring-buffer space, or the count-mode scratch. */
 static __always_inline struct udp_event *event_slot(void)
 {
-	struct udp_event *e;
+	struct udp_event *e = NULL;
 	__u32 zero = 0;
+	void *ring;
 
 	if (count_mode) {
 		struct count_scratch *cs = bpf_map_lookup_elem(&scratch, &zero);
 
 		return cs ? &cs->event : NULL;
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	ring = this_cpu_ring();
+	if (ring)
+		e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
 	if (!e)
 		stat_inc(UDP_STAT_LOST);
 	return e;
@@ -434,7 +456,8 @@ static __always_inline void count_event(struct count_scratch *cs)
 /* Hands a built event to user space, or counts it. */
 static __always_inline void event_done(struct udp_event *e)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP, avail;
+	__u64 flags = BPF_RB_NO_WAKEUP, avail = 0;
+	void *ring;
 
 	if (count_mode) {
 		/* The event is the first member of its count_scratch. */
@@ -445,9 +468,12 @@ static __always_inline void event_done(struct udp_event *e)
 	 * Wake the consumer once, as the pending data crosses wakeup_bytes. Waking
 	 * it again for every event while it catches up would cost an interrupt
 	 * each (a self-IPI; a VM exit under virtualisation) and tell it nothing.
-	 * A crossing missed in a race with another CPU waits for the drain timer.
+	 * A crossing missed in a race with a nested program waits for the drain
+	 * timer.
 	 */
-	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	ring = this_cpu_ring();
+	if (ring)
+		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
@@ -487,13 +513,17 @@ static __always_inline void fill_task(struct udp_event *e, const struct task_ctx
  * are the helpers': the default hierarchy's cgroup id, the subjective uid as
  * the initial namespace sees it.
  */
-static __always_inline void read_task_btf(__u64 *cgroup_id, __u32 *uid, char comm[TASK_COMM_LEN])
+static __always_inline void read_task(struct task_struct *task, __u64 *cgroup_id, __u32 *uid,
+				      char comm[TASK_COMM_LEN])
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-
 	*cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	*uid = task->cred->uid.val;
 	__builtin_memcpy(comm, task->comm, TASK_COMM_LEN);
+}
+
+static __always_inline void read_task_btf(__u64 *cgroup_id, __u32 *uid, char comm[TASK_COMM_LEN])
+{
+	read_task(bpf_get_current_task_btf(), cgroup_id, uid, comm);
 }
 
 static __always_inline void current_task_btf(struct task_ctx *t)
@@ -585,12 +615,6 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	__u64 cookie;
 
 	cookie = trusted ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	if (!socket_events) {
-		/* Packet events and drops only: who uses the socket is all they need. */
-		if (event_kinds & OWNED_KINDS)
-			sock_state_of(cookie);
-		return 0;
-	}
 	/*
 	 * Tracing programs read the task here, on the one path all events share:
 	 * where the paths have forked, the verifier walks task_struct's BTF once
@@ -613,14 +637,10 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		}
 		peer->cookie = 0; /* taken */
 	}
-	if (!count_mode) {
+	if (!count_mode)
 		cnt = account(cookie, kind, ret);
-	} else {
-		/* Counted events carry no socket counters; an owner only matters to packets. */
+	else /* counted events carry no socket counters */
 		__builtin_memset(&cnt, 0, sizeof(cnt));
-		if (event_kinds & OWNED_KINDS)
-			sock_state_of(cookie);
-	}
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
 		return 0;
 	emit(kind, cookie, &a, &cnt, ret, btf_task ? &task : NULL);
@@ -843,6 +863,38 @@ int sock_create(struct bpf_sock *ctx)
 		sock_state_of(cookie);
 	}
 	return 1;
+}
+
+/*
+ * The UDP sockets that exist as tracing starts, run once after every hook is
+ * attached (sockets created from then on meet sock_create): each is owned by
+ * the first process found holding it, and gets its cookie now.
+ */
+SEC("iter/task_file")
+int seed_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct sock_state *st;
+	struct socket *sock;
+	struct sock *sk;
+	__u64 cookie;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	sk = sock ? sock->sk : NULL;
+	if (!sk || sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	cookie = bpf_get_socket_cookie(sk);
+	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST))
+		return 0; /* known already, or the table is full */
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (!st)
+		return 0;
+	st->owner.pid_tgid = (__u64)task->tgid << 32 | (__u32)task->pid;
+	read_task(task, &st->owner.cgroup_id, &st->owner.uid, st->owner.comm);
+	return 0;
 }
 
 /*

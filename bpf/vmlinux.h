@@ -31,6 +31,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -183,9 +184,33 @@ struct css_set {
 };
 
 struct task_struct {
+	int pid;
+	int tgid;
 	const struct cred *cred;
 	struct css_set *cgroups;
 	char comm[16];
+};
+
+struct file;
+
+struct socket {
+	struct sock *sk;
+};
+
+struct bpf_iter_meta;
+
+/* The task_file iterator's context: every open file of every process. */
+struct bpf_iter__task_file {
+	union {
+		struct bpf_iter_meta *meta;
+	};
+	union {
+		struct task_struct *task;
+	};
+	__u32 fd;
+	union {
+		struct file *file;
+	};
 };
 
 struct skb_shared_info {

@@ -158,6 +158,13 @@ impl Plan {
         }
     }
 
+    /// Whether the sockets that exist at the start are looked up once: for
+    /// their owners, whom received packets and drops are reported as, and
+    /// for kprobes, which cannot give a socket its cookie later.
+    pub fn seeds_sockets(&self) -> bool {
+        self.packets.is_some() || self.drops || self.backend == Backend::Kprobe
+    }
+
     /// Whether the program in `section` (`fexit/udp_sendmsg`, `cgroup/connect4`) is loaded.
     pub fn wants_program(&self, section: &str) -> bool {
         let (kind, target) = section.split_once('/').unwrap_or((section, ""));
@@ -166,8 +173,8 @@ impl Plan {
         let present = !self.socket_fallback.contains(&target);
         let (tp_send, tp_recv) = self.tracepoint_families();
         match kind {
-            // Peers and connects are only for socket events; creation and
-            // release keep the socket table (owners) in every mode.
+            // Sends, receives, peers and connects are only for socket events;
+            // creation and release keep the socket table (owners) in every mode.
             "cgroup"
                 if target.starts_with("sendmsg")
                     || target.starts_with("recvmsg")
@@ -177,13 +184,16 @@ impl Plan {
             }
             "cgroup" => true,
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
+            "iter" => self.seeds_sockets(),
             "tp_btf" if target == "kfree_skb" => self.drops,
-            "tp_btf" if target == "sock_send_length" => tp_send != 0,
-            "tp_btf" if target == "sock_recv_length" => tp_recv != 0,
-            "fexit" => self.backend == Backend::Fentry && present,
+            "tp_btf" if target == "sock_send_length" => self.socket_events && tp_send != 0,
+            "tp_btf" if target == "sock_recv_length" => self.socket_events && tp_recv != 0,
+            "fexit" => self.socket_events && self.backend == Backend::Fentry && present,
             "fentry" => self.backend == Backend::Fentry && packet_fn && via_functions,
             "kprobe" if packet_fn => self.backend == Backend::Kprobe && via_functions,
-            "kprobe" | "kretprobe" => self.backend == Backend::Kprobe && present,
+            "kprobe" | "kretprobe" => {
+                self.socket_events && self.backend == Backend::Kprobe && present
+            }
             _ => false,
         }
     }
@@ -355,7 +365,7 @@ pub(crate) fn attach(
         .map_err(|e| Error::System(format!("cannot open cgroup {}: {e}", cgroup_root.display())))?;
     let mut probes = Vec::new();
     for prog in skel.object().progs_mut() {
-        if !prog.autoload() {
+        if !prog.autoload() || prog.section().to_string_lossy().starts_with("iter/") {
             continue;
         }
         let section = prog.section().to_string_lossy().into_owned();
@@ -370,7 +380,25 @@ pub(crate) fn attach(
             _link: link,
         });
     }
+    // Last, once sock_create sees every new socket: the ones that exist already.
+    if plan.seeds_sockets() {
+        seed_sockets(skel)?;
+    }
     Ok(probes)
+}
+
+/// Runs iter/task_file over every process's open files. It prints nothing:
+/// reading its output to the end is what runs it.
+fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
+    let link = skel
+        .progs
+        .seed_owners
+        .attach()
+        .map_err(Error::bpf("attaching iter/task_file"))?;
+    let mut iter = libbpf_rs::Iter::new(&link).map_err(Error::bpf("starting iter/task_file"))?;
+    std::io::copy(&mut iter, &mut std::io::sink())
+        .map_err(|e| Error::System(format!("looking up the existing sockets: {e}")))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -429,6 +457,17 @@ mod tests {
         assert!(p.wants_program("cgroup/sock_release"));
         assert!(p.wants_program("cgroup_skb/egress"));
         assert!(!p.wants_program("fentry/ip_send_skb"));
-        assert!(p.wants_program("fexit/udp_recvmsg"));
+        // Owners come from socket creation and the seeding iterator.
+        assert!(!p.wants_program("fexit/udp_recvmsg"));
+        assert!(!p.wants_program("tp_btf/sock_send_length"));
+        assert!(p.wants_program("cgroup/sock_create"));
+        assert!(p.wants_program("iter/task_file"));
+    }
+
+    #[test]
+    fn existing_sockets_are_seeded_for_owners_and_kprobe_cookies() {
+        assert!(!plan(Backend::Tracepoint, None, false).wants_program("iter/task_file"));
+        assert!(plan(Backend::Tracepoint, None, true).wants_program("iter/task_file"));
+        assert!(plan(Backend::Kprobe, None, false).wants_program("iter/task_file"));
     }
 }

@@ -12,6 +12,11 @@ fn now_ns(clock: libc::clockid_t) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
+/// Now, on the clock the kernel stamps events with (bpf_ktime_get_ns).
+pub fn monotonic_ns() -> i64 {
+    now_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Nanoseconds to add to a CLOCK_MONOTONIC reading to get ns since the epoch.
 /// Takes the tightest of several monotonic/realtime/monotonic brackets, so the
 /// error is at most half the shortest bracket (well under a microsecond).

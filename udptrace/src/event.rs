@@ -329,6 +329,28 @@ impl Event {
     }
 }
 
+/// A send at `ts_ns`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_event(ts_ns: u64) -> Event {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    Event {
+        ts_ns,
+        kind: EventKind::Send,
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        comm: Comm([0; 16]),
+        cgroup: 0,
+        sock: 0,
+        family: Family::V4,
+        local: any,
+        remote: any,
+        ret: 0,
+        counters: SockCounters::default(),
+        packet: None,
+    }
+}
+
 // SAFETY: udp_event is a C struct of integers and byte arrays: any bytes are a valid value.
 unsafe impl plain::Plain for udp_event {}
 

@@ -27,6 +27,7 @@ mod errno;
 mod error;
 mod event;
 mod filter;
+mod merge;
 pub mod sys;
 mod tracer;
 

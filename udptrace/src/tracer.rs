@@ -1,5 +1,6 @@
 //! The tracer: loads and attaches the BPF programs on a reader thread that
-//! drains the ring buffer and hands decoded events to the caller in batches.
+//! drains the per-CPU ring buffers and hands decoded events to the caller in
+//! batches, in time order.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -12,7 +13,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, PrintLevel, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel, RingBufferBuilder};
 
 use crate::backend::{self, Backend, Plan};
 use crate::bpf::{types, UdptraceSkel, UdptraceSkelBuilder};
@@ -20,12 +21,13 @@ use crate::count::{decode_row, CountField, CountRow};
 use crate::drop_reason::drop_reason_code;
 use crate::event::{Event, EventKind};
 use crate::filter::{addr_and_mask, Filter};
+use crate::merge::{TimeMerge, SETTLE};
 use crate::{clock, sys, Error};
 
 /// Decoded batches in flight between the reader thread and the consumer, and
 /// the most events in one. When the consumer falls this far behind (at most
-/// 16 x 4096 events, about 8 MiB), the reader stops draining, the ring buffer
-/// fills and the kernel counts what it cannot store as lost.
+/// 16 x 4096 events, about 8 MiB), the reader stops draining, the ring buffers
+/// fill and the kernel counts what it cannot store as lost.
 const BATCHES_IN_FLIGHT: usize = 16;
 const MAX_BATCH: usize = 4096;
 
@@ -34,7 +36,7 @@ const MAX_BATCH: usize = 4096;
 pub struct TracerBuilder {
     filter: Filter,
     backend: Option<Backend>,
-    ring_buffer_bytes: u32,
+    ring_buffer_bytes: Option<u32>,
     wakeup_bytes: u64,
     drain_interval: Duration,
     report_eagain: bool,
@@ -47,7 +49,7 @@ impl Default for TracerBuilder {
         TracerBuilder {
             filter: Filter::default(),
             backend: None,
-            ring_buffer_bytes: 8 << 20,
+            ring_buffer_bytes: None,
             wakeup_bytes: 64 << 10,
             drain_interval: Duration::from_millis(10),
             report_eagain: false,
@@ -70,15 +72,17 @@ impl TracerBuilder {
         self
     }
 
-    /// Size of the kernel ring buffer (a power of two, at least one page).
+    /// Size of each CPU's ring buffer (a power of two, at least one page).
+    /// The default is 4 MiB, less on machines of more than 4 CPUs so that all
+    /// together take 16 MiB, but never less than 1 MiB.
     pub fn ring_buffer_size(mut self, bytes: u32) -> Self {
-        self.ring_buffer_bytes = bytes;
+        self.ring_buffer_bytes = Some(bytes);
         self
     }
 
-    /// The consumer is woken once this much is pending, and otherwise drains
-    /// every [`drain_interval`](Self::drain_interval): a wake-up per event
-    /// would cost more than the tracing itself.
+    /// The consumer is woken once this much is pending in a CPU's ring, and
+    /// otherwise drains every [`drain_interval`](Self::drain_interval): a
+    /// wake-up per event would cost more than the tracing itself.
     pub fn wakeup_bytes(mut self, bytes: u64) -> Self {
         self.wakeup_bytes = bytes;
         self
@@ -122,11 +126,12 @@ impl TracerBuilder {
                 "counting needs at least one field to count by".into(),
             ));
         }
-        if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 4096 {
-            return Err(Error::InvalidFilter(format!(
-                "ring buffer size {} is not a power of two of at least 4096",
-                self.ring_buffer_bytes
-            )));
+        if let Some(bytes) = self.ring_buffer_bytes {
+            if !bytes.is_power_of_two() || bytes < 4096 {
+                return Err(Error::InvalidFilter(format!(
+                    "ring buffer size {bytes} is not a power of two of at least 4096"
+                )));
+            }
         }
         route_libbpf_log();
         sys::check_btf()?;
@@ -489,8 +494,8 @@ impl ReaderCtx {
     fn run(self, ready_tx: SyncSender<Result<Ready, Error>>, batch_tx: SyncSender<Vec<Event>>) {
         let mut storage = MaybeUninit::uninit();
         let plan = self.plan();
-        let skel = match self.load(&mut storage, &plan) {
-            Ok(skel) => skel,
+        let (skel, rings) = match self.load(&mut storage, &plan) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
                 return;
@@ -506,19 +511,21 @@ impl ReaderCtx {
         };
         let offset = clock::monotonic_to_wall_offset_ns();
         let batch = RefCell::new(Vec::<Event>::with_capacity(MAX_BATCH));
-        let mut rb = RingBufferBuilder::new();
-        let ring = rb
-            .add(&skel.maps.events, |data| {
-                match Event::decode(data, offset) {
-                    Some(ev) => batch.borrow_mut().push(ev),
-                    None => {
-                        self.shared.undecodable.fetch_add(1, Ordering::Relaxed);
-                    }
+        let decode = |data: &[u8]| {
+            match Event::decode(data, offset) {
+                Some(ev) => batch.borrow_mut().push(ev),
+                None => {
+                    self.shared.undecodable.fetch_add(1, Ordering::Relaxed);
                 }
-                0
-            })
-            .and_then(|rb| mem::take(rb).build())
-            .map_err(Error::bpf("opening the ring buffer"));
+            }
+            0
+        };
+        let mut rb = RingBufferBuilder::new();
+        let ring = rings
+            .iter()
+            .try_for_each(|r| rb.add(r, decode).map(|_| ()))
+            .and_then(|()| rb.build())
+            .map_err(Error::bpf("opening the ring buffers"));
         let maps = MapHandle::try_from(&skel.maps.stats)
             .and_then(|stats| Ok((stats, MapHandle::try_from(&skel.maps.counts)?)))
             .map_err(Error::bpf("opening the stats and count maps"));
@@ -543,6 +550,7 @@ impl ReaderCtx {
             }
         };
 
+        let mut merge = TimeMerge::default();
         'drain: loop {
             // Read the flag before draining, so a stop still gets a last full drain.
             let stopping = self.stop.load(Ordering::Relaxed);
@@ -551,25 +559,34 @@ impl ReaderCtx {
                 // here are EINTR, and the consume below does the work anyway.
                 let _ = ring.poll(self.builder.drain_interval);
             }
+            // Events stamped before this are in their rings by now: the pass
+            // below reads each ring to its end, so it releases them all.
+            let horizon = clock::monotonic_ns() + offset - SETTLE.as_nanos() as i64;
             loop {
                 let consumed = ring.consume_raw_n(MAX_BATCH);
                 if consumed < 0 {
                     *self.shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
-                        "reading the ring buffer: {}",
+                        "reading the ring buffers: {}",
                         std::io::Error::from_raw_os_error(-consumed)
                     ));
                     break 'drain;
                 }
-                if !batch.borrow().is_empty() {
-                    let fresh = Vec::with_capacity(MAX_BATCH);
-                    let events = mem::replace(&mut *batch.borrow_mut(), fresh);
-                    self.count(&events);
-                    if batch_tx.send(events).is_err() {
-                        break 'drain; // the handle is gone
-                    }
-                }
+                merge.add(mem::take(&mut *batch.borrow_mut()));
                 if (consumed as usize) < MAX_BATCH {
                     break;
+                }
+            }
+            let mut ready = merge
+                .release((!stopping).then_some(horizon.max(0) as u64))
+                .into_iter();
+            loop {
+                let events: Vec<Event> = ready.by_ref().take(MAX_BATCH).collect();
+                if events.is_empty() {
+                    break;
+                }
+                self.count(&events);
+                if batch_tx.send(events).is_err() {
+                    break 'drain; // the handle is gone
                 }
             }
             if stopping {
@@ -605,15 +622,17 @@ impl ReaderCtx {
         &self,
         storage: &'obj mut MaybeUninit<OpenObject>,
         plan: &Plan,
-    ) -> Result<UdptraceSkel<'obj>, Error> {
+    ) -> Result<(UdptraceSkel<'obj>, Vec<MapHandle>), Error> {
         let b = &self.builder;
+        let rings = self.create_rings()?;
         let mut open = UdptraceSkelBuilder::default()
             .open(storage)
             .map_err(Error::bpf("opening the BPF object"))?;
         open.maps
             .events
-            .set_max_entries(b.ring_buffer_bytes)
-            .map_err(Error::bpf("sizing the ring buffer"))?;
+            .set_inner_map_fd(rings[0].as_fd())
+            .and_then(|()| open.maps.events.set_max_entries(rings.len() as u32))
+            .map_err(Error::bpf("sizing the ring buffers"))?;
         let f = &b.filter;
         for mut prog in open.open_object_mut().progs_mut() {
             prog.set_autoload(plan.wants_program(&prog.section().to_string_lossy()));
@@ -639,7 +658,6 @@ impl ReaderCtx {
             ro.filter_addr_mask = mask;
         }
         ro.event_kinds = f.kind_mask();
-        ro.socket_events = plan.socket_events;
         ro.emit_eagain = b.report_eagain;
         ro.wakeup_bytes = b.wakeup_bytes;
         if let Some(fields) = &b.count_by {
@@ -654,12 +672,64 @@ impl ReaderCtx {
             ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
             ro.reason_proto_mem = code("PROTO_MEM");
         }
-        open.load().map_err(Error::bpf("loading the BPF programs"))
+        let skel = open
+            .load()
+            .map_err(Error::bpf("loading the BPF programs"))?;
+        for (cpu, ring) in rings.iter().enumerate() {
+            let fd = ring.as_fd().as_raw_fd() as u32;
+            skel.maps
+                .events
+                .update(
+                    &(cpu as u32).to_ne_bytes(),
+                    &fd.to_ne_bytes(),
+                    MapFlags::ANY,
+                )
+                .map_err(Error::bpf("installing the ring buffers"))?;
+        }
+        Ok((skel, rings))
     }
+
+    /// A ring buffer for each possible CPU (one page each when counting:
+    /// nothing goes through them then).
+    fn create_rings(&self) -> Result<Vec<MapHandle>, Error> {
+        let cpus =
+            libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
+        let b = &self.builder;
+        let bytes = match b.count_by {
+            Some(_) => 4096,
+            None => b.ring_buffer_bytes.unwrap_or(default_ring_bytes(cpus)),
+        };
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        (0..cpus)
+            .map(|_| MapHandle::create(MapType::RingBuf, Some("udptrace_ring"), 0, 0, bytes, &opts))
+            .collect::<Result<_, _>>()
+            .map_err(Error::bpf("creating the ring buffers"))
+    }
+}
+
+/// 4 MiB per CPU on up to 4 CPUs; beyond, 16 MiB shared out, but at least 1 MiB each.
+fn default_ring_bytes(cpus: usize) -> u32 {
+    let share = (16usize << 20) / cpus.max(1);
+    let power_of_two = 1usize << share.ilog2();
+    power_of_two.clamp(1 << 20, 4 << 20) as u32
 }
 
 #[cfg(test)]
 mod tests {
+    use super::default_ring_bytes;
+
+    #[test]
+    fn default_rings_take_at_most_16_mib_but_1_mib_each() {
+        assert_eq!(default_ring_bytes(1), 4 << 20);
+        assert_eq!(default_ring_bytes(4), 4 << 20);
+        assert_eq!(default_ring_bytes(6), 2 << 20);
+        assert_eq!(default_ring_bytes(16), 1 << 20);
+        assert_eq!(default_ring_bytes(256), 1 << 20);
+    }
+
     #[test]
     fn tracer_can_move_between_threads() {
         fn assert_send<T: Send>() {}

@@ -4,9 +4,11 @@
 //! traffic. Needs root.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
 
 use udptrace::{CountField, CountValue, Event, EventKind, Filter, Stats, Tracer};
 
@@ -386,6 +388,42 @@ fn gso_send_is_one_packet_send_and_one_packet_recv_per_segment() {
         assert_eq!(r.source(), tx.local_addr().unwrap());
         assert_eq!(r.destination(), rx.local_addr().unwrap());
     }
+}
+
+/// A socket that exists before tracing begins belongs to the process holding
+/// it from the first datagram on, though that process has not touched it since.
+#[test]
+fn existing_socket_is_owned_by_the_process_holding_it() {
+    // Binds, says its port, then waits for its stdin to close.
+    const HOLDER: &str = "import socket, sys\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.bind(('127.0.0.1', 0))\n\
+        print(s.getsockname()[1], flush=True)\n\
+        sys.stdin.read()\n";
+    let mut holder = Command::new("python3")
+        .args(["-c", HOLDER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the holder's port");
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (events, _, _) = trace_packets(port, || tx.send_to(b"hello", (Ipv4Addr::LOCALHOST, port)));
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let of_kind = |kind| events.iter().filter(move |e| e.kind == kind);
+    let recv: Vec<&Event> = of_kind(EventKind::PacketRecv).collect();
+    assert_eq!(recv.len(), 1, "{events:?}");
+    assert_eq!(recv[0].pid, holder.id(), "{:?}", recv[0]);
+    assert_eq!(recv[0].comm.to_string(), "python3", "{:?}", recv[0]);
+    assert_ne!(recv[0].sock, 0, "{:?}", recv[0]);
+    let send: Vec<&Event> = of_kind(EventKind::PacketSend).collect();
+    assert_eq!(send.len(), 1, "{events:?}");
+    assert_eq!(send[0].pid, std::process::id(), "{:?}", send[0]);
 }
 
 /// `count --by dport`: the kernel adds up a known workload, nothing crosses
