@@ -4,11 +4,9 @@
 //! traffic. Needs root.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
 
 use udptrace::{CountField, CountValue, Event, EventKind, Filter, Stats, Tracer};
 
@@ -390,36 +388,80 @@ fn gso_send_is_one_packet_send_and_one_packet_recv_per_segment() {
     }
 }
 
+/// A child process holding a UDP socket on 127.0.0.1, named `ut-holder`,
+/// which exits when the returned pipe end is dropped.
+struct Holder {
+    pid: libc::pid_t,
+    port: u16,
+    release: libc::c_int,
+}
+
+fn spawn_holder() -> Holder {
+    let (mut ready, mut release) = ([0; 2], [0; 2]);
+    // SAFETY: pipe2 fills the arrays; the child makes only system calls
+    // (no allocation or locks, which another thread may have held at fork).
+    unsafe {
+        assert_eq!(libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            libc::close(ready[0]);
+            libc::close(release[1]);
+            libc::prctl(libc::PR_SET_NAME, c"ut-holder".as_ptr());
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let mut addr: libc::sockaddr_in = mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let mut len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let sa = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            libc::bind(s, sa, len);
+            libc::getsockname(s, sa, &mut len);
+            let port = u16::from_be(addr.sin_port);
+            libc::write(ready[1], &port as *const u16 as *const libc::c_void, 2);
+            let mut byte = 0u8;
+            libc::read(release[0], &mut byte as *mut u8 as *mut libc::c_void, 1);
+            libc::_exit(0);
+        }
+        libc::close(ready[1]);
+        libc::close(release[0]);
+        let mut port = 0u16;
+        let n = libc::read(ready[0], &mut port as *mut u16 as *mut libc::c_void, 2);
+        libc::close(ready[0]);
+        assert_eq!(n, 2, "the holder's port");
+        Holder {
+            pid,
+            port,
+            release: release[1],
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // SAFETY: closing our end of the pipe ends the child, which we reap.
+        unsafe {
+            libc::close(self.release);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 /// A socket that exists before tracing begins belongs to the process holding
 /// it from the first datagram on, though that process has not touched it since.
 #[test]
 fn existing_socket_is_owned_by_the_process_holding_it() {
-    // Binds, says its port, then waits for its stdin to close.
-    const HOLDER: &str = "import socket, sys\n\
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-        s.bind(('127.0.0.1', 0))\n\
-        print(s.getsockname()[1], flush=True)\n\
-        sys.stdin.read()\n";
-    let mut holder = Command::new("python3")
-        .args(["-c", HOLDER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("the holder's port");
+    let holder = spawn_holder();
+    let port = holder.port;
     let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let (events, _, _) = trace_packets(port, || tx.send_to(b"hello", (Ipv4Addr::LOCALHOST, port)));
-    drop(holder.stdin.take());
-    holder.wait().unwrap();
+    let holder_pid = holder.pid as u32;
+    drop(holder);
     let of_kind = |kind| events.iter().filter(move |e| e.kind == kind);
     let recv: Vec<&Event> = of_kind(EventKind::PacketRecv).collect();
     assert_eq!(recv.len(), 1, "{events:?}");
-    assert_eq!(recv[0].pid, holder.id(), "{:?}", recv[0]);
-    assert_eq!(recv[0].comm.to_string(), "python3", "{:?}", recv[0]);
+    assert_eq!(recv[0].pid, holder_pid, "{:?}", recv[0]);
+    assert_eq!(recv[0].comm.to_string(), "ut-holder", "{:?}", recv[0]);
     assert_ne!(recv[0].sock, 0, "{:?}", recv[0]);
     let send: Vec<&Event> = of_kind(EventKind::PacketSend).collect();
     assert_eq!(send.len(), 1, "{events:?}");
