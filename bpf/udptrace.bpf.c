@@ -50,6 +50,9 @@ const volatile bool emit_eagain = false;
  */
 const volatile __u8 tp_send_families = 3;
 const volatile __u8 tp_recv_families = 3;
+/* The sock_addr hooks that note a sendto()/recvfrom() peer are attached. */
+const volatile bool peers_of_sends = true;
+const volatile bool peers_of_recvs = true;
 /* Pending bytes in a CPU's ring buffer that make the producer wake the consumer. */
 const volatile __u64 wakeup_bytes = 64 * 1024;
 /* Aggregate events into `counts` by these fields (enum count_field) instead of emitting them. */
@@ -629,7 +632,9 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
 	/* An address given by the caller (sendto) or returned to it (recvfrom). */
-	peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
+	peer = NULL;
+	if (kind == UDP_EVENT_SEND ? peers_of_sends : peers_of_recvs)
+		peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
 	if (peer && peer->cookie) {
 		if (peer->cookie == cookie) {
 			__builtin_memcpy(a.raddr, peer->addr, 16);

@@ -64,10 +64,21 @@ pub(crate) struct Plan {
     pub socket_fallback: Vec<&'static str>,
     /// Socket events (send, recv, connect, close) wanted.
     pub socket_events: bool,
+    /// Whether sends and receives need the peer a sendto()/recvfrom() names
+    /// (the sock_addr hooks): always, unless counting by fields and
+    /// filtering on nothing that needs it.
+    pub peers: Peers,
     /// Packet events wanted, and from which hooks.
     pub packets: Option<PacketHooks>,
     /// Drop events wanted.
     pub drops: bool,
+}
+
+/// Of sends, of receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peers {
+    pub send: bool,
+    pub recv: bool,
 }
 
 /// Bits of the tracepoint programs' family masks.
@@ -109,6 +120,10 @@ impl Plan {
             backend,
             socket_fallback,
             socket_events,
+            peers: Peers {
+                send: true,
+                recv: true,
+            },
             packets: packets.then_some(hooks),
             drops,
         }
@@ -175,13 +190,9 @@ impl Plan {
         match kind {
             // Sends, receives, peers and connects are only for socket events;
             // creation and release keep the socket table (owners) in every mode.
-            "cgroup"
-                if target.starts_with("sendmsg")
-                    || target.starts_with("recvmsg")
-                    || target.starts_with("connect") =>
-            {
-                self.socket_events
-            }
+            "cgroup" if target.starts_with("sendmsg") => self.socket_events && self.peers.send,
+            "cgroup" if target.starts_with("recvmsg") => self.socket_events && self.peers.recv,
+            "cgroup" if target.starts_with("connect") => self.socket_events,
             "cgroup" => true,
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "iter" => self.seeds_sockets(),
@@ -410,6 +421,10 @@ mod tests {
             backend,
             socket_fallback: Vec::new(),
             socket_events: true,
+            peers: Peers {
+                send: true,
+                recv: true,
+            },
             packets,
             drops,
         }
@@ -462,6 +477,17 @@ mod tests {
         assert!(!p.wants_program("tp_btf/sock_send_length"));
         assert!(p.wants_program("cgroup/sock_create"));
         assert!(p.wants_program("iter/task_file"));
+    }
+
+    #[test]
+    fn peer_hooks_only_where_needed() {
+        let mut p = plan(Backend::Tracepoint, None, false);
+        p.peers.recv = false;
+        assert!(p.wants_program("cgroup/sendmsg4"));
+        assert!(p.wants_program("cgroup/sendmsg6"));
+        assert!(!p.wants_program("cgroup/recvmsg4"));
+        assert!(!p.wants_program("cgroup/recvmsg6"));
+        assert!(p.wants_program("cgroup/connect4"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel, RingBufferBuilder};
 
-use crate::backend::{self, Backend, Plan};
+use crate::backend::{self, Backend, Peers, Plan};
 use crate::bpf::{types, UdptraceSkel, UdptraceSkelBuilder};
 use crate::count::{decode_row, CountField, CountRow};
 use crate::drop_reason::drop_reason_code;
@@ -609,13 +609,24 @@ impl ReaderCtx {
     /// The programs this tracer loads.
     fn plan(&self) -> Plan {
         let (b, f) = (&self.builder, &self.builder.filter);
-        Plan::new(
+        let mut plan = Plan::new(
             self.backend,
             &b.assume_missing,
             f.wants_any(&EventKind::SOCKET),
             f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
             f.wants_any(&[EventKind::Drop]),
-        )
+        );
+        // A count needs a send's peer only to key by destination, a receive's
+        // only to key by source; a port or address filter needs both.
+        if let Some(fields) = &b.count_by {
+            let keyed_by = |these: &[CountField]| fields.iter().any(|f| these.contains(f));
+            let filtered = f.port.is_some() || f.addr.is_some();
+            plan.peers = Peers {
+                send: filtered || keyed_by(&[CountField::Daddr, CountField::Dport]),
+                recv: filtered || keyed_by(&[CountField::Saddr, CountField::Sport]),
+            };
+        }
+        plan
     }
 
     fn load<'obj>(
@@ -667,6 +678,7 @@ impl ReaderCtx {
         ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
         ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
         (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
+        (ro.peers_of_sends, ro.peers_of_recvs) = (plan.peers.send, plan.peers.recv);
         if plan.drops {
             let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
             ro.reason_rcvbuff = code("SOCKET_RCVBUFF");

@@ -388,6 +388,48 @@ fn gso_send_is_one_packet_send_and_one_packet_recv_per_segment() {
     }
 }
 
+/// Receives counted by source port (the sender's, which only recvfrom()
+/// tells on an unconnected socket) and by destination port (the receiver's
+/// own, for which no receive needs its peer).
+#[test]
+fn counts_receives_by_source_and_destination_port() {
+    // SAFETY: names this test's thread, which the filter below selects.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ut-count-rx".as_ptr()) };
+    let filter = Filter {
+        comm: Some("ut-count-rx".into()),
+        kinds: vec![EventKind::Recv],
+        ..Default::default()
+    };
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = |s: &UdpSocket| CountValue::Port(s.local_addr().unwrap().port());
+    for field in [CountField::Sport, CountField::Dport] {
+        let tracer = builder()
+            .filter(filter.clone())
+            .count_by(vec![field])
+            .start()
+            .expect("tracer starts");
+        for (tx, n) in [(&a, 2), (&b, 3)] {
+            for _ in 0..n {
+                tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+            }
+        }
+        let mut buf = [0u8; 8];
+        for _ in 0..5 {
+            rx.recv_from(&mut buf).unwrap();
+        }
+        let mut rows = tracer.take_counts().unwrap();
+        udptrace::sort_rows(&mut rows);
+        let table: Vec<_> = rows.iter().map(|r| (r.key.clone(), r.events)).collect();
+        let expected = match field {
+            CountField::Sport => vec![(vec![port(&b)], 3), (vec![port(&a)], 2)],
+            _ => vec![(vec![port(&rx)], 5)],
+        };
+        assert_eq!(table, expected, "by {field:?}");
+    }
+}
+
 /// A child process holding a UDP socket on 127.0.0.1, named `ut-holder`,
 /// which exits when the returned pipe end is dropped.
 struct Holder {
