@@ -308,6 +308,10 @@ impl Backend {
     /// them, for any of their functions it lacks.
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
+            // Saves loading every program only to fail at the first attach.
+            Backend::Kprobe if !kprobes_available() => {
+                Some("the kernel has no kprobes (CONFIG_KPROBES is off)".into())
+            }
             Backend::Fentry | Backend::Kprobe => {
                 let missing = *missing_functions(&FENTRY_FUNCTIONS).first()?;
                 Backend::Tracepoint.unavailable_reason().map(|_| {
@@ -323,6 +327,18 @@ impl Backend {
             }),
         }
     }
+}
+
+/// libbpf attaches kprobes through the kprobe PMU, or on old kernels
+/// through tracefs's kprobe_events; a kernel without kprobes has neither.
+fn kprobes_available() -> bool {
+    [
+        "/sys/bus/event_source/devices/kprobe/type",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
 }
 
 impl fmt::Display for Backend {
