@@ -30,6 +30,7 @@ mod filter;
 mod merge;
 pub mod sys;
 mod tracer;
+mod wakeup;
 
 pub use backend::Backend;
 pub use count::{sort_rows, CountField, CountRow, CountValue};

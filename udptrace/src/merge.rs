@@ -19,20 +19,18 @@ pub(crate) struct TimeMerge {
 }
 
 impl TimeMerge {
-    /// Events read in the current pass, in any order.
-    pub fn add(&mut self, events: Vec<Event>) {
-        if self.held.is_empty() {
-            self.held = events;
-        } else {
-            self.held.extend(events);
-        }
+    /// An event read in the current pass, in any order.
+    pub fn push(&mut self, event: Event) {
+        self.held.push(event);
     }
 
     /// Events stamped before `horizon_ns`, oldest first; `None` releases all
     /// (the last pass). Equal stamps keep the order they were read in.
     pub fn release(&mut self, horizon_ns: Option<u64>) -> Vec<Event> {
         // Runs of ordered events, as the rings give them, sort in linear time.
-        self.held.sort_by_key(|e| e.ts_ns);
+        if !self.held.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns) {
+            self.held.sort_by_key(|e| e.ts_ns);
+        }
         let split = match horizon_ns {
             Some(h) => self.held.partition_point(|e| e.ts_ns < h),
             None => self.held.len(),
@@ -55,11 +53,12 @@ mod tests {
     fn interleaves_rings_and_holds_back_recent_events() {
         let mut m = TimeMerge::default();
         // Ring 0, then ring 1, as one pass reads them.
-        m.add([10, 30, 50].map(test_event).to_vec());
-        m.add([20, 40, 60].map(test_event).to_vec());
+        for ts in [10, 30, 50, 20, 40, 60] {
+            m.push(test_event(ts));
+        }
         assert_eq!(stamps(&m.release(Some(45))), [10, 20, 30, 40]);
         // Ring 0 yields an event stamped before the held ones.
-        m.add(vec![test_event(55)]);
+        m.push(test_event(55));
         assert_eq!(stamps(&m.release(Some(100))), [50, 55, 60]);
         assert!(m.release(None).is_empty());
     }
@@ -67,7 +66,8 @@ mod tests {
     #[test]
     fn last_pass_releases_everything() {
         let mut m = TimeMerge::default();
-        m.add([7, 3].map(test_event).to_vec());
+        m.push(test_event(7));
+        m.push(test_event(3));
         assert!(m.release(Some(3)).is_empty());
         assert_eq!(stamps(&m.release(None)), [3, 7]);
     }
@@ -79,7 +79,8 @@ mod tests {
         a.pid = 1;
         let mut b = test_event(5);
         b.pid = 2;
-        m.add(vec![a, b]);
+        m.push(a);
+        m.push(b);
         let pids: Vec<u32> = m.release(None).iter().map(|e| e.pid).collect();
         assert_eq!(pids, [1, 2]);
     }

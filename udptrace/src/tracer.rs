@@ -3,7 +3,6 @@
 //! batches, in time order.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use crate::drop_reason::drop_reason_code;
 use crate::event::{Event, EventKind};
 use crate::filter::{addr_and_mask, Filter};
 use crate::merge::{TimeMerge, SETTLE};
+use crate::wakeup::RingWaiter;
 use crate::{clock, sys, Error};
 
 /// Decoded batches in flight between the reader thread and the consumer, and
@@ -212,7 +212,7 @@ impl TracerBuilder {
         };
         Ok(Tracer {
             batches: batch_rx,
-            pending: VecDeque::new(),
+            pending: Vec::new().into_iter(),
             stop,
             shared,
             stats_map: ready.stats_map,
@@ -298,7 +298,8 @@ impl StopHandle {
 /// Dropping it detaches every probe.
 pub struct Tracer {
     batches: Receiver<Vec<Event>>,
-    pending: VecDeque<Event>,
+    /// The rest of the batch being handed out.
+    pending: std::vec::IntoIter<Event>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     stats_map: MapHandle,
@@ -341,13 +342,13 @@ impl Tracer {
 
     /// True once the tracer was stopped and every event has been delivered.
     pub fn is_finished(&self) -> bool {
-        self.finished && self.pending.is_empty()
+        self.finished && self.pending.len() == 0
     }
 
     /// The next event, waiting at most `timeout`. `None` on timeout or once
     /// the tracer is finished.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
-        if let Some(ev) = self.pending.pop_front() {
+        if let Some(ev) = self.pending.next() {
             return Some(ev);
         }
         if self.finished {
@@ -355,8 +356,8 @@ impl Tracer {
         }
         match self.batches.recv_timeout(timeout) {
             Ok(batch) => {
-                self.pending.extend(batch);
-                self.pending.pop_front()
+                self.pending = batch.into_iter();
+                self.pending.next()
             }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
@@ -510,10 +511,11 @@ impl ReaderCtx {
             }
         };
         let offset = clock::monotonic_to_wall_offset_ns();
-        let batch = RefCell::new(Vec::<Event>::with_capacity(MAX_BATCH));
+        // Events are decoded straight into the merge, which sorts them in place.
+        let merge = RefCell::new(TimeMerge::default());
         let decode = |data: &[u8]| {
             match Event::decode(data, offset) {
-                Some(ev) => batch.borrow_mut().push(ev),
+                Some(ev) => merge.borrow_mut().push(ev),
                 None => {
                     self.shared.undecodable.fetch_add(1, Ordering::Relaxed);
                 }
@@ -525,11 +527,16 @@ impl ReaderCtx {
             .iter()
             .try_for_each(|r| rb.add(r, decode).map(|_| ()))
             .and_then(|()| rb.build())
-            .map_err(Error::bpf("opening the ring buffers"));
+            .map_err(Error::bpf("opening the ring buffers"))
+            .and_then(|ring| {
+                let waiter = RingWaiter::new(&rings)
+                    .map_err(|e| Error::System(format!("waiting on the ring buffers: {e}")))?;
+                Ok((ring, waiter))
+            });
         let maps = MapHandle::try_from(&skel.maps.stats)
             .and_then(|stats| Ok((stats, MapHandle::try_from(&skel.maps.counts)?)))
             .map_err(Error::bpf("opening the stats and count maps"));
-        let ring = match (ring, maps) {
+        let (ring, waiter) = match (ring, maps) {
             (Ok(ring), Ok((stats_map, counts_map))) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 if ready_tx
@@ -550,14 +557,11 @@ impl ReaderCtx {
             }
         };
 
-        let mut merge = TimeMerge::default();
         'drain: loop {
             // Read the flag before draining, so a stop still gets a last full drain.
             let stopping = self.stop.load(Ordering::Relaxed);
             if !stopping {
-                // Returns on a producer's wake-up or after the interval; errors
-                // here are EINTR, and the consume below does the work anyway.
-                let _ = ring.poll(self.builder.drain_interval);
+                waiter.wait(self.builder.drain_interval);
             }
             // Events stamped before this are in their rings by now: the pass
             // below reads each ring to its end, so it releases them all.
@@ -571,19 +575,14 @@ impl ReaderCtx {
                     ));
                     break 'drain;
                 }
-                merge.add(mem::take(&mut *batch.borrow_mut()));
                 if (consumed as usize) < MAX_BATCH {
                     break;
                 }
             }
-            let mut ready = merge
-                .release((!stopping).then_some(horizon.max(0) as u64))
-                .into_iter();
-            loop {
-                let events: Vec<Event> = ready.by_ref().take(MAX_BATCH).collect();
-                if events.is_empty() {
-                    break;
-                }
+            let ready = merge
+                .borrow_mut()
+                .release((!stopping).then_some(horizon.max(0) as u64));
+            for events in into_batches(ready) {
                 self.count(&events);
                 if batch_tx.send(events).is_err() {
                     break 'drain; // the handle is gone
@@ -720,6 +719,24 @@ impl ReaderCtx {
             .collect::<Result<_, _>>()
             .map_err(Error::bpf("creating the ring buffers"))
     }
+}
+
+/// `events` in batches of at most MAX_BATCH, moved rather than copied when
+/// they fit in one (the usual case: a pass is a wake-up's worth).
+fn into_batches(mut events: Vec<Event>) -> Vec<Vec<Event>> {
+    if events.len() <= MAX_BATCH {
+        return if events.is_empty() {
+            Vec::new()
+        } else {
+            vec![events]
+        };
+    }
+    let mut batches = Vec::with_capacity(events.len().div_ceil(MAX_BATCH));
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(MAX_BATCH));
+        batches.push(mem::replace(&mut events, rest));
+    }
+    batches
 }
 
 /// 4 MiB per CPU on up to 4 CPUs; beyond, 16 MiB shared out, but at least 1 MiB each.
