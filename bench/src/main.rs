@@ -145,8 +145,12 @@ fn run(cli: Cli) -> Result<()> {
 
     let mut runs: Vec<Vec<(load::LoadResult, Option<TracerRun>)>> =
         vec![Vec::new(); Scenario::ALL.len()];
+    let n = Scenario::ALL.len();
     for round in 1..=rounds {
-        for (i, &scenario) in Scenario::ALL.iter().enumerate() {
+        // Each round starts one scenario later, so that none always runs
+        // first or after the same neighbour (the host's speed drifts).
+        for i in (0..n).map(|k| (k + round - 1) % n) {
+            let scenario = Scenario::ALL[i];
             let tracer = tracer::start(scenario)?;
             let result = load::run(&spec).context("running the load")?;
             let tracer_run = tracer.map(|t| t.stop()).transpose()?;
