@@ -12,7 +12,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel, RingBufferBuilder};
+use libbpf_rs::{
+    MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder,
+};
 
 use crate::backend::{self, Backend, Peers, Plan};
 use crate::bpf::{types, UdptraceSkel, UdptraceSkelBuilder};
@@ -557,7 +559,22 @@ impl ReaderCtx {
             }
         };
 
-        'drain: loop {
+        self.drain(&ring, &waiter, &merge, offset, &batch_tx);
+        drop(probes);
+    }
+
+    /// Passes over the rings until stopped (the last pass drains them all):
+    /// each wakes on a producer's wake-up or the drain interval, reads every
+    /// ring to its end, and hands on the events the merge releases.
+    fn drain(
+        &self,
+        ring: &RingBuffer,
+        waiter: &RingWaiter,
+        merge: &RefCell<TimeMerge>,
+        offset: i64,
+        batch_tx: &SyncSender<Vec<Event>>,
+    ) {
+        loop {
             // Read the flag before draining, so a stop still gets a last full drain.
             let stopping = self.stop.load(Ordering::Relaxed);
             if !stopping {
@@ -573,7 +590,7 @@ impl ReaderCtx {
                         "reading the ring buffers: {}",
                         std::io::Error::from_raw_os_error(-consumed)
                     ));
-                    break 'drain;
+                    return;
                 }
                 if (consumed as usize) < MAX_BATCH {
                     break;
@@ -585,14 +602,13 @@ impl ReaderCtx {
             for events in into_batches(ready) {
                 self.count(&events);
                 if batch_tx.send(events).is_err() {
-                    break 'drain; // the handle is gone
+                    return; // the handle is gone
                 }
             }
             if stopping {
-                break;
+                return;
             }
         }
-        drop(probes);
     }
 
     fn count(&self, events: &[Event]) {
