@@ -261,9 +261,6 @@ static __always_inline bool addrs_wanted(const struct sock_addrs *a)
 	return true;
 }
 
-/* Events reported as their socket owner's: received packets and drops. */
-#define OWNED_KINDS ((1 << UDP_EVENT_PACKET_RECV) | (1 << UDP_EVENT_DROP))
-
 static __always_inline bool kind_wanted(__u8 kind)
 {
 	return event_kinds & (1 << kind);
