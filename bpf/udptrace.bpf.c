@@ -320,6 +320,18 @@ static __always_inline void addr_from_sock_addr(struct bpf_sock_addr *ctx, bool 
 	p->port = bpf_ntohs(ctx->user_port);
 }
 
+/*
+ * A new socket's state, for its caller to give an owner; NULL if the socket
+ * has one already (NOEXIST: another CPU may have just created it) or the
+ * table is full.
+ */
+static __always_inline struct sock_state *new_sock_state_of(__u64 cookie)
+{
+	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST))
+		return NULL;
+	return bpf_map_lookup_elem(&sock_states, &cookie);
+}
+
 /* The socket's state, created with the current task as its owner if new. */
 static __always_inline struct sock_state *sock_state_of(__u64 cookie)
 {
@@ -327,11 +339,9 @@ static __always_inline struct sock_state *sock_state_of(__u64 cookie)
 
 	if (st)
 		return st;
-	/* NOEXIST: another CPU may have created it since the lookup. */
-	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST) == 0) {
-		st = bpf_map_lookup_elem(&sock_states, &cookie);
-		if (st)
-			current_task(&st->owner);
+	st = new_sock_state_of(cookie);
+	if (st) {
+		current_task(&st->owner);
 		return st;
 	}
 	st = bpf_map_lookup_elem(&sock_states, &cookie);
@@ -380,21 +390,24 @@ static __always_inline void *this_cpu_ring(void)
 	return bpf_map_lookup_elem(&events, &cpu);
 }
 
-/* Where to build the next event: ring-buffer space, or the count-mode scratch. */
-static __always_inline struct udp_event *event_slot(void)
+/*
+ * Where to build the next event: space in this CPU's ring buffer (`*ring`,
+ * for event_done()), or the count-mode scratch.
+ */
+static __always_inline struct udp_event *event_slot(void **ring)
 {
 	struct udp_event *e = NULL;
 	__u32 zero = 0;
-	void *ring;
 
+	*ring = NULL;
 	if (count_mode) {
 		struct count_scratch *cs = bpf_map_lookup_elem(&scratch, &zero);
 
 		return cs ? &cs->event : NULL;
 	}
-	ring = this_cpu_ring();
-	if (ring)
-		e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	*ring = this_cpu_ring();
+	if (*ring)
+		e = bpf_ringbuf_reserve(*ring, sizeof(*e), 0);
 	if (!e)
 		stat_inc(UDP_STAT_LOST);
 	return e;
@@ -453,11 +466,10 @@ static __always_inline void count_event(struct count_scratch *cs)
 	__sync_fetch_and_add(&v->bytes, one.bytes);
 }
 
-/* Hands a built event to user space, or counts it. */
-static __always_inline void event_done(struct udp_event *e)
+/* Hands a built event to user space through `ring`, or counts it. */
+static __always_inline void event_done(struct udp_event *e, void *ring)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP, avail = 0;
-	void *ring;
 
 	if (count_mode) {
 		/* The event is the first member of its count_scratch. */
@@ -471,7 +483,6 @@ static __always_inline void event_done(struct udp_event *e)
 	 * A crossing missed in a race with a nested program waits for the drain
 	 * timer.
 	 */
-	ring = this_cpu_ring();
 	if (ring)
 		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES)
@@ -557,7 +568,8 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 				 const struct sock_counters *cnt, __s32 ret,
 				 const struct task_ctx *task)
 {
-	struct udp_event *e = event_slot();
+	void *ring;
+	struct udp_event *e = event_slot(&ring);
 
 	if (!e)
 		return;
@@ -569,7 +581,7 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 	}
 	e->detail.counters = *cnt;
 	fill_socket(e, kind, cookie, a, ret);
-	event_done(e);
+	event_done(e, ring);
 }
 
 /*
@@ -889,11 +901,9 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	if (!sk || sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	cookie = bpf_get_socket_cookie(sk);
-	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST))
-		return 0; /* known already, or the table is full */
-	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	st = new_sock_state_of(cookie);
 	if (!st)
-		return 0;
+		return 0; /* known already, or the table is full */
 	st->owner.pid_tgid = (__u64)task->tgid << 32 | (__u32)task->pid;
 	read_task(task, &st->owner.cgroup_id, &st->owner.uid, st->owner.comm);
 	return 0;
@@ -1175,6 +1185,7 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 {
 	struct sock_addrs a = {};
 	struct udp_event *e;
+	void *ring;
 
 	a.family = p->ip_ver == 6 ? AF_INET6 : AF_INET;
 	__builtin_memcpy(a.laddr, inbound ? p->daddr : p->saddr, 16);
@@ -1183,7 +1194,7 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	a.rport = inbound ? p->sport : p->dport;
 	if (!kind_wanted(kind) || !stored_task_wanted(task) || !addrs_wanted(&a))
 		return;
-	e = event_slot();
+	e = event_slot(&ring);
 	if (!e)
 		return;
 	e->ts_ns = bpf_ktime_get_ns();
@@ -1198,7 +1209,7 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	e->detail.packet.gso_segs = p->gso_segs > 1 ? p->gso_segs : 1;
 	e->detail.packet.ip_ver = p->ip_ver;
 	e->detail.packet.inbound = inbound;
-	event_done(e);
+	event_done(e, ring);
 }
 
 /* The task a received datagram or a drop belongs to: its socket's owner, if known. */
