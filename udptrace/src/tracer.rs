@@ -737,9 +737,9 @@ impl ReaderCtx {
     }
 }
 
-/// `events` in batches of at most MAX_BATCH, moved rather than copied when
-/// they fit in one (the usual case: a pass is a wake-up's worth).
-fn into_batches(mut events: Vec<Event>) -> Vec<Vec<Event>> {
+/// `events` in batches of at most MAX_BATCH: moved whole when they fit in
+/// one (the usual case: a pass is a wake-up's worth), else each moved once.
+fn into_batches(events: Vec<Event>) -> Vec<Vec<Event>> {
     if events.len() <= MAX_BATCH {
         return if events.is_empty() {
             Vec::new()
@@ -747,10 +747,10 @@ fn into_batches(mut events: Vec<Event>) -> Vec<Vec<Event>> {
             vec![events]
         };
     }
+    let mut events = events.into_iter();
     let mut batches = Vec::with_capacity(events.len().div_ceil(MAX_BATCH));
-    while !events.is_empty() {
-        let rest = events.split_off(events.len().min(MAX_BATCH));
-        batches.push(mem::replace(&mut events, rest));
+    while events.len() > 0 {
+        batches.push(events.by_ref().take(MAX_BATCH).collect());
     }
     batches
 }
@@ -764,7 +764,19 @@ fn default_ring_bytes(cpus: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::default_ring_bytes;
+    use super::{default_ring_bytes, into_batches, MAX_BATCH};
+    use crate::event::test_event;
+
+    #[test]
+    fn batches_keep_order_and_size() {
+        let events: Vec<_> = (0..2 * MAX_BATCH as u64 + 1).map(test_event).collect();
+        let batches = into_batches(events);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 1]);
+        let stamps: Vec<u64> = batches.iter().flatten().map(|e| e.ts_ns).collect();
+        assert!(stamps.iter().copied().eq(0..2 * MAX_BATCH as u64 + 1));
+        assert!(into_batches(Vec::new()).is_empty());
+    }
 
     #[test]
     fn default_rings_take_at_most_16_mib_but_1_mib_each() {
