@@ -28,6 +28,7 @@
 #include "udptrace.h"
 
 #define EAGAIN 11
+#define EEXIST 17
 #define MSG_PEEK 2
 
 char LICENSE[] SEC("license") = "GPL";
@@ -164,12 +165,24 @@ struct {
 	__type(value, struct peer);
 } peer_by_tid SEC(".maps");
 
-/* Who called connect(), by socket, until the socket's next event reports it. */
+/* A connect() call: who made it, and to where. */
+struct connect_call {
+	struct task_ctx caller;
+	__u8 addr[16];
+	__u16 port;
+};
+
+/*
+ * connect() calls the filters select, by socket, until the socket's next
+ * event reports them. Only selected callers are stored, so other processes'
+ * idle connected sockets cannot crowd out the traced ones; a call that finds
+ * the table full is counted (UDP_STAT_CONNECT_FULL).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); /* socket cookie */
-	__type(value, struct task_ctx);
+	__type(value, struct connect_call);
 } connect_by_sock SEC(".maps");
 
 /* Lets the datagram path skip the lookup while no connect() is pending. */
@@ -264,6 +277,12 @@ static __always_inline bool addrs_wanted(const struct sock_addrs *a)
 static __always_inline bool kind_wanted(__u8 kind)
 {
 	return event_kinds & (1 << kind);
+}
+
+/* Whether a filter on the task or the addresses is set (constant after load). */
+static __always_inline bool filtering(void)
+{
+	return filter_pid || filter_comm_on || filter_family || filter_port || filter_addr_on;
 }
 
 /* Addresses of a socket as it stands; the remote is unset for unconnected sockets. */
@@ -591,18 +610,25 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 static __always_inline void finish_connect(__u64 cookie, const struct sock_addrs *a)
 {
 	struct sock_counters cnt;
-	struct task_ctx *caller;
+	struct connect_call *call;
+	struct sock_addrs tried;
 
 	if (!connects_pending)
 		return;
-	caller = bpf_map_lookup_elem(&connect_by_sock, &cookie);
-	if (!caller)
+	call = bpf_map_lookup_elem(&connect_by_sock, &cookie);
+	if (!call)
 		return;
+	/* The caller passed the task filters when the call was stored. */
 	if (!a->rport) {
-		stat_inc(UDP_STAT_CONNECT_FAILED);
-	} else if (kind_wanted(UDP_EVENT_CONNECT) && stored_task_wanted(caller) && addrs_wanted(a)) {
+		/* Filtered as the socket and the peer it tried to reach. */
+		tried = *a;
+		__builtin_memcpy(tried.raddr, call->addr, 16);
+		tried.rport = call->port;
+		if (addrs_wanted(&tried))
+			stat_inc(UDP_STAT_CONNECT_FAILED);
+	} else if (addrs_wanted(a)) {
 		cnt = counters_of(cookie);
-		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, caller);
+		emit(UDP_EVENT_CONNECT, cookie, a, &cnt, 0, &call->caller);
 	}
 	/* Only the CPU whose delete succeeds settles the count. */
 	if (bpf_map_delete_elem(&connect_by_sock, &cookie) == 0)
@@ -666,23 +692,52 @@ static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
 	return on_datagram_of(sk, ret, kind, true);
 }
 
-/* A receive has returned: peeks and (by default) EAGAIN are counted, not events. */
-static __always_inline bool recv_is_event(int ret, int flags)
+/*
+ * A receive has returned: peeks and (by default) EAGAIN are counted, not
+ * events. Returns the stat that counts this one, or UDP_STAT_MAX for an event.
+ */
+static __always_inline __u32 recv_not_event(int ret, int flags)
 {
-	if (flags & MSG_PEEK) {
-		stat_inc(UDP_STAT_RECV_PEEK);
-		return false;
+	if (flags & MSG_PEEK)
+		return UDP_STAT_RECV_PEEK;
+	if (ret == -EAGAIN && !emit_eagain)
+		return UDP_STAT_RECV_EAGAIN;
+	return UDP_STAT_MAX;
+}
+
+/*
+ * Counts a receive that is not an event if the filters select it, as they
+ * would its event. Without filters (the verifier prunes the rest) it costs a
+ * busy-polling server's EAGAIN no more than the count itself.
+ */
+static __always_inline void count_not_event(struct sock *sk, __u32 stat, bool trusted)
+{
+	struct sock_addrs a;
+
+	if (!kind_wanted(UDP_EVENT_RECV))
+		return;
+	if (filtering()) {
+		if (!task_wanted(bpf_get_current_pid_tgid()))
+			return;
+		if (trusted)
+			read_sock_addrs(sk, &a);
+		else
+			probe_sock_addrs(sk, &a);
+		if (!addrs_wanted(&a))
+			return;
 	}
-	if (ret == -EAGAIN && !emit_eagain) {
-		stat_inc(UDP_STAT_RECV_EAGAIN);
-		return false;
-	}
-	return true;
+	stat_inc(stat);
 }
 
 static __always_inline int on_recv(struct sock *sk, int ret, int flags)
 {
-	return recv_is_event(ret, flags) ? on_datagram(sk, ret, UDP_EVENT_RECV) : 0;
+	__u32 stat = recv_not_event(ret, flags);
+
+	if (stat != UDP_STAT_MAX) {
+		count_not_event(sk, stat, true);
+		return 0;
+	}
+	return on_datagram(sk, ret, UDP_EVENT_RECV);
 }
 
 /*
@@ -791,7 +846,9 @@ static __always_inline int enter(__u32 fn, struct sock *sk, int flags, __u16 fam
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
 	    BPF_CORE_READ(sk, __sk_common.skc_family) != family)
 		return 0;
-	bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY);
+	/* A call whose return cannot be followed is a lost event. */
+	if (bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY))
+		stat_inc(UDP_STAT_LOST);
 	return 0;
 }
 
@@ -808,8 +865,12 @@ static __always_inline int leave(__u32 fn, int ret)
 	bpf_map_delete_elem(&args_by_call, &key);
 	/* One inlined copy of the datagram path: two would not fit the stack. */
 	if (fn == FN_UDP_RECV || fn == FN_UDP6_RECV) {
-		if (!recv_is_event(ret, a.flags))
+		__u32 stat = recv_not_event(ret, a.flags);
+
+		if (stat != UDP_STAT_MAX) {
+			count_not_event(a.sk, stat, false);
 			return 0;
+		}
 		kind = UDP_EVENT_RECV;
 	}
 	return on_datagram_of(a.sk, ret, kind, false);
@@ -958,32 +1019,48 @@ int recvmsg6(struct bpf_sock_addr *ctx)
 	return remember_peer(ctx, true);
 }
 
-static __always_inline int remember_connect(struct bpf_sock_addr *ctx)
+/*
+ * Stores a connect() call the filters may select; its socket's addresses are
+ * filtered when the call is reported. A call that finds the table full is
+ * counted, so that a missing connect event is never silent.
+ */
+static __always_inline int remember_connect(struct bpf_sock_addr *ctx, bool v6)
 {
-	struct task_ctx caller;
+	struct connect_call call;
+	struct peer to;
 	__u64 cookie;
+	long err;
 
-	if (ctx->protocol != IPPROTO_UDP)
+	if (ctx->protocol != IPPROTO_UDP || !kind_wanted(UDP_EVENT_CONNECT))
+		return 1;
+	if ((filter_family && ctx->family != filter_family) ||
+	    !task_wanted(bpf_get_current_pid_tgid()))
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
-	current_task(&caller);
-	if (bpf_map_update_elem(&connect_by_sock, &cookie, &caller, BPF_NOEXIST) == 0)
+	current_task(&call.caller);
+	addr_from_sock_addr(ctx, v6, &to);
+	__builtin_memcpy(call.addr, to.addr, 16);
+	call.port = to.port;
+	err = bpf_map_update_elem(&connect_by_sock, &cookie, &call, BPF_NOEXIST);
+	if (err == 0)
 		__sync_fetch_and_add(&connects_pending, 1);
-	else /* connect() again before any traffic: the last one counts */
-		bpf_map_update_elem(&connect_by_sock, &cookie, &caller, BPF_EXIST);
+	else if (err == -EEXIST) /* connect() again before any traffic: the last one counts */
+		bpf_map_update_elem(&connect_by_sock, &cookie, &call, BPF_EXIST);
+	else
+		stat_inc(UDP_STAT_CONNECT_FULL);
 	return 1; /* never interfere with the call */
 }
 
 SEC("cgroup/connect4")
 int connect4(struct bpf_sock_addr *ctx)
 {
-	return remember_connect(ctx);
+	return remember_connect(ctx, false);
 }
 
 SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
-	return remember_connect(ctx);
+	return remember_connect(ctx, true);
 }
 
 /*

@@ -23,19 +23,27 @@ enum udp_event_kind {
 
 /* Indexes of the per-CPU `stats` counters. */
 enum udp_stat {
-	/* Records the ring buffer had no room for: lost events. */
+	/*
+	 * Lost events: records the ring buffer had no room for, and kprobe calls
+	 * whose return could not be followed (their table was full).
+	 */
 	UDP_STAT_LOST = 0,
-	/* Receives that failed with EAGAIN, counted instead of emitted. */
+	/*
+	 * The next three count only what the filters select, as events would be.
+	 * Receives that failed with EAGAIN, counted instead of emitted.
+	 */
 	UDP_STAT_RECV_EAGAIN = 1,
 	/* MSG_PEEK receives: the datagram stays queued, so not a receive. */
 	UDP_STAT_RECV_PEEK = 2,
-	/* Sockets whose counters could not be stored (map full). */
+	/* Events of sockets whose counters could not be stored (socket table full). */
 	UDP_STAT_COUNTERS_FULL = 3,
 	/* connect() calls that left the socket unconnected (the call failed). */
 	UDP_STAT_CONNECT_FAILED = 4,
 	/* Events not counted by `udptrace count`: its map was full. */
 	UDP_STAT_COUNT_FULL = 5,
-	UDP_STAT_MAX = 6,
+	/* connect() calls not followed, so neither reported nor counted: their table was full. */
+	UDP_STAT_CONNECT_FULL = 6,
+	UDP_STAT_MAX = 7,
 };
 
 /* Cumulative traffic of one socket since tracing started. */

@@ -173,6 +173,26 @@ impl Plan {
         }
     }
 
+    /// The backend whose hooks produce this plan's events: the one asked for,
+    /// or the tracepoint backend when the plan loads none of its function
+    /// hooks (drops alone come from the kfree_skb tracepoint on every backend).
+    pub fn effective_backend(&self) -> Backend {
+        let own_hooks = match self.backend {
+            Backend::Fentry => ["fexit", "fentry"].as_slice(),
+            Backend::Kprobe => ["kprobe", "kretprobe"].as_slice(),
+            Backend::Tracepoint => return Backend::Tracepoint,
+        };
+        let sections = FENTRY_FUNCTIONS
+            .iter()
+            .chain(&PACKET_FUNCTIONS)
+            .flat_map(|f| own_hooks.iter().map(move |kind| format!("{kind}/{f}")));
+        if sections.into_iter().any(|s| self.wants_program(&s)) {
+            self.backend
+        } else {
+            Backend::Tracepoint
+        }
+    }
+
     /// Whether the sockets that exist at the start are looked up once: for
     /// their owners, whom received packets and drops are reported as, and
     /// for kprobes, which cannot give a socket its cookie later.
@@ -504,6 +524,19 @@ mod tests {
         assert!(!p.wants_program("cgroup/recvmsg4"));
         assert!(!p.wants_program("cgroup/recvmsg6"));
         assert!(p.wants_program("cgroup/connect4"));
+    }
+
+    #[test]
+    fn drops_alone_run_on_the_tracepoint_backend_whatever_was_asked() {
+        let mut p = plan(Backend::Fentry, None, true);
+        p.socket_events = false;
+        assert_eq!(p.effective_backend(), Backend::Tracepoint);
+        p.backend = Backend::Kprobe;
+        assert_eq!(p.effective_backend(), Backend::Tracepoint);
+        p.packets = Some(PacketHooks::Functions);
+        assert_eq!(p.effective_backend(), Backend::Kprobe);
+        let p = plan(Backend::Fentry, None, false);
+        assert_eq!(p.effective_backend(), Backend::Fentry);
     }
 
     #[test]

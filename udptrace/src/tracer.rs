@@ -221,7 +221,7 @@ impl TracerBuilder {
             counts_map: ready.counts_map,
             count_by: self_count_by,
             reader: Some(reader),
-            backend,
+            backend: ready.backend,
             probes: ready.probes,
             finished: false,
         })
@@ -249,19 +249,25 @@ const KINDS: usize = EventKind::ALL.len();
 pub struct Stats {
     /// Events read from the kernel, by kind (indexed as [`EventKind::ALL`]).
     pub events: [u64; KINDS],
-    /// Events the kernel could not store: the ring buffer was full.
+    /// Events the kernel could not store (the ring buffer was full) or,
+    /// with kprobes, could not follow (the table of calls in flight was full).
     pub lost: u64,
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,
-    /// Receives that failed with EAGAIN, counted but not emitted.
+    /// Receives that failed with EAGAIN, counted but not emitted. Like the
+    /// next two, only those the filters select.
     pub recv_eagain: u64,
     /// MSG_PEEK receives, which leave the datagram queued: not receives.
     pub recv_peek: u64,
-    /// Datagrams on sockets whose counters found no room in the kernel map.
+    /// Events of sockets whose counters found no room in the kernel's socket
+    /// table: their counters are zero.
     pub counters_full: u64,
     /// connect() calls that failed: not reported as events (the socket did
     /// not connect), counted when the socket is next used or closed.
     pub connect_failed: u64,
+    /// connect() calls the filters select that the kernel could not follow
+    /// (the table of pending connects was full): neither reported nor counted.
+    pub connect_full: u64,
     /// Counting mode: events not counted because the table was full.
     pub count_full: u64,
 }
@@ -393,6 +399,7 @@ impl Tracer {
             recv_peek: kernel(types::udp_stat::UDP_STAT_RECV_PEEK),
             counters_full: kernel(types::udp_stat::UDP_STAT_COUNTERS_FULL),
             connect_failed: kernel(types::udp_stat::UDP_STAT_CONNECT_FAILED),
+            connect_full: kernel(types::udp_stat::UDP_STAT_CONNECT_FULL),
             count_full: kernel(types::udp_stat::UDP_STAT_COUNT_FULL),
         }
     }
@@ -480,6 +487,8 @@ impl Drop for Tracer {
 
 /// What the reader thread hands back once every probe is attached.
 struct Ready {
+    /// What runs: see [`Plan::effective_backend`].
+    backend: Backend,
     stats_map: MapHandle,
     counts_map: MapHandle,
     probes: Vec<String>,
@@ -543,6 +552,7 @@ impl ReaderCtx {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 if ready_tx
                     .send(Ok(Ready {
+                        backend: plan.effective_backend(),
                         stats_map,
                         counts_map,
                         probes: names,

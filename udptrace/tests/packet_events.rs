@@ -3,20 +3,15 @@
 //! (/proc/net/snmp, /proc/net/snmp6), where this test's datagrams are the only
 //! traffic. Needs root.
 
+mod common;
+
 use std::collections::HashMap;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use udptrace::{CountField, CountValue, Event, EventKind, Filter, Stats, Tracer};
-
-fn builder() -> udptrace::TracerBuilder {
-    let b = Tracer::builder();
-    match std::env::var("UDPTRACE_TEST_BACKEND") {
-        Ok(name) => b.backend(name.parse().expect("a backend name")),
-        Err(_) => b,
-    }
-}
+use common::*;
+use udptrace::{CountField, CountValue, Event, EventKind, Filter, Stats};
 
 fn packet_kinds() -> Vec<EventKind> {
     vec![
@@ -99,15 +94,6 @@ fn snmp() -> HashMap<String, u64> {
 
 fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, key: &str) -> u64 {
     after[key] - before[key]
-}
-
-/// A port nothing on this host uses, to filter this test's traffic by.
-fn free_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn tiny_receive_buffer(s: &UdpSocket) {

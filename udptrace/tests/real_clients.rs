@@ -2,20 +2,13 @@
 //! both processes, both directions, matching byte counts. Needs root, dig and
 //! dnsmasq (./dev.sh test installs them).
 
-use std::net::UdpSocket;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use udptrace::{Event, EventKind, Filter, Tracer};
-
-/// A UDP port nobody uses right now.
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Waits until something answers DNS on the port.
 fn wait_for_dns(port: u16) {

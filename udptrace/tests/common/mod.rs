@@ -1,0 +1,109 @@
+//! Helpers the kernel test suites share.
+#![allow(dead_code)] // each suite uses its own share of them
+
+use std::ffi::CString;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
+
+use udptrace::Tracer;
+
+/// A tracer builder for the backend under test: `UDPTRACE_TEST_BACKEND`
+/// (the kernel matrix runs the suite once per backend), else the default;
+/// `UDPTRACE_TEST_MISSING` names kernel functions to treat as missing, to
+/// run the suite on the fentry/kprobe backends' tracepoint fallback.
+pub fn builder() -> udptrace::TracerBuilder {
+    let mut b = Tracer::builder();
+    if let Ok(names) = std::env::var("UDPTRACE_TEST_MISSING") {
+        b = b.assume_missing_functions(names.split(',').map(String::from).collect());
+    }
+    match std::env::var("UDPTRACE_TEST_BACKEND") {
+        Ok(name) => b.backend(name.parse().expect("a backend name")),
+        Err(_) => b,
+    }
+}
+
+pub fn set_comm(name: &str) {
+    let name = CString::new(name).unwrap();
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+pub fn bind_v4() -> UdpSocket {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()
+}
+
+pub fn bind_v6() -> UdpSocket {
+    UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap()
+}
+
+pub fn port(s: &UdpSocket) -> u16 {
+    s.local_addr().unwrap().port()
+}
+
+/// A port nothing on this host uses, to filter this test's traffic by.
+pub fn free_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+pub fn sockaddr_in6(a: SocketAddrV6) -> libc::sockaddr_in6 {
+    // SAFETY: all-zero is a valid sockaddr_in6.
+    let mut sa: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as u16;
+    sa.sin6_port = a.port().to_be();
+    sa.sin6_addr.s6_addr = a.ip().octets();
+    sa
+}
+
+/// Forks a child that names itself `comm` and sends `count` datagrams to `dst`.
+pub fn spawn_sender(comm: &str, dst: SocketAddrV4, count: usize) -> libc::pid_t {
+    let name = CString::new(comm).unwrap();
+    let sa = sockaddr_in(dst);
+    // SAFETY: the child only makes async-signal-safe syscalls, then _exit()s.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let mut ok = fd >= 0;
+            for _ in 0..count {
+                let n = libc::sendto(
+                    fd,
+                    b"child".as_ptr() as *const _,
+                    5,
+                    0,
+                    &sa as *const _ as *const _,
+                    mem::size_of_val(&sa) as u32,
+                );
+                ok &= n == 5;
+            }
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+        assert!(pid > 0, "fork failed");
+        pid
+    }
+}
+
+pub fn wait_ok(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed"
+    );
+}
