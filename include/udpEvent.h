@@ -196,6 +196,13 @@ int32_t udptrace_get_stats(struct udptrace_handle *h, struct udptrace_stats *sta
 // `h` comes from `udptrace_open` and is not closed.
 const char *udptrace_backend(const struct udptrace_handle *h);
 
+// The `index`th attached probe, e.g. "tp_btf/sock_send_length" or
+// "cgroup/connect4"; NULL past the last one. Valid until `udptrace_close`.
+//
+// # Safety
+// `h` comes from `udptrace_open` and is not closed.
+const char *udptrace_probe(const struct udptrace_handle *h, uintptr_t index);
+
 // Stops tracing: `udptrace_next` delivers what is queued, then returns
 // UDPTRACE_FINISHED. Safe to call from another thread than `udptrace_next`'s.
 //

@@ -104,6 +104,7 @@ pub struct udptrace_handle {
     /// Outside the mutex, so a stop does not wait for a blocked udptrace_next.
     stop: StopHandle,
     backend: CString,
+    probes: Vec<CString>,
 }
 
 thread_local! {
@@ -189,11 +190,17 @@ pub unsafe extern "C" fn udptrace_open(cfg: *const udptrace_config) -> *mut udpt
     match started {
         Ok(tracer) => {
             let backend = CString::new(tracer.backend().name()).unwrap_or_default();
+            let probes = tracer
+                .probes()
+                .iter()
+                .map(|p| CString::new(p.as_str()).unwrap_or_default())
+                .collect();
             let stop = tracer.stop_handle();
             Box::into_raw(Box::new(udptrace_handle {
                 tracer: Mutex::new(tracer),
                 stop,
                 backend,
+                probes,
             }))
         }
         Err(e) => {
@@ -313,6 +320,18 @@ pub unsafe extern "C" fn udptrace_get_stats(
 #[no_mangle]
 pub unsafe extern "C" fn udptrace_backend(h: *const udptrace_handle) -> *const c_char {
     h.as_ref().map_or(ptr::null(), |h| h.backend.as_ptr())
+}
+
+/// The `index`th attached probe, e.g. "tp_btf/sock_send_length" or
+/// "cgroup/connect4"; NULL past the last one. Valid until `udptrace_close`.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_probe(h: *const udptrace_handle, index: usize) -> *const c_char {
+    h.as_ref()
+        .and_then(|h| h.probes.get(index))
+        .map_or(ptr::null(), |p| p.as_ptr())
 }
 
 /// Stops tracing: `udptrace_next` delivers what is queued, then returns
