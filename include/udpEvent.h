@@ -184,7 +184,8 @@ struct udptrace_handle *udptrace_open(const struct udptrace_config *cfg);
 // `h` comes from `udptrace_open` and is not closed; `event` is writable.
 int32_t udptrace_next(struct udptrace_handle *h, struct udptrace_event *event, int32_t timeout_ms);
 
-// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL.
+// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL. Never waits: safe to call
+// from another thread while one waits in `udptrace_next`.
 //
 // # Safety
 // `h` comes from `udptrace_open` and is not closed; `stats` is writable.

@@ -8,7 +8,9 @@ use std::ptr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use udptrace::{parse_addr_filter, Backend, Event, EventKind, Family, Filter, StopHandle, Tracer};
+use udptrace::{
+    parse_addr_filter, Backend, Event, EventKind, Family, Filter, StatsReader, StopHandle, Tracer,
+};
 
 use crate::copy_cstr;
 
@@ -101,8 +103,10 @@ pub struct udptrace_stats {
 /// An open tracer.
 pub struct udptrace_handle {
     tracer: Mutex<Tracer>,
-    /// Outside the mutex, so a stop does not wait for a blocked udptrace_next.
+    /// Outside the mutex, so neither a stop nor the stats wait for a blocked
+    /// udptrace_next.
     stop: StopHandle,
+    stats: StatsReader,
     backend: CString,
     probes: Vec<CString>,
 }
@@ -196,9 +200,11 @@ pub unsafe extern "C" fn udptrace_open(cfg: *const udptrace_config) -> *mut udpt
                 .map(|p| CString::new(p.as_str()).unwrap_or_default())
                 .collect();
             let stop = tracer.stop_handle();
+            let stats = tracer.stats_reader();
             Box::into_raw(Box::new(udptrace_handle {
                 tracer: Mutex::new(tracer),
                 stop,
+                stats,
                 backend,
                 probes,
             }))
@@ -290,7 +296,8 @@ pub unsafe extern "C" fn udptrace_next(
     }
 }
 
-/// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL.
+/// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL. Never waits: safe to call
+/// from another thread while one waits in `udptrace_next`.
 ///
 /// # Safety
 /// `h` comes from `udptrace_open` and is not closed; `stats` is writable.
@@ -303,7 +310,7 @@ pub unsafe extern "C" fn udptrace_get_stats(
         set_error("udptrace_get_stats: NULL handle or stats");
         return UDPTRACE_EINVAL;
     };
-    let s = h.tracer.lock().unwrap_or_else(|p| p.into_inner()).stats();
+    let s = h.stats.stats();
     stats.write(udptrace_stats {
         events: [s.events[0], s.events[1], s.events[2], s.events[3]],
         lost: s.lost,

@@ -184,6 +184,13 @@ fn v2_c_consumer_linked_with_header() {
 }
 
 #[test]
+fn v2_stats_do_not_wait_for_a_blocked_consumer() {
+    let _serial = one_at_a_time();
+    let stdout = run_ok(&mut program("v2_stats_while_waiting"));
+    assert!(stdout.starts_with("PASS"), "{stdout}");
+}
+
+#[test]
 fn python_ctypes_consumer() {
     let _serial = one_at_a_time();
     let stdout = run_ok(
