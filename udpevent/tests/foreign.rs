@@ -190,6 +190,17 @@ fn v2_stats_do_not_wait_for_a_blocked_consumer() {
     assert!(stdout.starts_with("PASS"), "{stdout}");
 }
 
+/// Datagrams of the overload tests: far more than the ring buffers and
+/// queues hold, sent in about a second.
+const FLOOD: &str = "300000";
+
+#[test]
+fn v2_overload_every_datagram_delivered_or_counted_lost() {
+    let _serial = one_at_a_time();
+    let stdout = run_ok(program("v2_overload").arg(FLOOD));
+    assert!(stdout.ends_with("PASS\n"), "{stdout}");
+}
+
 #[test]
 fn python_ctypes_consumer() {
     let _serial = one_at_a_time();
