@@ -6,6 +6,7 @@
  *   while (!getStatus()) usleep(..);  wait until every probe is attached
  *   struct udp_event_t ev = DequeuePerfEvent();   blocking, FIFO
  *   cleanup();                        detach and release everything
+ *   GetLostEvents();                  events never delivered (not in the original)
  *
  * v2 API: udptrace_open / udptrace_next / udptrace_get_stats / udptrace_close.
  *
@@ -164,6 +165,12 @@ struct udp_event_t DequeuePerfEvent(void);
 // Detaches every probe and releases everything, printing what it detached.
 // A second call does nothing.
 void cleanup(void);
+
+// Events lost since `AddProbe` (or `setupBPF`): never delivered by
+// `DequeuePerfEvent` because the kernel's ring buffers or the library's
+// queue were full when they happened. After `cleanup()`, the final count of
+// that session; 0 before the first `AddProbe`. Not in the original API.
+uint64_t GetLostEvents(void);
 
 // The last error of a udptrace_* call on this thread, as one line of text
 // ("" if none). Valid until the next failing call on this thread.

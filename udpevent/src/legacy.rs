@@ -5,11 +5,12 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use udptrace::{Event, Family, StopHandle, Tracer};
+use udptrace::{Event, Family, StatsReader, StopHandle, Tracer};
 
 use crate::copy_cstr;
 
@@ -119,6 +120,9 @@ struct Queue {
     phase: Phase,
     /// Events dropped because the consumer let the queue fill up.
     dropped: u64,
+    /// The tracer's counts, among them the events the kernel could not
+    /// queue because this library did not read them in time.
+    stats: Option<StatsReader>,
     probes: Vec<String>,
     stop: Option<StopHandle>,
     /// The tracer is gone: every probe is detached.
@@ -139,6 +143,7 @@ impl Session {
                 events: VecDeque::new(),
                 phase: Phase::Starting,
                 dropped: 0,
+                stats: None,
                 probes: Vec::new(),
                 stop: None,
                 detached: false,
@@ -150,6 +155,17 @@ impl Session {
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events lost so far: by the kernel, and by the queue.
+    fn lost(&self) -> Lost {
+        let (stats, queue) = {
+            let q = self.lock();
+            (q.stats.clone(), q.dropped)
+        };
+        // Read outside the lock: the tracer thread takes it for every event.
+        let kernel = stats.map_or(0, |s| s.stats().lost);
+        Lost { kernel, queue }
     }
 
     /// Attaches, then moves events into the queue until stopped; marks the
@@ -177,6 +193,7 @@ impl Session {
         {
             let mut q = self.lock();
             q.probes = tracer.probes().to_vec();
+            q.stats = Some(tracer.stats_reader());
             if q.phase == Phase::Stopped {
                 return; // cleanup() came first
             }
@@ -206,6 +223,24 @@ impl Session {
         }
     }
 }
+
+/// Events that never reached `DequeuePerfEvent`.
+#[derive(Clone, Copy)]
+struct Lost {
+    /// The kernel's ring buffers were full: this library fell behind.
+    kernel: u64,
+    /// The queue was full: the consumer fell behind.
+    queue: u64,
+}
+
+impl Lost {
+    fn total(self) -> u64 {
+        self.kernel + self.queue
+    }
+}
+
+/// What `GetLostEvents` reports once `cleanup()` has ended a session.
+static LOST_BY_LAST_SESSION: AtomicU64 = AtomicU64::new(0);
 
 /// The session between AddProbe (or setupBPF) and cleanup, if any.
 static CURRENT: Mutex<Option<Arc<Session>>> = Mutex::new(None);
@@ -324,15 +359,35 @@ pub extern "C" fn cleanup() {
     {
         let _ = handle.join();
     }
-    let q = session.lock();
-    for probe in &q.probes {
+    for probe in &session.lock().probes {
         println!("detach {probe} OK");
     }
-    if q.dropped > 0 {
+    report_lost(session.lost());
+    println!("bpf.detach_kprobe OK");
+}
+
+/// On stderr, so that stdout stays what the original printed.
+fn report_lost(lost: Lost) {
+    LOST_BY_LAST_SESSION.store(lost.total(), Ordering::Relaxed);
+    if lost.total() > 0 {
         eprintln!(
-            "udpEvent: {} events dropped: the consumer fell behind",
-            q.dropped
+            "udpEvent: {} events lost: {} not read from the kernel in time, {} dropped from a full queue",
+            lost.total(),
+            lost.kernel,
+            lost.queue
         );
     }
-    println!("bpf.detach_kprobe OK");
+}
+
+/// Events lost since `AddProbe` (or `setupBPF`): never delivered by
+/// `DequeuePerfEvent` because the kernel's ring buffers or the library's
+/// queue were full when they happened. After `cleanup()`, the final count of
+/// that session; 0 before the first `AddProbe`. Not in the original API.
+#[no_mangle]
+pub extern "C" fn GetLostEvents() -> u64 {
+    let session = current().clone();
+    match session {
+        Some(s) => s.lost().total(),
+        None => LOST_BY_LAST_SESSION.load(Ordering::Relaxed),
+    }
 }
