@@ -145,13 +145,13 @@ extern "C" {
 
 // Prints the version and starts tracing on a background thread; returns at
 // once. `getStatus()` turns 1 when every probe is attached. Calling it again
-// while tracing does not attach twice.
+// while tracing does not attach twice; after a failed attach, it tries again.
 void AddProbe(void);
 
 // Attaches the probes and delivers events until `cleanup()`: it blocks, as
 // the original did (AddProbe runs it on its own thread). Returns 1 at once,
-// with the reason on stderr, if attaching fails; 0 when tracing ends, or at
-// once if tracing is already running.
+// with the reason on stderr, if attaching fails (a later call tries again);
+// 0 when tracing ends, or at once if tracing is already running.
 int setupBPF(void);
 
 // 1 once every probe is attached and events flow, else 0.

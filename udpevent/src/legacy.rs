@@ -127,6 +127,8 @@ struct Queue {
     stop: Option<StopHandle>,
     /// The tracer is gone: every probe is detached.
     detached: bool,
+    /// Attaching failed: the next AddProbe or setupBPF tries again.
+    failed: bool,
 }
 
 /// One AddProbe..cleanup lifetime.
@@ -147,6 +149,7 @@ impl Session {
                 probes: Vec::new(),
                 stop: None,
                 detached: false,
+                failed: false,
             }),
             changed: Condvar::new(),
             thread: Mutex::new(None),
@@ -184,9 +187,18 @@ impl Session {
         let mut q = self.lock();
         q.phase = Phase::Stopped;
         q.detached = true;
+        q.failed = rc != 0;
         drop(q);
         self.changed.notify_all();
         rc
+    }
+
+    /// Waits for the thread AddProbe started, if any.
+    fn join(&self) {
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 
     fn pump(&self, mut tracer: Tracer) {
@@ -251,7 +263,7 @@ fn current() -> MutexGuard<'static, Option<Arc<Session>>> {
 
 /// Prints the version and starts tracing on a background thread; returns at
 /// once. `getStatus()` turns 1 when every probe is attached. Calling it again
-/// while tracing does not attach twice.
+/// while tracing does not attach twice; after a failed attach, it tries again.
 #[no_mangle]
 pub extern "C" fn AddProbe() {
     println!(
@@ -259,7 +271,7 @@ pub extern "C" fn AddProbe() {
         env!("CARGO_PKG_VERSION")
     );
     let mut cur = current();
-    if cur.is_some() {
+    if !make_room(&mut cur) {
         return;
     }
     let session = Session::new();
@@ -277,19 +289,36 @@ pub extern "C" fn AddProbe() {
             let mut q = session.lock();
             q.phase = Phase::Stopped;
             q.detached = true;
+            q.failed = true;
+        }
+    }
+}
+
+/// Clears the way for a new session unless one is starting or running: a
+/// session whose attach failed is done, and is replaced so that a retry
+/// really attaches (the usual `while (!getStatus())` loop would spin
+/// forever otherwise). False if a live session is there.
+fn make_room(cur: &mut Option<Arc<Session>>) -> bool {
+    match cur {
+        Some(s) if !s.lock().failed => false,
+        _ => {
+            if let Some(failed) = cur.take() {
+                failed.join();
+            }
+            true
         }
     }
 }
 
 /// Attaches the probes and delivers events until `cleanup()`: it blocks, as
 /// the original did (AddProbe runs it on its own thread). Returns 1 at once,
-/// with the reason on stderr, if attaching fails; 0 when tracing ends, or at
-/// once if tracing is already running.
+/// with the reason on stderr, if attaching fails (a later call tries again);
+/// 0 when tracing ends, or at once if tracing is already running.
 #[no_mangle]
 pub extern "C" fn setupBPF() -> libc::c_int {
     let session = {
         let mut cur = current();
-        if cur.is_some() {
+        if !make_room(&mut cur) {
             return 0;
         }
         let s = Session::new();
@@ -351,14 +380,7 @@ pub extern "C" fn cleanup() {
         q = session.changed.wait(q).unwrap_or_else(|p| p.into_inner());
     }
     drop(q);
-    if let Some(handle) = session
-        .thread
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        let _ = handle.join();
-    }
+    session.join();
     for probe in &session.lock().probes {
         println!("detach {probe} OK");
     }

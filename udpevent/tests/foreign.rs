@@ -165,6 +165,22 @@ fn legacy_c_consumer_via_dlopen() {
     check_legacy_consumer("legacy_consumer");
 }
 
+#[test]
+fn legacy_add_probe_tries_again_after_a_failed_attach() {
+    let _serial = one_at_a_time();
+    let (out, stdout, stderr) = run(program("legacy_retry").arg(lib_path()));
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("first attach failed\n"), "{stdout}");
+    assert!(stdout.ends_with("PASS\n"), "{stdout}");
+    // The failure was reported once, with its reason; the retry attached.
+    let failures: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("udpEvent: setupBPF failed"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{stderr}");
+    assert!(failures[0].contains("CAP_BPF"), "{stderr}");
+}
+
 fn check_v2_consumer(name: &str) {
     let _serial = one_at_a_time();
     let (backend, probes) = attached_with(Filter {
