@@ -84,6 +84,10 @@ fn program(name: &str) -> Command {
     assert!(bin.exists(), "{} is missing", bin.display());
     let mut cmd = Command::new(bin);
     cmd.env("LD_LIBRARY_PATH", lib_dir());
+    if name.ends_with("-asan") {
+        // Leaks count too: the library frees what it allocates for a handle.
+        cmd.env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1");
+    }
     cmd
 }
 
@@ -264,6 +268,28 @@ fn python_ctypes_consumer() {
             .arg(lib_path()),
     );
     assert!(stdout.ends_with("PASS\n"), "{stdout}");
+}
+
+// The consumers again, built with AddressSanitizer: a bad read or write
+// through the C ABI (an overrun struct, a string used after the library
+// freed it, a leaked handle) fails them. The library itself is not
+// instrumented, but its allocations go through ASan's malloc.
+
+#[test]
+fn sanitizer_legacy_consumer() {
+    check_legacy_consumer("legacy_consumer-asan");
+}
+
+#[test]
+fn sanitizer_v2_consumer() {
+    check_v2_consumer("v2_consumer-asan");
+}
+
+#[test]
+fn sanitizer_v2_stats_while_waiting() {
+    let _serial = one_at_a_time();
+    let stdout = run_ok(&mut program("v2_stats_while_waiting-asan"));
+    assert!(stdout.starts_with("PASS"), "{stdout}");
 }
 
 #[test]
