@@ -6,6 +6,7 @@
  *   while (!getStatus()) usleep(..);  wait until every probe is attached
  *   struct udp_event_t ev = DequeuePerfEvent();   blocking, FIFO
  *   cleanup();                        detach and release everything
+ *   GetLostEvents();                  events never delivered (not in the original)
  *
  * v2 API: udptrace_open / udptrace_next / udptrace_get_stats / udptrace_close.
  *
@@ -144,13 +145,13 @@ extern "C" {
 
 // Prints the version and starts tracing on a background thread; returns at
 // once. `getStatus()` turns 1 when every probe is attached. Calling it again
-// while tracing does not attach twice.
+// while tracing does not attach twice; after a failed attach, it tries again.
 void AddProbe(void);
 
 // Attaches the probes and delivers events until `cleanup()`: it blocks, as
 // the original did (AddProbe runs it on its own thread). Returns 1 at once,
-// with the reason on stderr, if attaching fails; 0 when tracing ends, or at
-// once if tracing is already running.
+// with the reason on stderr, if attaching fails (a later call tries again);
+// 0 when tracing ends, or at once if tracing is already running.
 int setupBPF(void);
 
 // 1 once every probe is attached and events flow, else 0.
@@ -164,6 +165,12 @@ struct udp_event_t DequeuePerfEvent(void);
 // Detaches every probe and releases everything, printing what it detached.
 // A second call does nothing.
 void cleanup(void);
+
+// Events lost since `AddProbe` (or `setupBPF`): never delivered by
+// `DequeuePerfEvent` because the kernel's ring buffers or the library's
+// queue were full when they happened. After `cleanup()`, the final count of
+// that session; 0 before the first `AddProbe`. Not in the original API.
+uint64_t GetLostEvents(void);
 
 // The last error of a udptrace_* call on this thread, as one line of text
 // ("" if none). Valid until the next failing call on this thread.
@@ -184,7 +191,8 @@ struct udptrace_handle *udptrace_open(const struct udptrace_config *cfg);
 // `h` comes from `udptrace_open` and is not closed; `event` is writable.
 int32_t udptrace_next(struct udptrace_handle *h, struct udptrace_event *event, int32_t timeout_ms);
 
-// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL.
+// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL. Never waits: safe to call
+// from another thread while one waits in `udptrace_next`.
 //
 // # Safety
 // `h` comes from `udptrace_open` and is not closed; `stats` is writable.
@@ -195,6 +203,13 @@ int32_t udptrace_get_stats(struct udptrace_handle *h, struct udptrace_stats *sta
 // # Safety
 // `h` comes from `udptrace_open` and is not closed.
 const char *udptrace_backend(const struct udptrace_handle *h);
+
+// The `index`th attached probe, e.g. "tp_btf/sock_send_length" or
+// "cgroup/connect4"; NULL past the last one. Valid until `udptrace_close`.
+//
+// # Safety
+// `h` comes from `udptrace_open` and is not closed.
+const char *udptrace_probe(const struct udptrace_handle *h, uintptr_t index);
 
 // Stops tracing: `udptrace_next` delivers what is queued, then returns
 // UDPTRACE_FINISHED. Safe to call from another thread than `udptrace_next`'s.

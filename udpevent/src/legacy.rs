@@ -5,11 +5,12 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use udptrace::{Event, Family, StopHandle, Tracer};
+use udptrace::{Event, Family, StatsReader, StopHandle, Tracer};
 
 use crate::copy_cstr;
 
@@ -119,10 +120,15 @@ struct Queue {
     phase: Phase,
     /// Events dropped because the consumer let the queue fill up.
     dropped: u64,
+    /// The tracer's counts, among them the events the kernel could not
+    /// queue because this library did not read them in time.
+    stats: Option<StatsReader>,
     probes: Vec<String>,
     stop: Option<StopHandle>,
     /// The tracer is gone: every probe is detached.
     detached: bool,
+    /// Attaching failed: the next AddProbe or setupBPF tries again.
+    failed: bool,
 }
 
 /// One AddProbe..cleanup lifetime.
@@ -139,9 +145,11 @@ impl Session {
                 events: VecDeque::new(),
                 phase: Phase::Starting,
                 dropped: 0,
+                stats: None,
                 probes: Vec::new(),
                 stop: None,
                 detached: false,
+                failed: false,
             }),
             changed: Condvar::new(),
             thread: Mutex::new(None),
@@ -150,6 +158,17 @@ impl Session {
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events lost so far: by the kernel, and by the queue.
+    fn lost(&self) -> Lost {
+        let (stats, queue) = {
+            let q = self.lock();
+            (q.stats.clone(), q.dropped)
+        };
+        // Read outside the lock: the tracer thread takes it for every event.
+        let kernel = stats.map_or(0, |s| s.stats().lost);
+        Lost { kernel, queue }
     }
 
     /// Attaches, then moves events into the queue until stopped; marks the
@@ -168,15 +187,25 @@ impl Session {
         let mut q = self.lock();
         q.phase = Phase::Stopped;
         q.detached = true;
+        q.failed = rc != 0;
         drop(q);
         self.changed.notify_all();
         rc
+    }
+
+    /// Waits for the thread AddProbe started, if any.
+    fn join(&self) {
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 
     fn pump(&self, mut tracer: Tracer) {
         {
             let mut q = self.lock();
             q.probes = tracer.probes().to_vec();
+            q.stats = Some(tracer.stats_reader());
             if q.phase == Phase::Stopped {
                 return; // cleanup() came first
             }
@@ -207,6 +236,24 @@ impl Session {
     }
 }
 
+/// Events that never reached `DequeuePerfEvent`.
+#[derive(Clone, Copy)]
+struct Lost {
+    /// The kernel's ring buffers were full: this library fell behind.
+    kernel: u64,
+    /// The queue was full: the consumer fell behind.
+    queue: u64,
+}
+
+impl Lost {
+    fn total(self) -> u64 {
+        self.kernel + self.queue
+    }
+}
+
+/// What `GetLostEvents` reports once `cleanup()` has ended a session.
+static LOST_BY_LAST_SESSION: AtomicU64 = AtomicU64::new(0);
+
 /// The session between AddProbe (or setupBPF) and cleanup, if any.
 static CURRENT: Mutex<Option<Arc<Session>>> = Mutex::new(None);
 
@@ -216,7 +263,7 @@ fn current() -> MutexGuard<'static, Option<Arc<Session>>> {
 
 /// Prints the version and starts tracing on a background thread; returns at
 /// once. `getStatus()` turns 1 when every probe is attached. Calling it again
-/// while tracing does not attach twice.
+/// while tracing does not attach twice; after a failed attach, it tries again.
 #[no_mangle]
 pub extern "C" fn AddProbe() {
     println!(
@@ -224,7 +271,7 @@ pub extern "C" fn AddProbe() {
         env!("CARGO_PKG_VERSION")
     );
     let mut cur = current();
-    if cur.is_some() {
+    if !make_room(&mut cur) {
         return;
     }
     let session = Session::new();
@@ -242,19 +289,36 @@ pub extern "C" fn AddProbe() {
             let mut q = session.lock();
             q.phase = Phase::Stopped;
             q.detached = true;
+            q.failed = true;
+        }
+    }
+}
+
+/// Clears the way for a new session unless one is starting or running: a
+/// session whose attach failed is done, and is replaced so that a retry
+/// really attaches (the usual `while (!getStatus())` loop would spin
+/// forever otherwise). False if a live session is there.
+fn make_room(cur: &mut Option<Arc<Session>>) -> bool {
+    match cur {
+        Some(s) if !s.lock().failed => false,
+        _ => {
+            if let Some(failed) = cur.take() {
+                failed.join();
+            }
+            true
         }
     }
 }
 
 /// Attaches the probes and delivers events until `cleanup()`: it blocks, as
 /// the original did (AddProbe runs it on its own thread). Returns 1 at once,
-/// with the reason on stderr, if attaching fails; 0 when tracing ends, or at
-/// once if tracing is already running.
+/// with the reason on stderr, if attaching fails (a later call tries again);
+/// 0 when tracing ends, or at once if tracing is already running.
 #[no_mangle]
 pub extern "C" fn setupBPF() -> libc::c_int {
     let session = {
         let mut cur = current();
-        if cur.is_some() {
+        if !make_room(&mut cur) {
             return 0;
         }
         let s = Session::new();
@@ -316,23 +380,36 @@ pub extern "C" fn cleanup() {
         q = session.changed.wait(q).unwrap_or_else(|p| p.into_inner());
     }
     drop(q);
-    if let Some(handle) = session
-        .thread
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        let _ = handle.join();
-    }
-    let q = session.lock();
-    for probe in &q.probes {
+    session.join();
+    for probe in &session.lock().probes {
         println!("detach {probe} OK");
     }
-    if q.dropped > 0 {
+    report_lost(session.lost());
+    println!("bpf.detach_kprobe OK");
+}
+
+/// On stderr, so that stdout stays what the original printed.
+fn report_lost(lost: Lost) {
+    LOST_BY_LAST_SESSION.store(lost.total(), Ordering::Relaxed);
+    if lost.total() > 0 {
         eprintln!(
-            "udpEvent: {} events dropped: the consumer fell behind",
-            q.dropped
+            "udpEvent: {} events lost: {} not read from the kernel in time, {} dropped from a full queue",
+            lost.total(),
+            lost.kernel,
+            lost.queue
         );
     }
-    println!("bpf.detach_kprobe OK");
+}
+
+/// Events lost since `AddProbe` (or `setupBPF`): never delivered by
+/// `DequeuePerfEvent` because the kernel's ring buffers or the library's
+/// queue were full when they happened. After `cleanup()`, the final count of
+/// that session; 0 before the first `AddProbe`. Not in the original API.
+#[no_mangle]
+pub extern "C" fn GetLostEvents() -> u64 {
+    let session = current().clone();
+    match session {
+        Some(s) => s.lost().total(),
+        None => LOST_BY_LAST_SESSION.load(Ordering::Relaxed),
+    }
 }

@@ -8,7 +8,9 @@ use std::ptr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use udptrace::{parse_addr_filter, Backend, Event, EventKind, Family, Filter, StopHandle, Tracer};
+use udptrace::{
+    parse_addr_filter, Backend, Event, EventKind, Family, Filter, StatsReader, StopHandle, Tracer,
+};
 
 use crate::copy_cstr;
 
@@ -101,9 +103,12 @@ pub struct udptrace_stats {
 /// An open tracer.
 pub struct udptrace_handle {
     tracer: Mutex<Tracer>,
-    /// Outside the mutex, so a stop does not wait for a blocked udptrace_next.
+    /// Outside the mutex, so neither a stop nor the stats wait for a blocked
+    /// udptrace_next.
     stop: StopHandle,
+    stats: StatsReader,
     backend: CString,
+    probes: Vec<CString>,
 }
 
 thread_local! {
@@ -189,11 +194,19 @@ pub unsafe extern "C" fn udptrace_open(cfg: *const udptrace_config) -> *mut udpt
     match started {
         Ok(tracer) => {
             let backend = CString::new(tracer.backend().name()).unwrap_or_default();
+            let probes = tracer
+                .probes()
+                .iter()
+                .map(|p| CString::new(p.as_str()).unwrap_or_default())
+                .collect();
             let stop = tracer.stop_handle();
+            let stats = tracer.stats_reader();
             Box::into_raw(Box::new(udptrace_handle {
                 tracer: Mutex::new(tracer),
                 stop,
+                stats,
                 backend,
+                probes,
             }))
         }
         Err(e) => {
@@ -283,7 +296,8 @@ pub unsafe extern "C" fn udptrace_next(
     }
 }
 
-/// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL.
+/// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL. Never waits: safe to call
+/// from another thread while one waits in `udptrace_next`.
 ///
 /// # Safety
 /// `h` comes from `udptrace_open` and is not closed; `stats` is writable.
@@ -296,7 +310,7 @@ pub unsafe extern "C" fn udptrace_get_stats(
         set_error("udptrace_get_stats: NULL handle or stats");
         return UDPTRACE_EINVAL;
     };
-    let s = h.tracer.lock().unwrap_or_else(|p| p.into_inner()).stats();
+    let s = h.stats.stats();
     stats.write(udptrace_stats {
         events: [s.events[0], s.events[1], s.events[2], s.events[3]],
         lost: s.lost,
@@ -313,6 +327,18 @@ pub unsafe extern "C" fn udptrace_get_stats(
 #[no_mangle]
 pub unsafe extern "C" fn udptrace_backend(h: *const udptrace_handle) -> *const c_char {
     h.as_ref().map_or(ptr::null(), |h| h.backend.as_ptr())
+}
+
+/// The `index`th attached probe, e.g. "tp_btf/sock_send_length" or
+/// "cgroup/connect4"; NULL past the last one. Valid until `udptrace_close`.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_probe(h: *const udptrace_handle, index: usize) -> *const c_char {
+    h.as_ref()
+        .and_then(|h| h.probes.get(index))
+        .map_or(ptr::null(), |p| p.as_ptr())
 }
 
 /// Stops tracing: `udptrace_next` delivers what is queued, then returns

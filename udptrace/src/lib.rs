@@ -40,4 +40,4 @@ pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
 pub use filter::{parse_addr_filter, Filter};
 pub use ipnet::IpNet;
-pub use tracer::{Stats, StopHandle, Tracer, TracerBuilder};
+pub use tracer::{Stats, StatsReader, StopHandle, Tracer, TracerBuilder};

@@ -216,8 +216,11 @@ impl TracerBuilder {
             batches: batch_rx,
             pending: Vec::new().into_iter(),
             stop,
+            stats: StatsReader(Arc::new(StatsSource {
+                stats_map: ready.stats_map,
+                shared: shared.clone(),
+            })),
             shared,
-            stats_map: ready.stats_map,
             counts_map: ready.counts_map,
             count_by: self_count_by,
             reader: Some(reader),
@@ -302,6 +305,43 @@ impl StopHandle {
     }
 }
 
+/// A tracer's [`Stats`], readable from any thread and after the tracer is
+/// dropped (then they are final).
+#[derive(Clone)]
+pub struct StatsReader(Arc<StatsSource>);
+
+struct StatsSource {
+    stats_map: MapHandle,
+    shared: Arc<Shared>,
+}
+
+impl StatsReader {
+    /// Counts so far, read from the kernel and the reader thread.
+    pub fn stats(&self) -> Stats {
+        let StatsSource { stats_map, shared } = &*self.0;
+        let kernel = |stat: types::udp_stat| -> u64 {
+            let idx = stat.0;
+            stats_map
+                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|cpus| cpus.iter().filter_map(|v| v.get(..8)).map(u64_ne).sum())
+                .unwrap_or(0)
+        };
+        Stats {
+            events: std::array::from_fn(|i| shared.events[i].load(Ordering::Relaxed)),
+            lost: kernel(types::udp_stat::UDP_STAT_LOST),
+            undecodable: shared.undecodable.load(Ordering::Relaxed),
+            recv_eagain: kernel(types::udp_stat::UDP_STAT_RECV_EAGAIN),
+            recv_peek: kernel(types::udp_stat::UDP_STAT_RECV_PEEK),
+            counters_full: kernel(types::udp_stat::UDP_STAT_COUNTERS_FULL),
+            connect_failed: kernel(types::udp_stat::UDP_STAT_CONNECT_FAILED),
+            connect_full: kernel(types::udp_stat::UDP_STAT_CONNECT_FULL),
+            count_full: kernel(types::udp_stat::UDP_STAT_COUNT_FULL),
+        }
+    }
+}
+
 /// A running tracer. Iterate it, or call [`recv_timeout`](Self::recv_timeout).
 /// Dropping it detaches every probe.
 pub struct Tracer {
@@ -310,7 +350,7 @@ pub struct Tracer {
     pending: std::vec::IntoIter<Event>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
-    stats_map: MapHandle,
+    stats: StatsReader,
     counts_map: MapHandle,
     count_by: Vec<CountField>,
     reader: Option<JoinHandle<()>>,
@@ -382,26 +422,13 @@ impl Tracer {
 
     /// Counts so far, read from the kernel and the reader thread.
     pub fn stats(&self) -> Stats {
-        let kernel = |stat: types::udp_stat| -> u64 {
-            let idx = stat.0;
-            self.stats_map
-                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .map(|cpus| cpus.iter().filter_map(|v| v.get(..8)).map(u64_ne).sum())
-                .unwrap_or(0)
-        };
-        Stats {
-            events: std::array::from_fn(|i| self.shared.events[i].load(Ordering::Relaxed)),
-            lost: kernel(types::udp_stat::UDP_STAT_LOST),
-            undecodable: self.shared.undecodable.load(Ordering::Relaxed),
-            recv_eagain: kernel(types::udp_stat::UDP_STAT_RECV_EAGAIN),
-            recv_peek: kernel(types::udp_stat::UDP_STAT_RECV_PEEK),
-            counters_full: kernel(types::udp_stat::UDP_STAT_COUNTERS_FULL),
-            connect_failed: kernel(types::udp_stat::UDP_STAT_CONNECT_FAILED),
-            connect_full: kernel(types::udp_stat::UDP_STAT_CONNECT_FULL),
-            count_full: kernel(types::udp_stat::UDP_STAT_COUNT_FULL),
-        }
+        self.stats.stats()
+    }
+
+    /// Reads [`stats`](Self::stats) without borrowing the tracer, so another
+    /// thread can while this one waits in [`recv_timeout`](Self::recv_timeout).
+    pub fn stats_reader(&self) -> StatsReader {
+        self.stats.clone()
     }
 
     /// Counting mode: the rows counted since the last call (or the start),

@@ -1,6 +1,8 @@
 /*
  * Prints the size and every field offset of the legacy struct as the seed
  * declares it, and checks at compile time that the generated header agrees.
+ *
+ * cc-flags:
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -3,6 +3,8 @@
  * struct and the five functions itself, loads the library with dlopen() and
  * finds them with dlsym(), as existing consumers do. It sends known UDP
  * traffic and checks the events field by field. Usage: legacy_consumer LIB.so
+ *
+ * cc-flags: -ldl
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

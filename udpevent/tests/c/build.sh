@@ -1,0 +1,28 @@
+#!/bin/sh
+# Builds every C test program the way udpevent/tests/foreign.rs runs them, so
+# the tests can run where there is no C compiler (UDPEVENT_TEST_BIN_DIR=OUTDIR).
+# Each program's link flags are on its "cc-flags:" line. Every program is also
+# built with AddressSanitizer as NAME-asan.
+#
+# Usage: build.sh OUTDIR LIBDIR        (LIBDIR holds libudpEvent.so)
+# The programs find libudpEvent.so beside themselves ($ORIGIN) or through
+# LD_LIBRARY_PATH, which the tests set from UDPEVENT_TEST_LIB.
+set -eu
+[ $# -eq 2 ] || { echo "usage: $0 OUTDIR LIBDIR" >&2; exit 2; }
+out=$1
+lib=$2
+here=$(cd "$(dirname "$0")" && pwd)
+include=$here/../../../include
+cc=${CC:-cc}
+mkdir -p "$out"
+for src in "$here"/*.c; do
+	name=$(basename "$src" .c)
+	flags=$(sed -n 's/^ \* cc-flags:\(.*\)$/\1/p' "$src")
+	# $flags is a list of words: split on purpose.
+	# shellcheck disable=SC2086
+	"$cc" -std=gnu11 -Wall -Werror -I"$include" "$src" -o "$out/$name" \
+		-L"$lib" -Wl,-rpath,'$ORIGIN' $flags
+	# shellcheck disable=SC2086
+	"$cc" -std=gnu11 -Wall -Werror -g -fsanitize=address -fno-omit-frame-pointer \
+		-I"$include" "$src" -o "$out/$name-asan" -L"$lib" -Wl,-rpath,'$ORIGIN' $flags
+done
