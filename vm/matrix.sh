@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs and
-# packet_events.rs) inside
-# pinned Debian kernels under QEMU (TCG: KVM guests hang on these hosts), and
-# on the host kernel, and prints kernel x backend -> result with test counts.
-# A backend a kernel cannot run is reported unsupported, with the reason.
+# Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs,
+# packet_events.rs and limits.rs) inside pinned Debian kernels under QEMU (TCG:
+# KVM guests hang on these hosts) once per backend, then, with the backend
+# `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs) and the
+# C library's (udpevent/tests/foreign.rs, with its C programs built here); and
+# the kernel suites on the host kernel. Prints kernel x backend -> result with
+# test counts. A backend a kernel cannot run is reported unsupported, with why.
 #
 #   vm/matrix.sh            build, boot each kernel, print the table
 #
@@ -18,22 +20,30 @@ KERNELS=(
 	"linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1"
 )
 BACKENDS="fentry kprobe tracepoint"
-# Rows per kernel: each backend, and fentry's per-function fallback.
-CELLS="$BACKENDS fallback"
+# Rows per kernel: each backend, fentry's per-function fallback, and auto.
+CELLS="$BACKENDS fallback auto"
 WORK=target/vm
 mkdir -p "$WORK"
 
-cargo build --locked -q -p udptrace-cli
-# The suites' test binaries, by name.
-SUITES="socket_events packet_events"
+cargo build --locked -q -p udptrace-cli -p udpevent
+# The suites' test binaries, by name: the kernel suites run on every backend,
+# the CLI's and the C library's with the backend auto picks.
+SUITES="socket_events packet_events limits"
 declare -A tests
-for suite in $SUITES; do
-	tests[$suite]=$(cargo test --locked -q --no-run -p udptrace --test "$suite" --message-format=json 2>/dev/null |
+test_binary() { # package, test
+	cargo test --locked -q --no-run -p "$1" --test "$2" --message-format=json 2>/dev/null |
 		python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])'
+}
+for suite in $SUITES; do
+	tests[$suite]=$(test_binary udptrace "$suite")
 done
+tests[cli]=$(test_binary udptrace-cli cli)
+tests[foreign]=$(test_binary udpevent foreign)
+# The C library's test programs, built here: the guest has no compiler.
+sh udpevent/tests/c/build.sh "$WORK/cbin" target/debug
 
 # The initramfs: busybox, the test binary, the CLI (for the backend probe) and their libraries.
 build_initramfs() {
@@ -41,11 +51,21 @@ build_initramfs() {
 	rm -rf "$root"
 	mkdir -p "$root"/{bin,proc,sys,dev,tmp,etc}
 	cp /bin/busybox "$root/bin/busybox"
-	for suite in $SUITES; do
+	for suite in "${!tests[@]}"; do
 		cp "${tests[$suite]}" "$root/bin/$suite"
 	done
 	cp target/debug/udptrace "$root/bin/udptrace"
-	for lib in $(ldd "${tests[@]}" target/debug/udptrace | awk '/=>/ { print $3 } /^\t\// { print $1 }' | sort -u); do
+	# The CLI suite runs the binary at the path cargo built it at.
+	mkdir -p "$root$PWD/target/debug"
+	cp target/debug/udptrace "$root$PWD/target/debug/udptrace"
+	mkdir -p "$root/cbin" "$root/lib/udpevent"
+	cp "$WORK"/cbin/* "$root/cbin/"
+	cp target/debug/libudpEvent.so "$root/lib/udpevent/"
+	local programs
+	programs=$(ls "$WORK"/cbin/* | grep -v -- '-asan$')
+	# shellcheck disable=SC2086
+	for lib in $(ldd "${tests[@]}" target/debug/udptrace target/debug/libudpEvent.so $programs |
+		awk '/=>/ { print $3 } /^\t\// { print $1 }' | sort -u); do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
 	done
@@ -116,7 +136,7 @@ cell() {
 for spec in "${KERNELS[@]}"; do
 	vmlinuz=$(kernel_image "$spec")
 	log=$WORK/${spec%%=*}.log
-	timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot \
+	timeout 1200 qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nographic -no-reboot \
 		-kernel "$vmlinuz" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")

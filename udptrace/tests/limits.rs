@@ -121,11 +121,19 @@ fn spawn_connected_idler(comm: &str, sockets: usize) -> (libc::pid_t, UdpSocket,
             // Gone with the test, whatever happens to it.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             libc::close(fds[0]);
-            // As many descriptors as the hard limit allows.
-            let mut limit: libc::rlimit = mem::zeroed();
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            limit.rlim_cur = limit.rlim_max;
-            let mut ok = libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0;
+            // Room for the sockets: raised past the hard limit where this
+            // process may (CAP_SYS_RESOURCE), else up to it.
+            let room = sockets as u64 + 4096;
+            let mut limit = libc::rlimit {
+                rlim_cur: room,
+                rlim_max: room,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+            let mut ok = true;
             for _ in 0..sockets {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
                 let size = mem::size_of_val(&sa) as u32;
