@@ -35,7 +35,8 @@ test_binary() { # package, test
 		python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])'
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])'
 }
 for suite in $SUITES; do
 	tests[$suite]=$(test_binary udptrace "$suite")
