@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
 
 use crate::output::local_time;
+use crate::sink::Sink;
 use crate::trace::{parse_seconds, SelectArgs};
 
 #[derive(Args, Debug)]
@@ -70,7 +71,8 @@ pub fn run(args: CountArgs) -> Result<()> {
     let deadline = args.select.duration.map(|d| start + d);
     let mut next_print = args.interval.map(|i| start + i);
     let (mut total_events, mut total_rows) = (0u64, 0usize);
-    let mut print = |tracer: &Tracer| -> Result<()> {
+    let mut out = Sink::stdout();
+    let mut print = |tracer: &Tracer, out: &mut Sink| -> Result<()> {
         let mut rows = tracer.take_counts()?;
         total_events += rows.iter().map(|r| r.events).sum::<u64>();
         total_rows += rows.len();
@@ -78,16 +80,12 @@ pub fn run(args: CountArgs) -> Result<()> {
         if let Some(top) = args.top {
             rows.truncate(top);
         }
-        let mut out = io::stdout().lock();
-        let written = if args.json {
-            write_json(&mut out, &fields, &rows)
+        if args.json {
+            out.records(rows.len() as u64, |buf| write_json(buf, &fields, &rows));
         } else {
-            write_table(&mut out, &fields, &rows, args.interval.is_some())
-        };
-        // A closed pipe ends the run like Ctrl-C.
-        if written.and_then(|()| out.flush()).is_err() {
-            tracer.stop();
+            write_table(out, &fields, &rows, args.interval.is_some());
         }
+        out.flush();
         Ok(())
     };
     loop {
@@ -96,38 +94,45 @@ pub fn run(args: CountArgs) -> Result<()> {
         if deadline.is_some_and(|d| now >= d) {
             tracer.stop();
         }
+        // A closed pipe ends the run like Ctrl-C, a failed write as an error.
+        if !out.is_open() {
+            tracer.stop();
+        }
         if tracer.stop_requested() {
             break;
         }
         if let (Some(at), Some(interval)) = (next_print, args.interval) {
             if now >= at {
-                print(&tracer)?;
+                print(&tracer, &mut out)?;
                 next_print = Some(at + interval);
             }
         }
     }
-    print(&tracer)?;
+    print(&tracer, &mut out)?;
     let stats = tracer.stats();
     let mut line = format!("counted {total_events} events in {total_rows} rows");
     if stats.count_full > 0 {
         line += &format!("; not counted (table full) {}", stats.count_full);
     }
+    let failure = out.failure();
+    if let Some((_, rows)) = failure {
+        line += &format!("; rows not written {rows}");
+    }
     eprintln!("{line}");
-    Ok(())
+    match failure {
+        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
+        None => Ok(()),
+    }
 }
 
 fn header(f: CountField) -> String {
     f.name().to_uppercase()
 }
 
-fn write_table(
-    out: &mut impl Write,
-    fields: &[CountField],
-    rows: &[CountRow],
-    stamped: bool,
-) -> io::Result<()> {
+/// The table, each row a record of the sink.
+fn write_table(out: &mut Sink, fields: &[CountField], rows: &[CountRow], stamped: bool) {
     if stamped {
-        writeln!(out, "{}", local_time(now_ns()))?;
+        out.text(|buf| writeln!(buf, "{}", local_time(now_ns())));
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -149,7 +154,7 @@ fn write_table(
     for (f, w) in fields.iter().zip(&widths) {
         line += &format!("{:<w$}  ", header(*f));
     }
-    writeln!(out, "{line}{:>12} {:>14}", "EVENTS", "BYTES")?;
+    out.text(|buf| writeln!(buf, "{line}{:>12} {:>14}", "EVENTS", "BYTES"));
     for (row, cells) in rows.iter().zip(&cells) {
         let mut line = String::new();
         for ((value, cell), w) in row.key.iter().zip(cells).zip(&widths) {
@@ -159,12 +164,11 @@ fn write_table(
                 _ => line += &format!("{cell:<w$}  "),
             }
         }
-        writeln!(out, "{line}{:>12} {:>14}", row.events, row.bytes)?;
+        out.record(|buf| writeln!(buf, "{line}{:>12} {:>14}", row.events, row.bytes));
     }
     if stamped {
-        writeln!(out)?;
+        out.text(|buf| writeln!(buf));
     }
-    Ok(())
 }
 
 fn json_value(v: &CountValue) -> Value {

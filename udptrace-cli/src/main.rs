@@ -3,6 +3,7 @@
 mod count;
 mod doctor;
 mod output;
+mod sink;
 mod trace;
 
 use std::process::ExitCode;

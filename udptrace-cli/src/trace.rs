@@ -1,7 +1,6 @@
 //! `udptrace trace` and `udptrace drops`: stream events as text columns,
 //! DTrace's packet lines, or NDJSON; the filter arguments all commands share.
 
-use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,6 +10,7 @@ use udptrace::{
 };
 
 use crate::output::{self, Format};
+use crate::sink::Sink;
 
 /// What to trace: the filters and the backend, shared by `trace`, `drops` and `count`.
 #[derive(Args, Debug, Default)]
@@ -187,10 +187,9 @@ fn stream(
     select.announce(&tracer);
 
     let deadline = select.duration.map(|d| Instant::now() + d);
-    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
+    let mut out = Sink::stdout();
     let mut writer = output::Writer::new(format);
-    writer.header(&mut out)?;
-    let mut out_open = true;
+    out.text(|buf| writer.header(buf));
     while !tracer.is_finished() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracer.stop();
@@ -199,33 +198,34 @@ fn stream(
         let ev = match tracer.recv_timeout(Duration::ZERO) {
             Some(ev) => Some(ev),
             None => {
-                if out_open && out.flush().is_err() {
-                    out_open = false;
-                    tracer.stop();
-                }
+                out.flush();
                 tracer.recv_timeout(TICK)
             }
         };
-        if let (Some(ev), true) = (ev, out_open) {
-            if writer.event(&mut out, &ev).is_err() {
-                // The reader went away (e.g. `| head`): stop quietly.
-                out_open = false;
-                tracer.stop();
-            }
+        if let Some(ev) = ev {
+            out.record(|buf| writer.event(buf, &ev));
+        }
+        // The reader went away (e.g. `| head`) or the output failed: stop,
+        // and count what the tracer still delivers as not written.
+        if !out.is_open() {
+            tracer.stop();
         }
     }
-    if out_open {
-        let _ = out.flush();
-    }
-    print_summary(&tracer.stats(), kinds);
+    out.flush();
+    let failure = out.failure();
+    print_summary(&tracer.stats(), kinds, failure.map(|(_, n)| n));
     if let Some(err) = tracer.error() {
         anyhow::bail!("tracing stopped early: {err}");
     }
-    Ok(())
+    match failure {
+        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
+        None => Ok(()),
+    }
 }
 
-/// Counts of the kinds asked for (empty: the socket events), and every loss.
-fn print_summary(stats: &Stats, kinds: &[EventKind]) {
+/// Counts of the kinds asked for (empty: the socket events), and every loss:
+/// events the kernel could not queue, and events a failed output did not take.
+fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     let kinds = if kinds.is_empty() {
         &EventKind::SOCKET[..]
     } else {
@@ -241,6 +241,9 @@ fn print_summary(stats: &Stats, kinds: &[EventKind]) {
         kinds.join(", "),
         stats.lost
     );
+    if let Some(n) = not_written {
+        line += &format!("; not written {n}");
+    }
     if stats.recv_eagain > 0 {
         line += &format!("; EAGAIN receives not shown {}", stats.recv_eagain);
     }

@@ -17,11 +17,14 @@ fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
 }
 
 fn start_cmd(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, stderr, _) = spawn_tracer(cmd.stdout(Stdio::piped()));
+    (child, stderr)
+}
+
+/// Starts a command whose stdout is already set up, returns once it printed
+/// its `Tracing` line, and returns that line too.
+fn spawn_tracer(cmd: &mut Command) -> (Child, mpsc::Receiver<String>, String) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -38,7 +41,7 @@ fn start_cmd(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
         first.starts_with("Tracing UDP with the ") && first.contains(" backend ("),
         "{first}"
     );
-    (child, rx)
+    (child, rx, first)
 }
 
 fn finish(mut child: Child, stderr: mpsc::Receiver<String>) -> (Output, Vec<String>) {
@@ -505,4 +508,154 @@ fn doctor_reports_the_backend_auto_picks() {
         stderr.contains(&format!("with the {first_ok} backend")),
         "{stderr}"
     );
+}
+
+/// A tmpfs of a few pages on a fresh directory, unmounted when dropped: a
+/// filesystem that fills up, without relying on /dev/full.
+struct SmallFs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> SmallFs {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("udptrace-small-fs-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let opts = CString::new(format!("size={size}")).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"udptrace-test".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        SmallFs { dir }
+    }
+
+    /// A file on it, opened for writing.
+    fn file(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.join(name)).unwrap()
+    }
+
+    /// Takes every free byte, so that any further write fails with ENOSPC.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = self.file("filler");
+        let block = [b'x'; 4096];
+        while filler.write(&block).is_ok_and(|n| n > 0) {}
+    }
+
+    fn read(&self, name: &str) -> String {
+        String::from_utf8(std::fs::read(self.dir.join(name)).unwrap()).unwrap()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The number after `prefix` in `line` (e.g. "lost " in a summary).
+fn number_after(line: &str, prefix: &str) -> Option<u64> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A full disk is not a closed pipe: the run fails, says why in one line,
+/// and the summary counts the events that were delivered but not written.
+#[test]
+fn write_error_fails_and_counts_what_was_not_written() {
+    let fs = SmallFs::mount("8k");
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr, _) = spawn_tracer(
+        Command::new(BIN)
+            .args([
+                "trace", "--json", "-e", "send", "--port", &port_arg, "-d", "3",
+            ])
+            .stdout(fs.file("out.json")),
+    );
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    for _ in 0..200 {
+        tx.send_to(b"fill", rx.local_addr().unwrap()).unwrap();
+    }
+    let (out, stderr) = finish_to_file(child, stderr);
+    assert_eq!(out.code(), Some(1), "{stderr:?}");
+    let last = stderr.last().unwrap();
+    assert_eq!(
+        last, "udptrace: error: writing the output: No space left on device (os error 28)",
+        "{stderr:?}"
+    );
+    let summary = &stderr[stderr.len() - 2];
+    let delivered: u64 = summary.split_whitespace().next().unwrap().parse().unwrap();
+    let not_written = number_after(summary, "not written ").expect(summary);
+    let text = fs.read("out.json");
+    let complete: Vec<&str> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    for line in &complete {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+    assert!(not_written > 0, "{summary}");
+    assert_eq!(
+        complete.len() as u64 + not_written,
+        delivered,
+        "every delivered event is either a whole line or counted: {summary}"
+    );
+}
+
+/// `count` too: a table that cannot be written is an error, with its rows counted.
+#[test]
+fn count_write_error_fails_and_counts_rows_not_written() {
+    let fs = SmallFs::mount("4k");
+    let out_file = fs.file("table");
+    fs.fill();
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr, _) = spawn_tracer(
+        Command::new(BIN)
+            .args([
+                "count", "--by", "dport", "-e", "send", "--port", &port_arg, "-d", "1",
+            ])
+            .stdout(out_file),
+    );
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
+    let (out, stderr) = finish_to_file(child, stderr);
+    assert_eq!(out.code(), Some(1), "{stderr:?}");
+    assert_eq!(
+        stderr.last().unwrap(),
+        "udptrace: error: writing the output: No space left on device (os error 28)"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l == "counted 1 events in 1 rows; rows not written 1"),
+        "{stderr:?}"
+    );
+}
+
+/// Waits for a child whose stdout is not a pipe; its exit status and stderr lines.
+fn finish_to_file(
+    mut child: Child,
+    stderr: mpsc::Receiver<String>,
+) -> (std::process::ExitStatus, Vec<String>) {
+    let status = child.wait().unwrap();
+    (status, stderr.iter().collect())
 }
