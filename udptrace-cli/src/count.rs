@@ -95,6 +95,7 @@ pub fn run(args: CountArgs) -> Result<()> {
             tracer.stop();
         }
         // A closed pipe ends the run like Ctrl-C, a failed write as an error.
+        out.check_reader();
         if !out.is_open() {
             tracer.stop();
         }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 /// Buffered bytes that trigger a write: a flood is written in large blocks.
 const CAPACITY: usize = 64 << 10;
@@ -101,6 +101,24 @@ impl Sink {
         }
         self.buf.clear();
         self.ends.clear();
+    }
+
+    /// Notices a reader that went away while nothing was written: a pipe
+    /// whose reader closed reports POLLERR, a hung-up terminal POLLHUP.
+    pub fn check_reader(&mut self) {
+        if !self.is_open() {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.out.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if ready > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            self.state = State::Closed;
+        }
     }
 
     /// Whether records are still being written.

@@ -199,6 +199,7 @@ fn stream(
             Some(ev) => Some(ev),
             None => {
                 out.flush();
+                out.check_reader();
                 tracer.recv_timeout(TICK)
             }
         };

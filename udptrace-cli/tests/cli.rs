@@ -659,3 +659,36 @@ fn finish_to_file(
     let status = child.wait().unwrap();
     (status, stderr.iter().collect())
 }
+
+/// Waits at most `limit` for the child to exit by itself.
+fn exits_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok();
+    None
+}
+
+/// `udptrace | head -1` with no matching traffic: the reader is gone, and the
+/// tracer notices without having anything to write.
+#[test]
+fn closed_pipe_ends_an_idle_run_quietly() {
+    let (mut child, _stderr) = start(&["trace", "--port", "9", "-d", "30"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut header = String::new();
+    stdout.read_line(&mut header).unwrap();
+    assert!(header.starts_with("TIME"), "{header}");
+    drop(stdout);
+    let status = exits_within(&mut child, Duration::from_secs(5)).expect("still running");
+    assert!(status.success(), "{status}");
+
+    let (mut child, _stderr) = start(&["count", "--by", "dport", "--port", "9", "-d", "30"]);
+    drop(child.stdout.take());
+    let status = exits_within(&mut child, Duration::from_secs(5)).expect("still running");
+    assert!(status.success(), "{status}");
+}
