@@ -10,8 +10,9 @@ use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
 
 use crate::output::local_time;
+use crate::parse::parse_seconds;
 use crate::sink::Sink;
-use crate::trace::{parse_seconds, SelectArgs};
+use crate::trace::SelectArgs;
 
 #[derive(Args, Debug)]
 pub struct CountArgs {
@@ -35,7 +36,8 @@ pub struct CountArgs {
         default_value = "send,recv"
     )]
     events: Vec<EventKind>,
-    /// Print (and reset) the table every this many seconds instead of once on exit
+    /// Print (and reset) the table every this many seconds instead of once on
+    /// exit (fractions allowed; at most a year)
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     interval: Option<Duration>,
     /// Only the N rows with the most events

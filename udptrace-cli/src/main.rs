@@ -3,6 +3,7 @@
 mod count;
 mod doctor;
 mod output;
+mod parse;
 mod sink;
 mod trace;
 

@@ -10,6 +10,7 @@ use udptrace::{
 };
 
 use crate::output::{self, Format};
+use crate::parse::parse_seconds;
 use crate::sink::Sink;
 
 /// What to trace: the filters and the backend, shared by `trace`, `drops` and `count`.
@@ -33,7 +34,7 @@ pub struct SelectArgs {
     /// Only IPv6 sockets, including IPv4-mapped traffic on them (packets and drops: IPv6 headers)
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
-    /// Stop after this many seconds (fractions allowed)
+    /// Stop after this many seconds (fractions allowed; at most a year)
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
     /// Probe backend: auto (the best this kernel runs), fentry, kprobe or tracepoint
@@ -75,16 +76,6 @@ pub struct DropsArgs {
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
     parse_addr_filter(s).map_err(|e| e.to_string())
-}
-
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("'{s}' is not a positive number of seconds"))
 }
 
 /// `auto` (None) or a forced backend.

@@ -692,3 +692,25 @@ fn closed_pipe_ends_an_idle_run_quietly() {
     let status = exits_within(&mut child, Duration::from_secs(5)).expect("still running");
     assert!(status.success(), "{status}");
 }
+
+/// A mistake on the command line: one clear line naming the option, status 2.
+fn assert_usage_error(args: &[&str], needles: &[&str]) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert_clean_failure(&out, needles[0]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+}
+
+/// Durations the clock cannot add are refused before anything starts.
+#[test]
+fn huge_durations_are_usage_errors() {
+    assert_usage_error(&["trace", "-d", "1e19"], &["--duration", "1e19"]);
+    assert_usage_error(&["-d", "31536001"], &["--duration", "at most"]);
+    assert_usage_error(&["drops", "-d", "1e300"], &["--duration"]);
+    assert_usage_error(&["count", "--by", "dport", "-i", "1e19"], &["--interval"]);
+    assert_usage_error(&["count", "--by", "dport", "-d", "1e19"], &["--duration"]);
+    assert_usage_error(&["trace", "-d", "inf"], &["--duration"]);
+}
