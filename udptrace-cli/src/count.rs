@@ -10,14 +10,14 @@ use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
 
 use crate::output::local_time;
-use crate::parse::parse_seconds;
+use crate::parse::{parse_seconds, parse_top, unique};
 use crate::sink::Sink;
 use crate::trace::SelectArgs;
 
 #[derive(Args, Debug)]
 pub struct CountArgs {
-    /// Keys to count by (comma-separated): dport, sport, daddr, saddr, pid,
-    /// comm, event, reason
+    /// Keys to count by (comma-separated, each once): dport, sport, daddr,
+    /// saddr, pid, comm, event, reason (drops only: needs -e drop)
     #[arg(
         short,
         long,
@@ -26,8 +26,8 @@ pub struct CountArgs {
         required = true
     )]
     by: Vec<CountField>,
-    /// Events to count (comma-separated: send, recv, connect, close,
-    /// packet-send, packet-recv, drop)
+    /// Events to count (comma-separated, each counted once: send, recv,
+    /// connect, close, packet-send, packet-recv, drop)
     #[arg(
         short,
         long,
@@ -40,8 +40,8 @@ pub struct CountArgs {
     /// exit (fractions allowed; at most a year)
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     interval: Option<Duration>,
-    /// Only the N rows with the most events
-    #[arg(long, value_name = "N")]
+    /// Only the N rows with the most events (1 or more)
+    #[arg(long, value_name = "N", value_parser = parse_top)]
     top: Option<usize>,
     /// Write each table as one JSON object per line
     #[arg(long)]
@@ -52,17 +52,29 @@ pub struct CountArgs {
 
 const TICK: Duration = Duration::from_millis(50);
 
-pub fn run(args: CountArgs) -> Result<()> {
-    let mut fields = Vec::new();
-    for f in &args.by {
-        if fields.contains(f) {
-            anyhow::bail!("count key '{f}' is given twice");
+impl CountArgs {
+    /// What the parsers cannot see alone: keys given twice, and a drop
+    /// reason asked for without drops, which would never count anything.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(twice) = self
+            .by
+            .iter()
+            .find(|f| self.by.iter().filter(|g| g == f).count() > 1)
+        {
+            return Err(format!("count key '{twice}' is given twice"));
         }
-        fields.push(*f);
+        if self.by.contains(&CountField::Reason) && !self.events.contains(&EventKind::Drop) {
+            return Err("count key 'reason' needs drop events: add -e drop (e.g. -e drop, or -e send,recv,drop)".into());
+        }
+        Ok(())
     }
+}
+
+pub fn run(args: CountArgs) -> Result<()> {
+    let fields = args.by.clone();
     let tracer = args
         .select
-        .builder(args.events.clone())
+        .builder(unique(&args.events))
         .count_by(fields.clone())
         .start()?;
     let stop = tracer.stop_handle();

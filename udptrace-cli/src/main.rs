@@ -9,7 +9,8 @@ mod trace;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -56,8 +57,33 @@ enum Command {
     Doctor,
 }
 
+impl Cli {
+    /// Usage errors the option parsers cannot see alone, with the
+    /// subcommand they concern.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match &self.command {
+            Some(Command::Count(args)) => args.check().map_err(|msg| ("count", msg)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Exits as clap does for a bad option (status 2), with the subcommand's usage.
+fn usage_error(subcommand: &str, msg: String) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let cmd = cli
+        .find_subcommand_mut(subcommand)
+        .expect("a known subcommand");
+    cmd.error(ErrorKind::ArgumentConflict, msg).exit()
+}
+
+/// 0: done; 1: a runtime error; 2 (clap's): a usage error.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err((subcommand, msg)) = cli.check() {
+        usage_error(subcommand, msg);
+    }
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Drops(args)) => trace::run_drops(args),

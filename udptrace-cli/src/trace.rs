@@ -10,20 +10,20 @@ use udptrace::{
 };
 
 use crate::output::{self, Format};
-use crate::parse::parse_seconds;
+use crate::parse::{parse_pid, parse_port, parse_seconds, unique};
 use crate::sink::Sink;
 
 /// What to trace: the filters and the backend, shared by `trace`, `drops` and `count`.
 #[derive(Args, Debug, Default)]
 pub struct SelectArgs {
-    /// Only this process id
-    #[arg(short, long, value_name = "PID")]
+    /// Only this process id (1 to kernel.pid_max - 1)
+    #[arg(short, long, value_name = "PID", value_parser = parse_pid)]
     pid: Option<u32>,
     /// Only threads with this name (as in /proc/PID/task/TID/comm)
     #[arg(short, long, value_name = "NAME")]
     comm: Option<String>,
     /// Only traffic with this port on either side
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
     port: Option<u16>,
     /// Only traffic with an address in this network on either side (10.0.0.1, 10.0.0.0/8, fd00::/8)
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_net)]
@@ -50,8 +50,8 @@ pub struct TraceArgs {
     /// Write one JSON object per event (NDJSON) instead of text columns
     #[arg(long)]
     json: bool,
-    /// Only these events (comma-separated: send, recv, connect, close,
-    /// packet-send, packet-recv, drop) [default: send,recv,connect,close]
+    /// Only these events (comma-separated, each counted once: send, recv,
+    /// connect, close, packet-send, packet-recv, drop) [default: send,recv,connect,close]
     #[arg(short, long, value_name = "LIST", value_delimiter = ',')]
     events: Vec<EventKind>,
     /// Every UDP datagram leaving or arriving, with its IP and UDP headers, in
@@ -136,7 +136,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let kinds = if args.packets {
         vec![EventKind::PacketSend, EventKind::PacketRecv]
     } else {
-        args.events
+        unique(&args.events)
     };
     let format = match (args.json, args.packets) {
         (true, _) => Format::Json,

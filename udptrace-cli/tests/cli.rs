@@ -695,13 +695,33 @@ fn closed_pipe_ends_an_idle_run_quietly() {
 
 /// A mistake on the command line: one clear line naming the option, status 2.
 fn assert_usage_error(args: &[&str], needles: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A value wrongly accepted starts tracing: that run is ended, and fails the test.
+    let status = exits_within(&mut child, Duration::from_secs(10));
+    let mut stderr = Vec::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let text = String::from_utf8_lossy(&stderr).into_owned();
+    let status = status.unwrap_or_else(|| panic!("{args:?} was accepted: {text}"));
+    let out = Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    };
     assert_clean_failure(&out, needles[0]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in needles {
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(text.contains(needle), "{args:?}: {text}");
     }
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
 }
 
 /// Durations the clock cannot add are refused before anything starts.
@@ -713,4 +733,56 @@ fn huge_durations_are_usage_errors() {
     assert_usage_error(&["count", "--by", "dport", "-i", "1e19"], &["--interval"]);
     assert_usage_error(&["count", "--by", "dport", "-d", "1e19"], &["--duration"]);
     assert_usage_error(&["trace", "-d", "inf"], &["--duration"]);
+}
+
+fn pid_max() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Values that parse but could never select or count anything are refused.
+#[test]
+fn useless_values_are_usage_errors() {
+    assert_usage_error(&["count", "--by", "dport", "--top", "0"], &["--top"]);
+    let above = (pid_max() + 1).to_string();
+    assert_usage_error(&["trace", "--pid", &above], &["--pid", "pid_max"]);
+    assert_usage_error(&["--pid", "0"], &["--pid"]);
+    assert_usage_error(&["count", "--by", "pid", "--pid", &above], &["--pid"]);
+    assert_usage_error(&["count", "--by", "reason"], &["reason", "-e drop"]);
+    assert_usage_error(
+        &["count", "--by", "dport,reason", "-e", "send"],
+        &["reason", "-e drop"],
+    );
+    assert_usage_error(&["count", "--by", "dport,dport"], &["twice"]);
+    assert_usage_error(&["--port", "0"], &["--port", "port must be 1 to 65535"]);
+}
+
+/// `-e send,send` asks for sends once: the summary counts them once.
+#[test]
+fn repeated_event_kinds_count_once() {
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr) = start(&[
+        "--json",
+        "-e",
+        "send,send,recv,send",
+        "--port",
+        &port_arg,
+        "-d",
+        "1",
+    ]);
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"once", rx.local_addr().unwrap()).unwrap();
+    let (out, summary) = finish(child, stderr);
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out).len(), 1);
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.starts_with("1 events (send 1, recv 0); lost 0")),
+        "{summary:?}"
+    );
 }
