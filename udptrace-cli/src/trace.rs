@@ -245,9 +245,11 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     if stats.connect_failed > 0 {
         line += &format!("; failed connects {}", stats.connect_failed);
     }
+    // The kernel counts each send, receive or socket creation that found no
+    // room for its socket (filtered out or not), not sockets or datagrams.
     if stats.counters_full > 0 {
         line += &format!(
-            "; datagrams without socket counters (map full) {}",
+            "; events without socket counters (socket table full) {}",
             stats.counters_full
         );
     }
