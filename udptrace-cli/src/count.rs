@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
 
-use crate::output::local_time;
+use crate::output::{escape_text, local_time};
 use crate::parse::{parse_seconds, parse_top, unique};
 use crate::sink::Sink;
 use crate::trace::SelectArgs;
@@ -140,6 +140,15 @@ pub fn run(args: CountArgs) -> Result<()> {
     }
 }
 
+/// A key's value as the table shows it: a task name escaped, since a
+/// process chooses its own.
+fn cell(value: &CountValue) -> String {
+    match value {
+        CountValue::Comm(name) => escape_text(name),
+        other => other.to_string(),
+    }
+}
+
 fn header(f: CountField) -> String {
     f.name().to_uppercase()
 }
@@ -151,7 +160,7 @@ fn write_table(out: &mut Sink, fields: &[CountField], rows: &[CountRow], stamped
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.key.iter().map(ToString::to_string).collect())
+        .map(|r| r.key.iter().map(cell).collect())
         .collect();
     let widths: Vec<usize> = fields
         .iter()
@@ -159,7 +168,7 @@ fn write_table(out: &mut Sink, fields: &[CountField], rows: &[CountRow], stamped
         .map(|(i, f)| {
             cells
                 .iter()
-                .map(|c| c[i].len())
+                .map(|c| c[i].chars().count())
                 .chain([header(*f).len()])
                 .max()
                 .unwrap_or(0)

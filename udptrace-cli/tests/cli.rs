@@ -786,3 +786,96 @@ fn repeated_event_kinds_count_once() {
         "{summary:?}"
     );
 }
+
+/// A thread name a hostile process can give itself (prctl takes any 15
+/// bytes): clear the screen, ring the bell, a UTF-8 C1 CSI, a byte that is
+/// not UTF-8.
+const HOSTILE_NAME: &[u8] = b"\x1b[2J\x07\xc2\x9b\xffx";
+const HOSTILE_NAME_ESCAPED: &str = r"\x1b[2J\x07\xc2\x9b\xffx";
+
+/// In a thread named HOSTILE_NAME, on `port`: a socket with a tiny receive
+/// buffer, one datagram to it, then a flood it must drop.
+fn traffic_from_a_hostile_name(port: u16) {
+    std::thread::spawn(move || {
+        let mut name = HOSTILE_NAME.to_vec();
+        name.push(0);
+        // SAFETY: names the calling thread; the name is NUL-terminated.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) }, 0);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let tiny: libc::c_int = 1;
+        // SAFETY: setting an int option on our own socket.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&tiny as *const libc::c_int).cast(),
+                std::mem::size_of_val(&tiny) as libc::socklen_t,
+            );
+        }
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        for _ in 0..40 {
+            tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Task names reach the terminal escaped in every text view, never raw.
+#[test]
+fn hostile_task_names_are_escaped_in_text_views() {
+    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = port.to_string();
+    let views: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "trace",
+            vec!["trace", "-e", "send", "--port", &p, "-d", "2"],
+        ),
+        (
+            "packets",
+            vec!["trace", "--packets", "--port", &p, "-d", "2"],
+        ),
+        ("drops", vec!["drops", "--port", &p, "-d", "2"]),
+        (
+            "count",
+            vec![
+                "count", "--by", "comm", "-e", "send", "--port", &p, "-d", "2",
+            ],
+        ),
+    ];
+    let running: Vec<_> = views.iter().map(|(_, args)| start(args)).collect();
+    traffic_from_a_hostile_name(port);
+    for ((view, _), (child, stderr)) in views.iter().zip(running) {
+        let (out, _) = finish(child, stderr);
+        assert!(out.status.success(), "{view}");
+        assert!(
+            !out.stdout
+                .iter()
+                .any(|&b| b == 0x1b || b == 0x07 || b == 0x9b),
+            "{view} wrote control bytes: {:?}",
+            String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(400)])
+        );
+        let text = String::from_utf8(out.stdout).expect("text views write UTF-8");
+        // Datagrams still queued at close are dropped without an owner.
+        let lines: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter(|l| *view != "drops" || l.contains("SOCKET_RCVBUFF"))
+            .collect();
+        assert!(!lines.is_empty(), "{view}: {text}");
+        for line in lines {
+            // count cannot show a byte that is not UTF-8: it gets U+FFFD.
+            let escaped = match *view {
+                "count" => &HOSTILE_NAME_ESCAPED[..HOSTILE_NAME_ESCAPED.len() - 5],
+                _ => HOSTILE_NAME_ESCAPED,
+            };
+            assert!(line.contains(escaped), "{view}: {line}");
+        }
+    }
+}
