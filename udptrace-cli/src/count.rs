@@ -228,3 +228,60 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use proptest::prelude::*;
+    use proptest::sample::subsequence;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn count_args(argv: &[&str]) -> Result<CountArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["udptrace", "count"].iter().chain(argv))?;
+        match cli.command {
+            Some(Command::Count(args)) => Ok(args),
+            _ => unreachable!("count parses as count"),
+        }
+    }
+
+    fn key_list() -> impl Strategy<Value = Vec<CountField>> {
+        subsequence(CountField::ALL.to_vec(), 1..=CountField::ALL.len()).prop_shuffle()
+    }
+
+    fn names(keys: &[CountField]) -> String {
+        keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_by_text_is_known_keys_or_an_error(s in "\\PC{0,40}") {
+            if let Ok(args) = count_args(&["--by", &s]) {
+                let given: Vec<&str> = s.split(',').collect();
+                prop_assert_eq!(names(&args.by), given.join(","));
+                let _ = args.check();
+            }
+        }
+
+        #[test]
+        fn key_lists_round_trip(keys in key_list()) {
+            let args = count_args(&["--by", &names(&keys), "-e", "send,drop"]).unwrap();
+            prop_assert_eq!(&args.by, &keys);
+            prop_assert_eq!(args.check(), Ok(()));
+            // reason counts drops only: without them it is refused.
+            let args = count_args(&["--by", &names(&keys)]).unwrap();
+            prop_assert_eq!(args.check().is_ok(), !keys.contains(&CountField::Reason));
+        }
+
+        #[test]
+        fn a_key_given_twice_is_refused(keys in key_list(), pick in any::<usize>()) {
+            let mut twice = keys.clone();
+            twice.push(keys[pick % keys.len()]);
+            let args = count_args(&["--by", &names(&twice), "-e", "drop"]).unwrap();
+            prop_assert!(args.check().unwrap_err().contains("twice"));
+        }
+    }
+}

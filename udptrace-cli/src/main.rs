@@ -99,3 +99,64 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    const FLAGS: &[&str] = &[
+        "trace",
+        "drops",
+        "count",
+        "doctor",
+        "-p",
+        "--pid",
+        "-c",
+        "--comm",
+        "--port",
+        "--addr",
+        "-4",
+        "-6",
+        "-d",
+        "--duration",
+        "--backend",
+        "-v",
+        "--json",
+        "-e",
+        "--events",
+        "--packets",
+        "--show-eagain",
+        "--by",
+        "-i",
+        "--interval",
+        "--top",
+    ];
+
+    /// Command lines of known flags and arbitrary values.
+    fn argv() -> impl Strategy<Value = Vec<String>> {
+        let word = prop_oneof![
+            select(FLAGS).prop_map(String::from),
+            "\\PC{0,12}",
+            "-?[0-9]{0,20}(\\.[0-9]{0,3})?(e[0-9]{1,3})?",
+        ];
+        proptest::collection::vec(word, 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_command_line_parses_or_is_a_usage_error(args in argv()) {
+            let argv = std::iter::once("udptrace".to_string()).chain(args);
+            match Cli::try_parse_from(argv) {
+                Ok(cli) => {
+                    let _ = cli.check();
+                }
+                Err(e) => prop_assert!(e.exit_code() == 2 || e.exit_code() == 0, "{}", e),
+            }
+        }
+    }
+}

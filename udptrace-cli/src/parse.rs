@@ -72,3 +72,99 @@ pub fn unique<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     }
     seen
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Few cases: these run in CI on every change, in a few seconds.
+    fn config() -> ProptestConfig {
+        ProptestConfig::with_cases(512)
+    }
+
+    /// Text that looks like a number often enough to reach the corners.
+    fn number_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC*",
+            "[-+]?[0-9]{0,25}(\\.[0-9]{0,12})?([eE][-+]?[0-9]{1,4})?",
+            "[-+]?(inf|infinity|nan|NaN|INF)",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_is_seconds_the_clock_can_add_or_an_error(s in number_like()) {
+            if let Ok(d) = parse_seconds(&s) {
+                prop_assert!(!d.is_zero() && d <= Duration::from_secs(MAX_SECONDS));
+                prop_assert!(Instant::now().checked_add(d).is_some());
+            }
+        }
+
+        #[test]
+        fn any_number_of_seconds_round_trips_or_is_refused(secs in any::<f64>()) {
+            let parsed = parse_seconds(&secs.to_string());
+            let usable = secs.is_finite() && secs >= 1e-9 && secs <= MAX_SECONDS as f64;
+            if usable {
+                let d = parsed.unwrap();
+                prop_assert!((d.as_secs_f64() - secs).abs() <= 1e-9 + secs * 1e-15, "{secs} -> {d:?}");
+            } else if !(secs > 0.0 && secs < 1e-9) {
+                // Below a nanosecond the duration rounds either way.
+                prop_assert!(parsed.is_err(), "{} accepted", secs);
+            }
+        }
+
+        #[test]
+        fn ports_round_trip(port in 1u16..) {
+            prop_assert_eq!(parse_port(&port.to_string()), Ok(port));
+        }
+
+        #[test]
+        fn any_text_is_a_port_or_an_error(s in number_like()) {
+            match parse_port(&s) {
+                Ok(port) => prop_assert_eq!(Ok(port), s.parse::<u16>()),
+                Err(_) => prop_assert!(!matches!(s.parse::<u16>(), Ok(1..))),
+            }
+        }
+
+        #[test]
+        fn pids_are_below_pid_max(s in number_like(), pid_max in 2u32..=PID_MAX_LIMIT) {
+            if let Ok(pid) = pid_in_range(&s, pid_max) {
+                prop_assert!(pid > 0 && pid < pid_max);
+                prop_assert_eq!(s.parse::<u32>(), Ok(pid));
+            }
+        }
+
+        #[test]
+        fn pids_round_trip(pid_max in 2u32..=PID_MAX_LIMIT, pick in any::<u32>()) {
+            let pid = 1 + pick % (pid_max - 1);
+            prop_assert_eq!(pid_in_range(&pid.to_string(), pid_max), Ok(pid));
+            prop_assert!(pid_in_range(&pid_max.to_string(), pid_max).is_err());
+        }
+
+        #[test]
+        fn any_text_is_some_rows_or_an_error(s in number_like()) {
+            if let Ok(n) = parse_top(&s) {
+                prop_assert!(n > 0);
+                prop_assert_eq!(s.parse::<usize>(), Ok(n));
+            }
+        }
+
+        #[test]
+        fn unique_keeps_each_item_once_in_first_order(items in proptest::collection::vec(0u8..6, 0..20)) {
+            let once = unique(&items);
+            let mut expected = Vec::new();
+            for item in &items {
+                if !expected.contains(item) {
+                    expected.push(*item);
+                }
+            }
+            prop_assert_eq!(once, expected);
+        }
+    }
+}

@@ -258,3 +258,52 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     }
     eprintln!("{line}");
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn trace_args(argv: &[&str]) -> Result<TraceArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["udptrace", "trace"].iter().chain(argv))?;
+        match cli.command {
+            Some(Command::Trace(args)) => Ok(args),
+            _ => unreachable!("trace parses as trace"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_event_list_is_known_kinds_or_an_error(s in "\\PC{0,40}") {
+            if let Ok(args) = trace_args(&["-e", &s]) {
+                let names: Vec<&str> = args.events.iter().map(|k| k.name()).collect();
+                prop_assert_eq!(names.join(","), s);
+            }
+        }
+
+        #[test]
+        fn event_lists_round_trip_and_count_each_kind_once(
+            kinds in proptest::collection::vec(select(EventKind::ALL.to_vec()), 1..12),
+        ) {
+            let text = kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
+            let args = trace_args(&["-e", &text]).unwrap();
+            prop_assert_eq!(&args.events, &kinds);
+            let once = unique(&args.events);
+            prop_assert!(kinds.iter().all(|k| once.contains(k)));
+            prop_assert!(once.iter().all(|k| once.iter().filter(|j| *j == k).count() == 1));
+        }
+
+        #[test]
+        fn any_address_text_is_a_network_or_an_error(s in "[0-9a-f.:/]{0,40}") {
+            if let Ok(args) = trace_args(&["--addr", &s]) {
+                prop_assert!(args.select.addr.is_some());
+            }
+        }
+    }
+}
