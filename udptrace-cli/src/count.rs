@@ -9,13 +9,15 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
 
-use crate::output::local_time;
-use crate::trace::{parse_seconds, SelectArgs};
+use crate::output::{escape_text, local_time};
+use crate::parse::{parse_seconds, parse_top, unique};
+use crate::sink::Sink;
+use crate::trace::SelectArgs;
 
 #[derive(Args, Debug)]
 pub struct CountArgs {
-    /// Keys to count by (comma-separated): dport, sport, daddr, saddr, pid,
-    /// comm, event, reason
+    /// Keys to count by (comma-separated, each once): dport, sport, daddr,
+    /// saddr, pid, comm, event, reason (drops only: needs -e drop)
     #[arg(
         short,
         long,
@@ -24,8 +26,8 @@ pub struct CountArgs {
         required = true
     )]
     by: Vec<CountField>,
-    /// Events to count (comma-separated: send, recv, connect, close,
-    /// packet-send, packet-recv, drop)
+    /// Events to count (comma-separated, each counted once: send, recv,
+    /// connect, close, packet-send, packet-recv, drop)
     #[arg(
         short,
         long,
@@ -34,11 +36,12 @@ pub struct CountArgs {
         default_value = "send,recv"
     )]
     events: Vec<EventKind>,
-    /// Print (and reset) the table every this many seconds instead of once on exit
+    /// Print (and reset) the table every this many seconds instead of once on
+    /// exit (fractions allowed; at most a year)
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     interval: Option<Duration>,
-    /// Only the N rows with the most events
-    #[arg(long, value_name = "N")]
+    /// Only the N rows with the most events (1 or more)
+    #[arg(long, value_name = "N", value_parser = parse_top)]
     top: Option<usize>,
     /// Write each table as one JSON object per line
     #[arg(long)]
@@ -49,17 +52,29 @@ pub struct CountArgs {
 
 const TICK: Duration = Duration::from_millis(50);
 
-pub fn run(args: CountArgs) -> Result<()> {
-    let mut fields = Vec::new();
-    for f in &args.by {
-        if fields.contains(f) {
-            anyhow::bail!("count key '{f}' is given twice");
+impl CountArgs {
+    /// What the parsers cannot see alone: keys given twice, and a drop
+    /// reason asked for without drops, which would never count anything.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(twice) = self
+            .by
+            .iter()
+            .find(|f| self.by.iter().filter(|g| g == f).count() > 1)
+        {
+            return Err(format!("count key '{twice}' is given twice"));
         }
-        fields.push(*f);
+        if self.by.contains(&CountField::Reason) && !self.events.contains(&EventKind::Drop) {
+            return Err("count key 'reason' needs drop events: add -e drop (e.g. -e drop, or -e send,recv,drop)".into());
+        }
+        Ok(())
     }
+}
+
+pub fn run(args: CountArgs) -> Result<()> {
+    let fields = args.by.clone();
     let tracer = args
         .select
-        .builder(args.events.clone())
+        .builder(unique(&args.events))
         .count_by(fields.clone())
         .start()?;
     let stop = tracer.stop_handle();
@@ -70,7 +85,8 @@ pub fn run(args: CountArgs) -> Result<()> {
     let deadline = args.select.duration.map(|d| start + d);
     let mut next_print = args.interval.map(|i| start + i);
     let (mut total_events, mut total_rows) = (0u64, 0usize);
-    let mut print = |tracer: &Tracer| -> Result<()> {
+    let mut out = Sink::stdout();
+    let mut print = |tracer: &Tracer, out: &mut Sink| -> Result<()> {
         let mut rows = tracer.take_counts()?;
         total_events += rows.iter().map(|r| r.events).sum::<u64>();
         total_rows += rows.len();
@@ -78,16 +94,12 @@ pub fn run(args: CountArgs) -> Result<()> {
         if let Some(top) = args.top {
             rows.truncate(top);
         }
-        let mut out = io::stdout().lock();
-        let written = if args.json {
-            write_json(&mut out, &fields, &rows)
+        if args.json {
+            out.records(rows.len() as u64, |buf| write_json(buf, &fields, &rows));
         } else {
-            write_table(&mut out, &fields, &rows, args.interval.is_some())
-        };
-        // A closed pipe ends the run like Ctrl-C.
-        if written.and_then(|()| out.flush()).is_err() {
-            tracer.stop();
+            write_table(out, &fields, &rows, args.interval.is_some());
         }
+        out.flush();
         Ok(())
     };
     loop {
@@ -96,42 +108,59 @@ pub fn run(args: CountArgs) -> Result<()> {
         if deadline.is_some_and(|d| now >= d) {
             tracer.stop();
         }
+        // A closed pipe ends the run like Ctrl-C, a failed write as an error.
+        out.check_reader();
+        if !out.is_open() {
+            tracer.stop();
+        }
         if tracer.stop_requested() {
             break;
         }
         if let (Some(at), Some(interval)) = (next_print, args.interval) {
             if now >= at {
-                print(&tracer)?;
+                print(&tracer, &mut out)?;
                 next_print = Some(at + interval);
             }
         }
     }
-    print(&tracer)?;
+    print(&tracer, &mut out)?;
     let stats = tracer.stats();
     let mut line = format!("counted {total_events} events in {total_rows} rows");
     if stats.count_full > 0 {
         line += &format!("; not counted (table full) {}", stats.count_full);
     }
+    let failure = out.failure();
+    if let Some((_, rows)) = failure {
+        line += &format!("; rows not written {rows}");
+    }
     eprintln!("{line}");
-    Ok(())
+    match failure {
+        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// A key's value as the table shows it: a task name escaped, since a
+/// process chooses its own.
+fn cell(value: &CountValue) -> String {
+    match value {
+        CountValue::Comm(name) => escape_text(name),
+        other => other.to_string(),
+    }
 }
 
 fn header(f: CountField) -> String {
     f.name().to_uppercase()
 }
 
-fn write_table(
-    out: &mut impl Write,
-    fields: &[CountField],
-    rows: &[CountRow],
-    stamped: bool,
-) -> io::Result<()> {
+/// The table, each row a record of the sink.
+fn write_table(out: &mut Sink, fields: &[CountField], rows: &[CountRow], stamped: bool) {
     if stamped {
-        writeln!(out, "{}", local_time(now_ns()))?;
+        out.text(|buf| writeln!(buf, "{}", local_time(now_ns())));
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.key.iter().map(ToString::to_string).collect())
+        .map(|r| r.key.iter().map(cell).collect())
         .collect();
     let widths: Vec<usize> = fields
         .iter()
@@ -139,7 +168,7 @@ fn write_table(
         .map(|(i, f)| {
             cells
                 .iter()
-                .map(|c| c[i].len())
+                .map(|c| c[i].chars().count())
                 .chain([header(*f).len()])
                 .max()
                 .unwrap_or(0)
@@ -149,7 +178,7 @@ fn write_table(
     for (f, w) in fields.iter().zip(&widths) {
         line += &format!("{:<w$}  ", header(*f));
     }
-    writeln!(out, "{line}{:>12} {:>14}", "EVENTS", "BYTES")?;
+    out.text(|buf| writeln!(buf, "{line}{:>12} {:>14}", "EVENTS", "BYTES"));
     for (row, cells) in rows.iter().zip(&cells) {
         let mut line = String::new();
         for ((value, cell), w) in row.key.iter().zip(cells).zip(&widths) {
@@ -159,12 +188,11 @@ fn write_table(
                 _ => line += &format!("{cell:<w$}  "),
             }
         }
-        writeln!(out, "{line}{:>12} {:>14}", row.events, row.bytes)?;
+        out.record(|buf| writeln!(buf, "{line}{:>12} {:>14}", row.events, row.bytes));
     }
     if stamped {
-        writeln!(out)?;
+        out.text(|buf| writeln!(buf));
     }
-    Ok(())
 }
 
 fn json_value(v: &CountValue) -> Value {
@@ -199,4 +227,61 @@ fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use proptest::prelude::*;
+    use proptest::sample::subsequence;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn count_args(argv: &[&str]) -> Result<CountArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["udptrace", "count"].iter().chain(argv))?;
+        match cli.command {
+            Some(Command::Count(args)) => Ok(args),
+            _ => unreachable!("count parses as count"),
+        }
+    }
+
+    fn key_list() -> impl Strategy<Value = Vec<CountField>> {
+        subsequence(CountField::ALL.to_vec(), 1..=CountField::ALL.len()).prop_shuffle()
+    }
+
+    fn names(keys: &[CountField]) -> String {
+        keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_by_text_is_known_keys_or_an_error(s in "\\PC{0,40}") {
+            if let Ok(args) = count_args(&["--by", &s]) {
+                let given: Vec<&str> = s.split(',').collect();
+                prop_assert_eq!(names(&args.by), given.join(","));
+                let _ = args.check();
+            }
+        }
+
+        #[test]
+        fn key_lists_round_trip(keys in key_list()) {
+            let args = count_args(&["--by", &names(&keys), "-e", "send,drop"]).unwrap();
+            prop_assert_eq!(&args.by, &keys);
+            prop_assert_eq!(args.check(), Ok(()));
+            // reason counts drops only: without them it is refused.
+            let args = count_args(&["--by", &names(&keys)]).unwrap();
+            prop_assert_eq!(args.check().is_ok(), !keys.contains(&CountField::Reason));
+        }
+
+        #[test]
+        fn a_key_given_twice_is_refused(keys in key_list(), pick in any::<usize>()) {
+            let mut twice = keys.clone();
+            twice.push(keys[pick % keys.len()]);
+            let args = count_args(&["--by", &names(&twice), "-e", "drop"]).unwrap();
+            prop_assert!(args.check().unwrap_err().contains("twice"));
+        }
+    }
 }

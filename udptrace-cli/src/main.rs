@@ -3,11 +3,14 @@
 mod count;
 mod doctor;
 mod output;
+mod parse;
+mod sink;
 mod trace;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +20,11 @@ use clap::{Parser, Subcommand};
     long_about = "Trace every UDP send, receive, connect, close, datagram and drop on this host, \
         with eBPF.\n\n\
         Without a subcommand, `udptrace` runs `trace`. Needs root, or CAP_BPF, CAP_PERFMON \
-        and CAP_NET_ADMIN.",
+        and CAP_NET_ADMIN.\n\n\
+        Text output shows task names with control characters and bytes that are not UTF-8 \
+        escaped (\\xNN), since processes choose their own names.\n\n\
+        Exit status: 0 when the run ended as asked (or its reader went away), 1 on a runtime \
+        error (privileges, kernel support, output that cannot be written), 2 on a usage error.",
     after_help = "Examples:\n  \
         udptrace                          # every UDP socket event, one line each\n  \
         udptrace --port 53 --json         # DNS traffic as NDJSON\n  \
@@ -54,8 +61,33 @@ enum Command {
     Doctor,
 }
 
+impl Cli {
+    /// Usage errors the option parsers cannot see alone, with the
+    /// subcommand they concern.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match &self.command {
+            Some(Command::Count(args)) => args.check().map_err(|msg| ("count", msg)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Exits as clap does for a bad option (status 2), with the subcommand's usage.
+fn usage_error(subcommand: &str, msg: String) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let cmd = cli
+        .find_subcommand_mut(subcommand)
+        .expect("a known subcommand");
+    cmd.error(ErrorKind::ArgumentConflict, msg).exit()
+}
+
+/// 0: done; 1: a runtime error; 2 (clap's): a usage error.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err((subcommand, msg)) = cli.check() {
+        usage_error(subcommand, msg);
+    }
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Drops(args)) => trace::run_drops(args),
@@ -68,6 +100,67 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("udptrace: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    const FLAGS: &[&str] = &[
+        "trace",
+        "drops",
+        "count",
+        "doctor",
+        "-p",
+        "--pid",
+        "-c",
+        "--comm",
+        "--port",
+        "--addr",
+        "-4",
+        "-6",
+        "-d",
+        "--duration",
+        "--backend",
+        "-v",
+        "--json",
+        "-e",
+        "--events",
+        "--packets",
+        "--show-eagain",
+        "--by",
+        "-i",
+        "--interval",
+        "--top",
+    ];
+
+    /// Command lines of known flags and arbitrary values.
+    fn argv() -> impl Strategy<Value = Vec<String>> {
+        let word = prop_oneof![
+            select(FLAGS).prop_map(String::from),
+            "\\PC{0,12}",
+            "-?[0-9]{0,20}(\\.[0-9]{0,3})?(e[0-9]{1,3})?",
+        ];
+        proptest::collection::vec(word, 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_command_line_parses_or_is_a_usage_error(args in argv()) {
+            let argv = std::iter::once("udptrace".to_string()).chain(args);
+            match Cli::try_parse_from(argv) {
+                Ok(cli) => {
+                    let _ = cli.check();
+                }
+                Err(e) => prop_assert!(e.exit_code() == 2 || e.exit_code() == 0, "{}", e),
+            }
         }
     }
 }

@@ -87,7 +87,7 @@ impl Writer {
                     "{:<15} {:>7} {:<16} {:<11} {:<w$} {:<w$} {:>8}",
                     local_time(ev.ts_ns),
                     ev.pid,
-                    ev.comm,
+                    escape_bytes(ev.comm.as_bytes()),
                     ev.kind,
                     ev.local,
                     ev.remote,
@@ -101,7 +101,7 @@ impl Writer {
                 "{:<15} {:>7} {:<16} {:<20} {:<w$} -> {:<w$} {:>6}",
                 local_time(ev.ts_ns),
                 ev.pid,
-                ev.comm,
+                escape_bytes(ev.comm.as_bytes()),
                 ev.drop_reason().unwrap_or_default(),
                 ev.source(),
                 ev.destination(),
@@ -136,8 +136,44 @@ impl Writer {
             format!("{}:{}", ip_text(ev.remote), ev.remote.port()),
             p.udp_length,
             ev.pid,
-            ev.comm
+            escape_bytes(ev.comm.as_bytes())
         )
+    }
+}
+
+/// Untrusted bytes (a task name: prctl takes any) made safe for a terminal,
+/// as `ps` does: control characters (C0, DEL and C1, which a terminal takes as
+/// commands) and bytes that are not UTF-8 become `\xNN`, a backslash `\\`.
+/// Escapes are ASCII, so columns still pad by what the terminal shows.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        escape_into(&mut out, chunk.valid());
+        for b in chunk.invalid() {
+            out += &format!("\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// [`escape_bytes`] for text that is already UTF-8.
+pub fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    escape_into(&mut out, text);
+    out
+}
+
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                *out += &format!("\\x{b:02x}");
+            }
+        } else if c == '\\' {
+            *out += "\\\\";
+        } else {
+            out.push(c);
+        }
     }
 }
 
@@ -162,4 +198,20 @@ pub fn local_time(ts_ns: u64) -> String {
         "{:02}:{:02}:{:02}.{micros:06}",
         tm.tm_hour, tm.tm_min, tm.tm_sec
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_controls_invalid_bytes_and_backslashes() {
+        assert_eq!(escape_bytes(b"python3"), "python3");
+        assert_eq!(escape_bytes(b"\x1b[2J\x07"), r"\x1b[2J\x07");
+        assert_eq!(escape_bytes("\u{9b}".as_bytes()), r"\xc2\x9b");
+        assert_eq!(escape_bytes(b"a\xffb\x7f"), r"a\xffb\x7f");
+        assert_eq!(escape_bytes(br"a\x1b"), r"a\\x1b");
+        assert_eq!(escape_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(escape_text("tab\there"), r"tab\x09here");
+    }
 }

@@ -1,7 +1,6 @@
 //! `udptrace trace` and `udptrace drops`: stream events as text columns,
 //! DTrace's packet lines, or NDJSON; the filter arguments all commands share.
 
-use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,18 +10,20 @@ use udptrace::{
 };
 
 use crate::output::{self, Format};
+use crate::parse::{parse_pid, parse_port, parse_seconds, unique};
+use crate::sink::Sink;
 
 /// What to trace: the filters and the backend, shared by `trace`, `drops` and `count`.
 #[derive(Args, Debug, Default)]
 pub struct SelectArgs {
-    /// Only this process id
-    #[arg(short, long, value_name = "PID")]
+    /// Only this process id (1 to kernel.pid_max - 1)
+    #[arg(short, long, value_name = "PID", value_parser = parse_pid)]
     pid: Option<u32>,
     /// Only threads with this name (as in /proc/PID/task/TID/comm)
     #[arg(short, long, value_name = "NAME")]
     comm: Option<String>,
     /// Only traffic with this port on either side
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
     port: Option<u16>,
     /// Only traffic with an address in this network on either side (10.0.0.1, 10.0.0.0/8, fd00::/8)
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_net)]
@@ -33,7 +34,7 @@ pub struct SelectArgs {
     /// Only IPv6 sockets, including IPv4-mapped traffic on them (packets and drops: IPv6 headers)
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
-    /// Stop after this many seconds (fractions allowed)
+    /// Stop after this many seconds (fractions allowed; at most a year)
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
     /// Probe backend: auto (the best this kernel runs), fentry, kprobe or tracepoint
@@ -49,8 +50,8 @@ pub struct TraceArgs {
     /// Write one JSON object per event (NDJSON) instead of text columns
     #[arg(long)]
     json: bool,
-    /// Only these events (comma-separated: send, recv, connect, close,
-    /// packet-send, packet-recv, drop) [default: send,recv,connect,close]
+    /// Only these events (comma-separated, each counted once: send, recv,
+    /// connect, close, packet-send, packet-recv, drop) [default: send,recv,connect,close]
     #[arg(short, long, value_name = "LIST", value_delimiter = ',')]
     events: Vec<EventKind>,
     /// Every UDP datagram leaving or arriving, with its IP and UDP headers, in
@@ -75,16 +76,6 @@ pub struct DropsArgs {
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
     parse_addr_filter(s).map_err(|e| e.to_string())
-}
-
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("'{s}' is not a positive number of seconds"))
 }
 
 /// `auto` (None) or a forced backend.
@@ -145,7 +136,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let kinds = if args.packets {
         vec![EventKind::PacketSend, EventKind::PacketRecv]
     } else {
-        args.events
+        unique(&args.events)
     };
     let format = match (args.json, args.packets) {
         (true, _) => Format::Json,
@@ -187,10 +178,9 @@ fn stream(
     select.announce(&tracer);
 
     let deadline = select.duration.map(|d| Instant::now() + d);
-    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
+    let mut out = Sink::stdout();
     let mut writer = output::Writer::new(format);
-    writer.header(&mut out)?;
-    let mut out_open = true;
+    out.text(|buf| writer.header(buf));
     while !tracer.is_finished() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracer.stop();
@@ -199,33 +189,35 @@ fn stream(
         let ev = match tracer.recv_timeout(Duration::ZERO) {
             Some(ev) => Some(ev),
             None => {
-                if out_open && out.flush().is_err() {
-                    out_open = false;
-                    tracer.stop();
-                }
+                out.flush();
+                out.check_reader();
                 tracer.recv_timeout(TICK)
             }
         };
-        if let (Some(ev), true) = (ev, out_open) {
-            if writer.event(&mut out, &ev).is_err() {
-                // The reader went away (e.g. `| head`): stop quietly.
-                out_open = false;
-                tracer.stop();
-            }
+        if let Some(ev) = ev {
+            out.record(|buf| writer.event(buf, &ev));
+        }
+        // The reader went away (e.g. `| head`) or the output failed: stop,
+        // and count what the tracer still delivers as not written.
+        if !out.is_open() {
+            tracer.stop();
         }
     }
-    if out_open {
-        let _ = out.flush();
-    }
-    print_summary(&tracer.stats(), kinds);
+    out.flush();
+    let failure = out.failure();
+    print_summary(&tracer.stats(), kinds, failure.map(|(_, n)| n));
     if let Some(err) = tracer.error() {
         anyhow::bail!("tracing stopped early: {err}");
     }
-    Ok(())
+    match failure {
+        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
+        None => Ok(()),
+    }
 }
 
-/// Counts of the kinds asked for (empty: the socket events), and every loss.
-fn print_summary(stats: &Stats, kinds: &[EventKind]) {
+/// Counts of the kinds asked for (empty: the socket events), and every loss:
+/// events the kernel could not queue, and events a failed output did not take.
+fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     let kinds = if kinds.is_empty() {
         &EventKind::SOCKET[..]
     } else {
@@ -241,6 +233,9 @@ fn print_summary(stats: &Stats, kinds: &[EventKind]) {
         kinds.join(", "),
         stats.lost
     );
+    if let Some(n) = not_written {
+        line += &format!("; not written {n}");
+    }
     if stats.recv_eagain > 0 {
         line += &format!("; EAGAIN receives not shown {}", stats.recv_eagain);
     }
@@ -250,9 +245,11 @@ fn print_summary(stats: &Stats, kinds: &[EventKind]) {
     if stats.connect_failed > 0 {
         line += &format!("; failed connects {}", stats.connect_failed);
     }
+    // The kernel counts each send, receive or socket creation that found no
+    // room for its socket (filtered out or not), not sockets or datagrams.
     if stats.counters_full > 0 {
         line += &format!(
-            "; datagrams without socket counters (map full) {}",
+            "; events without socket counters (socket table full) {}",
             stats.counters_full
         );
     }
@@ -260,4 +257,53 @@ fn print_summary(stats: &Stats, kinds: &[EventKind]) {
         line += &format!("; undecodable records {}", stats.undecodable);
     }
     eprintln!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn trace_args(argv: &[&str]) -> Result<TraceArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["udptrace", "trace"].iter().chain(argv))?;
+        match cli.command {
+            Some(Command::Trace(args)) => Ok(args),
+            _ => unreachable!("trace parses as trace"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_event_list_is_known_kinds_or_an_error(s in "\\PC{0,40}") {
+            if let Ok(args) = trace_args(&["-e", &s]) {
+                let names: Vec<&str> = args.events.iter().map(|k| k.name()).collect();
+                prop_assert_eq!(names.join(","), s);
+            }
+        }
+
+        #[test]
+        fn event_lists_round_trip_and_count_each_kind_once(
+            kinds in proptest::collection::vec(select(EventKind::ALL.to_vec()), 1..12),
+        ) {
+            let text = kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
+            let args = trace_args(&["-e", &text]).unwrap();
+            prop_assert_eq!(&args.events, &kinds);
+            let once = unique(&args.events);
+            prop_assert!(kinds.iter().all(|k| once.contains(k)));
+            prop_assert!(once.iter().all(|k| once.iter().filter(|j| *j == k).count() == 1));
+        }
+
+        #[test]
+        fn any_address_text_is_a_network_or_an_error(s in "[0-9a-f.:/]{0,40}") {
+            if let Ok(args) = trace_args(&["--addr", &s]) {
+                prop_assert!(args.select.addr.is_some());
+            }
+        }
+    }
 }
