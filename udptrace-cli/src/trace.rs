@@ -245,6 +245,12 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     if stats.connect_failed > 0 {
         line += &format!("; failed connects {}", stats.connect_failed);
     }
+    if stats.connect_full > 0 {
+        line += &format!(
+            "; connects not followed (connect table full) {}",
+            stats.connect_full
+        );
+    }
     // The kernel counts each send, receive or socket creation that found no
     // room for its socket (filtered out or not), not sockets or datagrams.
     if stats.counters_full > 0 {

@@ -373,9 +373,10 @@ fn drops_show_the_reason() {
 }
 
 /// A copy of the binary that an unprivileged user can execute.
-fn world_executable_copy() -> std::path::PathBuf {
+/// `tag` keeps tests that run at once apart.
+fn world_executable_copy(tag: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("udptrace-cli-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("udptrace-cli-test-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.join("udptrace");
@@ -397,7 +398,7 @@ fn as_nobody(bin: &std::path::Path, caps: &str, args: &[&str]) -> Command {
 
 #[test]
 fn privileges_unprivileged_fails_clearly_and_three_caps_suffice() {
-    let bin = world_executable_copy();
+    let bin = world_executable_copy("three-caps");
     let out = as_nobody(&bin, "-all", &["-d", "1"]).output().unwrap();
     assert_clean_failure(&out, "missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN");
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
@@ -893,4 +894,25 @@ fn hostile_task_names_are_escaped_in_text_views() {
             assert!(line.contains(escaped), "{view}: {line}");
         }
     }
+}
+
+/// The kernel accepts CAP_SYS_ADMIN for CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN alike.
+#[test]
+fn privileges_cap_sys_admin_alone_suffices() {
+    let bin = world_executable_copy("sys-admin");
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr) = start_cmd(&mut as_nobody(
+        &bin,
+        "+sys_admin",
+        &["--json", "-d", "1.5", "--port", &port_arg],
+    ));
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"admin", rx.local_addr().unwrap()).unwrap();
+    let (out, _) = finish(child, stderr);
+    assert!(out.status.success());
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["bytes"].as_u64(), Some(5));
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -233,8 +233,8 @@ fn large_receive_buffer(s: &UdpSocket) {
 }
 
 /// Echoes every datagram on `sock` back to its sender, asking for the address
-/// (recvfrom + sendto, as a DNS server does), until `stop`.
-fn echo(sock: &UdpSocket, stop: &AtomicBool) {
+/// (recvfrom + sendto, as a DNS server does), until `stop`; counts the echoes.
+fn echo(sock: &UdpSocket, stop: &AtomicBool, echoed: &AtomicU64) {
     large_receive_buffer(sock);
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
@@ -242,6 +242,7 @@ fn echo(sock: &UdpSocket, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             sock.send_to(&buf[..n], from).unwrap();
+            echoed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -261,9 +262,10 @@ fn every_event_from_start_on_is_delivered_under_load() {
     let (cport, after_port) = (port(&client), port(&after_srv));
     let stop = AtomicBool::new(false);
     let switched = AtomicBool::new(false);
+    let (echoed_before, echoed) = (AtomicU64::new(0), AtomicU64::new(0));
     let (events, stats) = std::thread::scope(|s| {
-        s.spawn(|| echo(&before_srv, &stop));
-        s.spawn(|| echo(&after_srv, &stop));
+        s.spawn(|| echo(&before_srv, &stop, &echoed_before));
+        s.spawn(|| echo(&after_srv, &stop, &echoed));
         s.spawn(|| {
             large_receive_buffer(&client);
             client
@@ -303,7 +305,11 @@ fn every_event_from_start_on_is_delivered_under_load() {
             .unwrap();
         switched.store(true, Ordering::Relaxed);
         sender.join().unwrap();
-        std::thread::sleep(Duration::from_millis(300)); // the last answers arrive
+        // The server answers every query (its buffer drops none), however slowly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while echoed.load(Ordering::Relaxed) < AFTER && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         stop.store(true, Ordering::Relaxed);
         stop_and_collect(tracer)
     });
@@ -318,6 +324,11 @@ fn every_event_from_start_on_is_delivered_under_load() {
         count(EventKind::Recv, after_port),
         count(EventKind::Send, after_port),
     ];
+    assert_eq!(
+        echoed.load(Ordering::Relaxed),
+        AFTER,
+        "the server answered every query"
+    );
     assert_eq!(stats.undecodable, 0);
     assert_eq!(
         seen.iter().sum::<u64>() + stats.lost,
