@@ -53,13 +53,11 @@ fn probe_count(banner: &str) -> usize {
 
 fn finish(mut child: Child, stderr: mpsc::Receiver<String>) -> (Output, Vec<String>) {
     let status = child.wait().unwrap();
+    // Empty when the test reads stdout itself.
     let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).unwrap();
+    }
     let rest: Vec<String> = stderr.iter().collect();
     (
         Output {
@@ -915,4 +913,64 @@ fn privileges_cap_sys_admin_alone_suffices() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["bytes"].as_u64(), Some(5));
     let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
+
+/// Sends `count` one-byte datagrams from `tx` to `dst` as fast as the kernel
+/// takes them; returns how many it accepted.
+fn flood(tx: &UdpSocket, dst: std::net::SocketAddr, count: u64) -> u64 {
+    (0..count).filter(|_| tx.send_to(b"x", dst).is_ok()).count() as u64
+}
+
+/// Every send of a flood is printed or counted lost, in text and in JSON,
+/// while the tracer is stopped (SIGSTOP) and after it resumes: the lines
+/// printed plus the summary's lost count equal the sends the kernel accepted.
+#[test]
+fn overload_every_send_is_printed_or_counted_lost() {
+    for json in [false, true] {
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port_arg = tx.local_addr().unwrap().port().to_string();
+        let mut args = vec!["--port", &port_arg, "-e", "send"];
+        if json {
+            args.push("--json");
+        }
+        let (mut child, stderr) = start(&args);
+        // Read stdout as it comes, so a full pipe never stalls the tracer.
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).unwrap();
+            text
+        });
+        let pid = child.id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let mut sent = flood(&tx, rx.local_addr().unwrap(), 300_000);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        sent += flood(&tx, rx.local_addr().unwrap(), 100_000);
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let (out, summary) = finish(child, stderr);
+        assert!(out.status.success(), "{summary:?}");
+        let text = reader.join().unwrap();
+        let printed = if json {
+            json_lines(&Output {
+                stdout: text.into_bytes(),
+                ..out
+            })
+            .len() as u64
+        } else {
+            text.lines().skip(1).count() as u64 // the header
+        };
+        let line = summary
+            .iter()
+            .find(|l| l.contains("; lost "))
+            .expect("a summary");
+        let lost = number_after(line, "; lost ").unwrap();
+        assert!(lost > 0, "a stopped tracer must overflow its rings: {line}");
+        assert_eq!(number_after(line, "(send "), Some(printed), "{line}");
+        assert_eq!(printed + lost, sent, "json {json}: {line}");
+    }
 }

@@ -270,7 +270,8 @@ impl Event {
 
     /// The positive errno of a failed call.
     pub fn errno(&self) -> Option<i32> {
-        (self.ret < 0).then_some(-self.ret)
+        // i32::MIN is no errno (and has no positive twin).
+        (self.ret < 0).then(|| self.ret.checked_neg()).flatten()
     }
 
     /// The errno name of a failed call, e.g. `ECONNREFUSED`.
@@ -515,5 +516,50 @@ mod tests {
         assert_eq!(json["family"], 4);
         assert_eq!(json["laddr"], "127.0.0.1");
         assert_eq!(json["event"], "send");
+    }
+}
+
+/// Any record the ring could hand over, well-formed or not: decoded or
+/// refused, and a decoded one serialises and describes itself, never panics.
+#[cfg(test)]
+mod decode_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A record's size and alignment, as the ring buffer hands them over.
+    #[repr(C, align(8))]
+    struct Aligned([u8; 256]);
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn any_record_decodes_or_is_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            kind in 0u8..10,
+            family in prop_oneof![Just(libc::AF_INET as u8), Just(libc::AF_INET6 as u8), any::<u8>()],
+            offset in any::<i64>(),
+            ret in prop_oneof![Just(i32::MIN), Just(-1), any::<i32>()],
+        ) {
+            let mut buf = Aligned([0; 256]);
+            buf.0[..bytes.len()].copy_from_slice(&bytes);
+            let size = std::mem::size_of::<udp_event>();
+            let (kind_at, family_at) = (
+                std::mem::offset_of!(udp_event, kind),
+                std::mem::offset_of!(udp_event, family),
+            );
+            // Valid kinds and families often enough to reach the decoded paths.
+            if bytes.len() >= size {
+                buf.0[kind_at] = kind;
+                buf.0[family_at] = family;
+                let ret_at = std::mem::offset_of!(udp_event, ret);
+                buf.0[ret_at..ret_at + 4].copy_from_slice(&ret.to_ne_bytes());
+            }
+            if let Some(ev) = Event::decode(&buf.0[..bytes.len()], offset) {
+                let _ = serde_json::to_string(&ev).unwrap();
+                let _ = (ev.error(), ev.errno(), ev.comm.to_string());
+            }
+        }
     }
 }
