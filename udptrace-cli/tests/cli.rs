@@ -849,22 +849,29 @@ fn hostile_task_names_are_escaped_in_text_views() {
     let views: Vec<(&str, Vec<&str>)> = vec![
         (
             "trace",
-            vec!["trace", "-e", "send", "--port", &p, "-d", "2"],
+            vec!["trace", "-e", "send", "--port", &p, "-d", "60"],
         ),
         (
             "packets",
-            vec!["trace", "--packets", "--port", &p, "-d", "2"],
+            vec!["trace", "--packets", "--port", &p, "-d", "60"],
         ),
-        ("drops", vec!["drops", "--port", &p, "-d", "2"]),
+        ("drops", vec!["drops", "--port", &p, "-d", "60"]),
         (
             "count",
             vec![
-                "count", "--by", "comm", "-e", "send", "--port", &p, "-d", "2",
+                "count", "--by", "comm", "-e", "send", "--port", &p, "-d", "60",
             ],
         ),
     ];
+    // Stopped by SIGTERM once the traffic is in: starting four tracers can
+    // take longer than a short --duration on a slow machine.
     let running: Vec<_> = views.iter().map(|(_, args)| start(args)).collect();
     traffic_from_a_hostile_name(port);
+    std::thread::sleep(Duration::from_millis(300));
+    for (child, _) in &running {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
     for ((view, _), (child, stderr)) in views.iter().zip(running) {
         let (out, _) = finish(child, stderr);
         assert!(out.status.success(), "{view}");
