@@ -45,12 +45,12 @@ const volatile __u8 filter_addr_mask[16] = {};
 const volatile __u8 event_kinds = 0xff; /* bit (1 << kind) */
 const volatile bool emit_eagain = false;
 /*
- * Sockets the length tracepoints report, by family (bit 0: IPv4, bit 1:
- * IPv6): all for the tracepoint backend; for fentry and kprobe, those whose
- * function this kernel lacks.
+ * Sockets the length tracepoints report, by family (enum family_bit): all for
+ * the tracepoint backend; for fentry and kprobe, those whose function this
+ * kernel lacks.
  */
-const volatile __u8 tp_send_families = 3;
-const volatile __u8 tp_recv_families = 3;
+const volatile __u8 tp_send_families = FAMILY_BIT_V4 | FAMILY_BIT_V6;
+const volatile __u8 tp_recv_families = FAMILY_BIT_V4 | FAMILY_BIT_V6;
 /* The sock_addr hooks that note a sendto()/recvfrom() peer are attached. */
 const volatile bool peers_of_sends = true;
 const volatile bool peers_of_recvs = true;
@@ -750,7 +750,8 @@ static __always_inline bool udp_of_families(struct sock *sk, __u8 families)
 	__u16 family = sk->__sk_common.skc_family;
 
 	return sk->sk_protocol == IPPROTO_UDP &&
-	       ((family == AF_INET && (families & 1)) || (family == AF_INET6 && (families & 2)));
+	       ((family == AF_INET && (families & FAMILY_BIT_V4)) ||
+	        (family == AF_INET6 && (families & FAMILY_BIT_V6)));
 }
 
 SEC("tp_btf/sock_send_length")
@@ -1515,5 +1516,6 @@ struct udp_event udp_event_layout;
 enum udp_event_kind udp_event_kind_layout;
 enum udp_stat udp_stat_layout;
 enum count_field count_field_layout;
+enum family_bit family_bit_layout;
 struct count_key count_key_layout;
 struct count_value count_value_layout;

@@ -1,12 +1,12 @@
 //! Reading `udptrace count`'s per-CPU table from user space: each row is read
 //! and removed in one step and summed over the CPUs.
 
-use std::mem;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd};
 
 use libbpf_rs::{MapCore, MapHandle};
 
-use crate::bpf::types;
+use crate::bpf::types::count_value;
 use crate::count::{decode_row, CountField, CountRow};
 use crate::Error;
 
@@ -41,9 +41,9 @@ impl CountTable {
     }
 
     /// Reads and removes one row of the per-CPU table, summed over the CPUs.
-    fn take_row(&self, key: &[u8], cpus: usize) -> Result<Option<[u8; 16]>, Error> {
+    fn take_row(&self, key: &[u8], cpus: usize) -> Result<Option<count_value>, Error> {
         // The kernel writes one 8-byte-aligned value per possible CPU.
-        let size = mem::size_of::<types::count_value>();
+        let size = size_of::<count_value>();
         let mut values = vec![0u8; cpus * size];
         // SAFETY: `key` has the map's key size (it came from the map) and
         // `values` holds a value for every possible CPU, as the call writes.
@@ -61,18 +61,17 @@ impl CountTable {
             }
             return Err(Error::System(format!("reading the count table: {err}")));
         }
-        let (mut events, mut bytes) = (0u64, 0u64);
+        let mut sum = count_value::default();
         for cpu in values.chunks_exact(size) {
-            events += u64_ne(&cpu[..8]);
-            bytes += u64_ne(&cpu[8..16]);
+            sum.events += u64_at(cpu, offset_of!(count_value, events));
+            sum.bytes += u64_at(cpu, offset_of!(count_value, bytes));
         }
-        let mut sum = [0u8; 16];
-        sum[..8].copy_from_slice(&events.to_ne_bytes());
-        sum[8..].copy_from_slice(&bytes.to_ne_bytes());
         Ok(Some(sum))
     }
 }
 
-fn u64_ne(b: &[u8]) -> u64 {
-    u64::from_ne_bytes(b.try_into().expect("8-byte slice"))
+/// The `__u64` at `offset` in one CPU's value.
+fn u64_at(value: &[u8], offset: usize) -> u64 {
+    let bytes = &value[offset..offset + size_of::<u64>()];
+    u64::from_ne_bytes(bytes.try_into().expect("8-byte slice"))
 }
