@@ -91,6 +91,15 @@ struct udp_event {
 	char comm[TASK_COMM_LEN];
 };
 
+/*
+ * Bits of the length tracepoints' family masks (tp_send_families,
+ * tp_recv_families): the socket families each reports.
+ */
+enum family_bit {
+	FAMILY_BIT_V4 = 1,
+	FAMILY_BIT_V6 = 2,
+};
+
 /* `udptrace count`: which fields of an event make its key (bits of count_keys). */
 enum count_field {
 	COUNT_DPORT = 1,

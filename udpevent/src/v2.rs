@@ -30,6 +30,10 @@ pub const UDPTRACE_RECV: u32 = 2;
 pub const UDPTRACE_CONNECT: u32 = 3;
 pub const UDPTRACE_CLOSE: u32 = 4;
 
+/// The bits of `udptrace_config.event_mask` that name a kind.
+const KIND_BITS: u32 =
+    1 << UDPTRACE_SEND | 1 << UDPTRACE_RECV | 1 << UDPTRACE_CONNECT | 1 << UDPTRACE_CLOSE;
+
 /// What to trace. Zero / NULL fields mean "no filter"; zero the struct first.
 #[repr(C)]
 pub struct udptrace_config {
@@ -157,7 +161,7 @@ unsafe fn config_to_builder(cfg: &udptrace_config) -> Result<udptrace::TracerBui
     if let Some(addr) = opt_str(cfg.addr, "addr")? {
         filter.addr = Some(parse_addr_filter(&addr).map_err(|e| e.to_string())?);
     }
-    if cfg.event_mask & !0x1e != 0 {
+    if cfg.event_mask & !KIND_BITS != 0 {
         return Err(format!("event_mask {:#x} has unknown bits", cfg.event_mask));
     }
     filter.kinds = EventKind::ALL
@@ -312,7 +316,13 @@ pub unsafe extern "C" fn udptrace_get_stats(
     };
     let s = h.stats.stats();
     stats.write(udptrace_stats {
-        events: [s.events[0], s.events[1], s.events[2], s.events[3]],
+        events: [
+            EventKind::Send,
+            EventKind::Recv,
+            EventKind::Connect,
+            EventKind::Close,
+        ]
+        .map(|k| s.events_of(k)),
         lost: s.lost,
         recv_eagain: s.recv_eagain,
         recv_peek: s.recv_peek,
@@ -361,5 +371,25 @@ pub unsafe extern "C" fn udptrace_stop(h: *mut udptrace_handle) {
 pub unsafe extern "C" fn udptrace_close(h: *mut udptrace_handle) {
     if !h.is_null() {
         drop(Box::from_raw(h));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kind constants are public ABI, so they stay literal here; they
+    /// must still be the kinds the BPF programs write (`enum udp_event_kind`).
+    #[test]
+    fn kind_constants_are_the_wire_kinds() {
+        for (constant, kind) in [
+            (UDPTRACE_SEND, EventKind::Send),
+            (UDPTRACE_RECV, EventKind::Recv),
+            (UDPTRACE_CONNECT, EventKind::Connect),
+            (UDPTRACE_CLOSE, EventKind::Close),
+        ] {
+            assert_eq!(constant, u32::from(kind.wire()), "{kind}");
+        }
+        assert_eq!(KIND_BITS, 0x1e);
     }
 }

@@ -11,6 +11,7 @@ use libbpf_rs::btf::{Btf, BtfKind, BtfType};
 use libbpf_rs::skel::Skel;
 use libbpf_rs::Link;
 
+use crate::bpf::types::family_bit;
 use crate::bpf::UdptraceSkel;
 use crate::Error;
 
@@ -81,9 +82,9 @@ pub(crate) struct Peers {
     pub recv: bool,
 }
 
-/// Bits of the tracepoint programs' family masks.
-pub(crate) const FAMILY_V4: u8 = 1;
-pub(crate) const FAMILY_V6: u8 = 2;
+/// Bits of the tracepoint programs' family masks (`enum family_bit`).
+pub(crate) const FAMILY_V4: u8 = family_bit::FAMILY_BIT_V4.0 as u8;
+pub(crate) const FAMILY_V6: u8 = family_bit::FAMILY_BIT_V6.0 as u8;
 
 impl Plan {
     /// `assume_missing`: functions to treat as absent (to test the fallback).

@@ -120,14 +120,13 @@ pub struct CountRow {
     pub bytes: u64,
 }
 
-// SAFETY: plain C structs of integers and byte arrays: any bytes are a valid value.
+// SAFETY: a plain C struct of integers and byte arrays: any bytes are a valid value.
 unsafe impl plain::Plain for count_key {}
-unsafe impl plain::Plain for count_value {}
 
-/// Decodes one entry of the BPF table.
-pub(crate) fn decode_row(fields: &[CountField], key: &[u8], value: &[u8]) -> Option<CountRow> {
+/// Decodes one entry of the BPF table: its key as the map holds it, and its
+/// value summed over the CPUs.
+pub(crate) fn decode_row(fields: &[CountField], key: &[u8], v: &count_value) -> Option<CountRow> {
     let k: &count_key = plain::from_bytes(key).ok()?;
-    let v: &count_value = plain::from_bytes(value).ok()?;
     let addr = |raw: [u8; 16]| {
         let v6 = Ipv6Addr::from(raw);
         match (i32::from(k.family), v6.to_ipv4_mapped()) {

@@ -60,8 +60,10 @@ impl EventKind {
         }
     }
 
-    /// The value of `enum udp_event_kind` in bpf/udptrace.h.
-    pub(crate) fn wire(self) -> u8 {
+    /// The value of `enum udp_event_kind` in bpf/udptrace.h, which the C
+    /// API's kind constants repeat: public so that a test can tie them.
+    #[doc(hidden)]
+    pub fn wire(self) -> u8 {
         let kind = match self {
             Self::Send => udp_event_kind::UDP_EVENT_SEND,
             Self::Recv => udp_event_kind::UDP_EVENT_RECV,
@@ -415,6 +417,9 @@ impl Serialize for Event {
 mod tests {
     use super::*;
 
+    const SEND: u8 = udp_event_kind::UDP_EVENT_SEND.0 as u8;
+    const RECV: u8 = udp_event_kind::UDP_EVENT_RECV.0 as u8;
+
     fn record(kind: u8, family: u16, ret: i32) -> udp_event {
         let mut e = udp_event {
             ts_ns: 1_000,
@@ -445,7 +450,7 @@ mod tests {
 
     #[test]
     fn decodes_ipv4_send() {
-        let raw = record(1, libc::AF_INET as u16, 10);
+        let raw = record(SEND, libc::AF_INET as u16, 10);
         let ev = Event::decode(bytes_of(&raw), 5_000).unwrap();
         assert_eq!(ev.kind, EventKind::Send);
         assert_eq!(ev.ts_ns, 6_000);
@@ -459,7 +464,7 @@ mod tests {
 
     #[test]
     fn ipv6_socket_keeps_mapped_addresses() {
-        let raw = record(2, libc::AF_INET6 as u16, 0);
+        let raw = record(RECV, libc::AF_INET6 as u16, 0);
         let ev = Event::decode(bytes_of(&raw), 0).unwrap();
         assert_eq!(ev.family, Family::V6);
         assert_eq!(ev.local.to_string(), "[::ffff:127.0.0.1]:5000");
@@ -468,7 +473,7 @@ mod tests {
 
     #[test]
     fn failed_call_carries_errno_name_not_bytes() {
-        let raw = record(1, libc::AF_INET as u16, -111);
+        let raw = record(SEND, libc::AF_INET as u16, -111);
         let ev = Event::decode(bytes_of(&raw), 0).unwrap();
         assert_eq!(ev.bytes(), None);
         assert_eq!(ev.error().as_deref(), Some("ECONNREFUSED"));
@@ -481,14 +486,14 @@ mod tests {
     fn rejects_short_or_unknown_records() {
         let raw = record(9, libc::AF_INET as u16, 0);
         assert!(Event::decode(bytes_of(&raw), 0).is_none());
-        let raw = record(1, 1, 0);
+        let raw = record(SEND, 1, 0);
         assert!(Event::decode(bytes_of(&raw), 0).is_none());
         assert!(Event::decode(&[0u8; 10], 0).is_none());
     }
 
     #[test]
     fn json_has_the_stable_keys() {
-        let raw = record(1, libc::AF_INET as u16, 10);
+        let raw = record(SEND, libc::AF_INET as u16, 10);
         let json = serde_json::to_value(Event::decode(bytes_of(&raw), 0).unwrap()).unwrap();
         let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         for k in [

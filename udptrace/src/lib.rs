@@ -19,20 +19,26 @@ mod bpf {
     #![allow(clippy::all, unused_imports, non_camel_case_types, dead_code)]
     include!(concat!(env!("OUT_DIR"), "/udptrace.skel.rs"));
 }
+mod builder;
 mod clock;
 mod count;
+mod count_table;
 pub mod doctor;
 mod drop_reason;
 mod errno;
 mod error;
 mod event;
 mod filter;
+mod load;
 mod merge;
+mod reader;
+mod stats;
 pub mod sys;
 mod tracer;
 mod wakeup;
 
 pub use backend::Backend;
+pub use builder::TracerBuilder;
 pub use count::{sort_rows, CountField, CountRow, CountValue};
 pub use drop_reason::drop_reason_name;
 pub use errno::{errno_name, errno_text};
@@ -40,4 +46,5 @@ pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
 pub use filter::{parse_addr_filter, Filter};
 pub use ipnet::IpNet;
-pub use tracer::{Stats, StatsReader, StopHandle, Tracer, TracerBuilder};
+pub use stats::{Stats, StatsReader};
+pub use tracer::{StopHandle, Tracer};

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* A socket's addresses as events carry them: IPv4 as IPv4-mapped IPv6. */
+#ifndef __UDPTRACE_ADDRS_H
+#define __UDPTRACE_ADDRS_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+struct sock_addrs {
+	__u8 family;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+};
+
+static __always_inline void v4_mapped(__u8 dst[16], __be32 v4)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &v4, 4);
+}
+
+/* Addresses of a socket as it stands; the remote is unset for unconnected sockets. */
+static __always_inline void read_sock_addrs(struct sock *sk, struct sock_addrs *a)
+{
+	a->family = sk->__sk_common.skc_family;
+	a->lport = sk->__sk_common.skc_num;
+	a->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (a->family == AF_INET6) {
+		__builtin_memcpy(a->laddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(a->raddr, &sk->__sk_common.skc_v6_daddr, 16);
+	} else {
+		v4_mapped(a->laddr, sk->__sk_common.skc_rcv_saddr);
+		v4_mapped(a->raddr, sk->__sk_common.skc_daddr);
+	}
+}
+
+/* Same, through bpf_probe_read for a socket pointer the verifier does not know. */
+static __always_inline void probe_sock_addrs(struct sock *sk, struct sock_addrs *a)
+{
+	__be32 v4;
+
+	a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	a->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	a->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (a->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&a->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&a->raddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		v4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		v4_mapped(a->laddr, v4);
+		v4 = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		v4_mapped(a->raddr, v4);
+	}
+}
+
+#endif /* __UDPTRACE_ADDRS_H */

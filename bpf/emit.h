@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * How events leave the programs: built in this CPU's ring buffer and handed to
+ * user space, or, for `udptrace count`, added up in the `counts` table; and
+ * the `stats` counters of what is counted instead of emitted.
+ */
+#ifndef __UDPTRACE_EMIT_H
+#define __UDPTRACE_EMIT_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "udptrace.h"
+#include "task.h"
+#include "addrs.h"
+
+/* Pending bytes in a CPU's ring buffer that make the producer wake the consumer. */
+const volatile __u64 wakeup_bytes = 64 * 1024;
+/* Aggregate events into `counts` by these fields (enum count_field) instead of emitting them. */
+const volatile bool count_mode = false;
+const volatile __u8 count_keys = 0;
+
+/*
+ * One ring buffer per CPU, created and put in place by user space: a shared
+ * one makes every event take the same lock, and a sender and its receiver on
+ * two CPUs bounce it between their caches. User space merges the rings in
+ * time order.
+ */
+struct event_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096); /* a template: each CPU's ring is sized from user space */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1); /* one slot per possible CPU, set from user space */
+	__type(key, __u32);
+	__array(values, struct event_ring);
+} events SEC(".maps");
+
+/* What the programs count instead of emitting, and lost events (enum udp_stat). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDP_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/*
+ * `udptrace count`'s table, per CPU: a sender and its receiver on two CPUs
+ * often count under the same key, and one shared value would bounce between
+ * their caches on every datagram.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct count_key);
+	__type(value, struct count_value);
+} counts SEC(".maps");
+
+/* Count mode builds an event and its key here, not in ring-buffer space or on the stack. */
+struct count_scratch {
+	struct udp_event event;
+	struct count_key key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct count_scratch);
+} scratch SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* An event's size in the ring buffer, with the record header. */
+#define RINGBUF_RECORD_BYTES (sizeof(struct udp_event) + 8)
+
+/* This CPU's ring buffer (a program does not migrate while it runs). */
+static __always_inline void *this_cpu_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&events, &cpu);
+}
+
+/*
+ * Where to build the next event: space in this CPU's ring buffer (`*ring`,
+ * for event_done()), or the count-mode scratch.
+ */
+static __always_inline struct udp_event *event_slot(void **ring)
+{
+	struct udp_event *e = NULL;
+	__u32 zero = 0;
+
+	*ring = NULL;
+	if (count_mode) {
+		struct count_scratch *cs = bpf_map_lookup_elem(&scratch, &zero);
+
+		return cs ? &cs->event : NULL;
+	}
+	*ring = this_cpu_ring();
+	if (*ring)
+		e = bpf_ringbuf_reserve(*ring, sizeof(*e), 0);
+	if (!e)
+		stat_inc(UDP_STAT_LOST);
+	return e;
+}
+
+static __always_inline bool is_inbound(const struct udp_event *e)
+{
+	return e->kind == UDP_EVENT_RECV || e->kind == UDP_EVENT_PACKET_RECV ||
+	       (e->kind == UDP_EVENT_DROP && e->detail.packet.inbound);
+}
+
+/* Adds the event built in `cs` to `counts` under the fields count_keys selects. */
+static __always_inline void count_event(struct count_scratch *cs)
+{
+	const struct udp_event *e = &cs->event;
+	struct count_value one = { .events = 1 }, *v;
+	struct count_key *k = &cs->key;
+	bool in = is_inbound(e);
+
+	__builtin_memset(k, 0, sizeof(*k));
+	if (e->ret > 0)
+		one.bytes = e->ret;
+	if (count_keys & COUNT_SADDR)
+		__builtin_memcpy(k->saddr, in ? e->raddr : e->laddr, 16);
+	if (count_keys & COUNT_DADDR)
+		__builtin_memcpy(k->daddr, in ? e->laddr : e->raddr, 16);
+	if (count_keys & (COUNT_SADDR | COUNT_DADDR))
+		k->family = e->family;
+	if (count_keys & COUNT_SPORT)
+		k->sport = in ? e->rport : e->lport;
+	if (count_keys & COUNT_DPORT)
+		k->dport = in ? e->lport : e->rport;
+	if (count_keys & COUNT_PID)
+		k->pid = e->pid;
+	if (count_keys & COUNT_COMM)
+		__builtin_memcpy(k->comm, e->comm, sizeof(k->comm));
+	if (count_keys & COUNT_EVENT)
+		k->kind = e->kind;
+	if ((count_keys & COUNT_REASON) && e->kind == UDP_EVENT_DROP) {
+		k->reason = e->detail.packet.drop_reason;
+		k->is_drop = 1;
+	}
+	v = bpf_map_lookup_elem(&counts, k);
+	if (!v) {
+		/* A new key: this CPU's copy starts at `one`, the others at zero. */
+		if (bpf_map_update_elem(&counts, k, &one, BPF_NOEXIST) == 0)
+			return;
+		/* Another CPU added the key first, or the table is full. */
+		v = bpf_map_lookup_elem(&counts, k);
+		if (!v) {
+			stat_inc(UDP_STAT_COUNT_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->events, 1);
+	__sync_fetch_and_add(&v->bytes, one.bytes);
+}
+
+/* Hands a built event to user space through `ring`, or counts it. */
+static __always_inline void event_done(struct udp_event *e, void *ring)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, avail = 0;
+
+	if (count_mode) {
+		/* The event is the first member of its count_scratch. */
+		count_event((struct count_scratch *)e);
+		return;
+	}
+	/*
+	 * Wake the consumer once, as the pending data crosses wakeup_bytes. Waking
+	 * it again for every event while it catches up would cost an interrupt
+	 * each (a self-IPI; a VM exit under virtualisation) and tell it nothing.
+	 * A crossing missed in a race with a nested program waits for the drain
+	 * timer.
+	 */
+	if (ring)
+		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+/* An event's socket part: all but its time, task and detail. */
+static __always_inline void fill_socket(struct udp_event *e, __u8 kind, __u64 cookie,
+					const struct sock_addrs *a, __s32 ret)
+{
+	e->sock_cookie = cookie;
+	e->ret = ret;
+	__builtin_memcpy(e->laddr, a->laddr, 16);
+	__builtin_memcpy(e->raddr, a->raddr, 16);
+	e->lport = a->lport;
+	e->rport = a->rport;
+	e->kind = kind;
+	e->family = a->family;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+}
+
+/* An event's task part, from a task seen earlier. */
+static __always_inline void fill_task(struct udp_event *e, const struct task_ctx *t)
+{
+	e->cgroup_id = t->cgroup_id;
+	e->uid = t->uid;
+	e->pid = t->pid_tgid >> 32;
+	e->tid = (__u32)t->pid_tgid;
+	__builtin_memcpy(e->comm, t->comm, sizeof(e->comm));
+}
+
+/* An event's task part: the current task's. */
+static __always_inline void fill_current_task(struct udp_event *e)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	if (count_mode) {
+		/* Of the task, only the pid and name can be a count's key. */
+		if (count_keys & COUNT_COMM)
+			bpf_get_current_comm(e->comm, sizeof(e->comm));
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* Emits an event of `task`, seen earlier, or else of the current task. */
+static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addrs *a,
+				 const struct sock_counters *cnt, __s32 ret,
+				 const struct task_ctx *task)
+{
+	void *ring;
+	struct udp_event *e = event_slot(&ring);
+
+	if (!e)
+		return;
+	if (task) {
+		e->ts_ns = task->ts_ns;
+		fill_task(e, task);
+	} else {
+		fill_current_task(e);
+	}
+	e->detail.counters = *cnt;
+	fill_socket(e, kind, cookie, a, ret);
+	event_done(e, ring);
+}
+
+#endif /* __UDPTRACE_EMIT_H */

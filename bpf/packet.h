@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Packet events and drops: a datagram's IP and UDP headers, the event that
+ * carries them, the task it is reported as and, for drops of arriving
+ * datagrams, the socket they were for.
+ */
+#ifndef __UDPTRACE_PACKET_H
+#define __UDPTRACE_PACKET_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "udptrace.h"
+#include "task.h"
+#include "addrs.h"
+#include "filter.h"
+#include "emit.h"
+#include "sock_state.h"
+
+/*
+ * A datagram's headers are read from the IP header on: through the skb
+ * context in cgroup_skb programs, from kernel memory in the others.
+ */
+struct ip4_hdr {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__be16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ip6_hdr {
+	__be32 ver_tc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct udp_hdr {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__be16 check;
+};
+
+#define IP_OFFSET_MASK 0x1fff
+#define NO_HEADER 0xffff
+
+struct pkt {
+	__u8 saddr[16]; /* IPv4 as IPv4-mapped */
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 udp_length;
+	__u16 udp_checksum;
+	__u16 ip_plength;
+	__u16 gso_segs;
+	__u8 ip_ver;
+	__u8 ip_hlen; /* bytes of IP header before the UDP header */
+};
+
+/* `len` bytes at `off` past the IP header: of `ctx_skb` if given, else at `ip`. */
+static __always_inline int load_bytes(struct __sk_buff *ctx_skb, const void *ip, __u32 off,
+				      void *dst, __u32 len)
+{
+	if (ctx_skb)
+		return bpf_skb_load_bytes(ctx_skb, off, dst, len);
+	return bpf_probe_read_kernel(dst, len, ip + off);
+}
+
+/* A packet's IPv4 header; false unless it heads a UDP datagram's first fragment. */
+static __always_inline bool ip4_to_pkt(struct pkt *p, const struct ip4_hdr *h)
+{
+	if (h->protocol != IPPROTO_UDP || (h->frag_off & bpf_htons(IP_OFFSET_MASK)))
+		return false;
+	p->ip_hlen = (h->ver_ihl & 0xf) * 4;
+	p->ip_plength = bpf_ntohs(h->tot_len) - p->ip_hlen;
+	v4_mapped(p->saddr, h->saddr);
+	v4_mapped(p->daddr, h->daddr);
+	return true;
+}
+
+/* A packet's IPv6 header; false unless UDP follows it directly. */
+static __always_inline bool ip6_to_pkt(struct pkt *p, const struct ip6_hdr *h)
+{
+	if (h->nexthdr != IPPROTO_UDP)
+		return false;
+	p->ip_hlen = sizeof(*h);
+	p->ip_plength = bpf_ntohs(h->payload_len);
+	__builtin_memcpy(p->saddr, h->saddr, 16);
+	__builtin_memcpy(p->daddr, h->daddr, 16);
+	return true;
+}
+
+static __always_inline void udp_to_pkt(struct pkt *p, const struct udp_hdr *uh)
+{
+	p->sport = bpf_ntohs(uh->source);
+	p->dport = bpf_ntohs(uh->dest);
+	p->udp_length = bpf_ntohs(uh->len);
+	p->udp_checksum = bpf_ntohs(uh->check);
+}
+
+/*
+ * Reads the IP and UDP headers; false unless the packet is UDP with its
+ * header right after the IP header (IPv6 extension headers are not followed,
+ * non-first IPv4 fragments carry no UDP header).
+ */
+static __always_inline bool parse_udp(struct __sk_buff *ctx_skb, const void *ip, struct pkt *p)
+{
+	union {
+		struct ip4_hdr v4;
+		struct ip6_hdr v6;
+	} h;
+	struct udp_hdr uh;
+
+	if (load_bytes(ctx_skb, ip, 0, &h.v4, sizeof(h.v4)))
+		return false;
+	p->ip_ver = h.v4.ver_ihl >> 4;
+	if (p->ip_ver == 4) {
+		if (!ip4_to_pkt(p, &h.v4))
+			return false;
+	} else if (p->ip_ver == 6) {
+		if (load_bytes(ctx_skb, ip, 0, &h.v6, sizeof(h.v6)) || !ip6_to_pkt(p, &h.v6))
+			return false;
+	} else {
+		return false;
+	}
+	if (load_bytes(ctx_skb, ip, p->ip_hlen, &uh, sizeof(uh)))
+		return false;
+	udp_to_pkt(p, &uh);
+	return true;
+}
+
+/*
+ * parse_udp() for cgroup_skb, reading the headers in place when they are in
+ * the packet's linear data (as a socket's own datagrams have them), which
+ * spares two or three helper calls per packet.
+ */
+static __always_inline bool parse_skb_data(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	const struct ip4_hdr *v4 = data;
+	const struct ip6_hdr *v6 = data;
+	const struct udp_hdr *uh;
+
+	if ((void *)(v4 + 1) > end)
+		return parse_udp(skb, NULL, p);
+	p->ip_ver = v4->ver_ihl >> 4;
+	if (v4->ver_ihl == 0x45) { /* IPv4 without options */
+		if (!ip4_to_pkt(p, v4))
+			return false;
+		uh = (void *)(v4 + 1);
+	} else if (p->ip_ver == 6 && (void *)(v6 + 1) <= end) {
+		if (!ip6_to_pkt(p, v6))
+			return false;
+		uh = (void *)(v6 + 1);
+	} else {
+		return parse_udp(skb, NULL, p);
+	}
+	if ((void *)(uh + 1) > end)
+		return parse_udp(skb, NULL, p);
+	udp_to_pkt(p, uh);
+	return true;
+}
+
+/* Headers of a kernel skb whose network header is set. */
+static __always_inline bool parse_skb(struct sk_buff *skb, struct pkt *p)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	struct skb_shared_info *shinfo;
+
+	if (nh == NO_HEADER || !parse_udp(NULL, head + nh, p))
+		return false;
+	shinfo = (struct skb_shared_info *)(head + BPF_CORE_READ(skb, end));
+	p->gso_segs = BPF_CORE_READ(shinfo, gso_segs);
+	return true;
+}
+
+/* A packet event of `task`; `reason` for drops. */
+static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, const struct pkt *p,
+					__u32 reason, const struct task_ctx *task)
+{
+	struct sock_addrs a = {};
+	struct udp_event *e;
+	void *ring;
+
+	a.family = p->ip_ver == 6 ? AF_INET6 : AF_INET;
+	__builtin_memcpy(a.laddr, inbound ? p->daddr : p->saddr, 16);
+	__builtin_memcpy(a.raddr, inbound ? p->saddr : p->daddr, 16);
+	a.lport = inbound ? p->dport : p->sport;
+	a.rport = inbound ? p->sport : p->dport;
+	if (!kind_wanted(kind) || !stored_task_wanted(task) || !addrs_wanted(&a))
+		return;
+	e = event_slot(&ring);
+	if (!e)
+		return;
+	e->ts_ns = bpf_ktime_get_ns();
+	fill_task(e, task);
+	/* The payload, as a send or receive of it would return. */
+	fill_socket(e, kind, cookie, &a, p->udp_length >= 8 ? p->udp_length - 8 : 0);
+	__builtin_memset(&e->detail, 0, sizeof(e->detail));
+	e->detail.packet.drop_reason = reason;
+	e->detail.packet.ip_plength = p->ip_plength;
+	e->detail.packet.udp_length = p->udp_length;
+	e->detail.packet.udp_checksum = p->udp_checksum;
+	e->detail.packet.gso_segs = p->gso_segs > 1 ? p->gso_segs : 1;
+	e->detail.packet.ip_ver = p->ip_ver;
+	e->detail.packet.inbound = inbound;
+	event_done(e, ring);
+}
+
+/* Transmit runs in the sending task (sendmsg, or a corked socket's flush). */
+static __always_inline void packet_sent(__u64 cookie, const struct pkt *p)
+{
+	struct task_ctx t;
+
+	current_task(&t);
+	emit_packet(UDP_EVENT_PACKET_SEND, false, cookie, p, 0, &t);
+}
+
+static __always_inline void packet_received(__u64 cookie, const struct pkt *p)
+{
+	struct task_ctx t;
+
+	owner_of(cookie, &t);
+	emit_packet(UDP_EVENT_PACKET_RECV, true, cookie, p, 0, &t);
+}
+
+/* Raw sockets send UDP headers too; like udp:::send, report UDP sockets' only. */
+static __always_inline bool udp_sock(struct sock *sk)
+{
+	return sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP &&
+	       BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM;
+}
+
+static __always_inline __u64 probed_cookie(struct sock *sk)
+{
+	return sk ? BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) : 0;
+}
+
+/*
+ * The last datagram each CPU handed to a socket, so that the drop that
+ * follows when the socket refuses it (receive buffer or protocol memory
+ * full) is attributed to that socket on kernels whose kfree_skb tracepoint
+ * does not name it. Only those drops may use it: a freed skb's address is
+ * soon reused.
+ */
+struct delivery {
+	__u64 skb;
+	__u64 cookie;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct delivery);
+} last_delivery SEC(".maps");
+
+static __always_inline int on_transmit(struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct pkt p = {};
+
+	if (!udp_sock(sk) || !parse_skb(skb, &p))
+		return 0;
+	/* IP fills in its length field after this point; the skb starts at the IP header. */
+	p.ip_plength = BPF_CORE_READ(skb, len) - p.ip_hlen;
+	packet_sent(probed_cookie(sk), &p);
+	return 0;
+}
+
+/* The datagram passed its header and checksum checks and is about to be queued. */
+static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
+{
+	struct delivery *d;
+	struct pkt p = {};
+	__u64 cookie;
+	__u32 zero = 0;
+
+	if (!parse_skb(skb, &p))
+		return 0;
+	cookie = probed_cookie(sk);
+	d = bpf_map_lookup_elem(&last_delivery, &zero);
+	if (d) {
+		d->skb = (__u64)skb;
+		d->cookie = cookie;
+	}
+	packet_received(cookie, &p);
+	return 0;
+}
+
+#endif /* __UDPTRACE_PACKET_H */

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The socket table: each socket's counters and owner, by cookie, until it closes. */
+#ifndef __UDPTRACE_SOCK_STATE_H
+#define __UDPTRACE_SOCK_STATE_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "udptrace.h"
+#include "task.h"
+#include "emit.h"
+
+/*
+ * What udptrace keeps per socket: its counters, and its owner (the task that
+ * created it, or held it when tracing began), which received packets and
+ * drops are attributed to.
+ */
+struct sock_state {
+	struct sock_counters counters;
+	struct task_ctx owner;
+};
+
+/* Keyed by socket cookie; deleted on close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+static const struct sock_state new_sock_state = {};
+
+/*
+ * A new socket's state, for its caller to give an owner; NULL if the socket
+ * has one already (NOEXIST: another CPU may have just created it) or the
+ * table is full.
+ */
+static __always_inline struct sock_state *new_sock_state_of(__u64 cookie)
+{
+	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST))
+		return NULL;
+	return bpf_map_lookup_elem(&sock_states, &cookie);
+}
+
+/* The socket's state, created with the current task as its owner if new. */
+static __always_inline struct sock_state *sock_state_of(__u64 cookie)
+{
+	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
+
+	if (st)
+		return st;
+	st = new_sock_state_of(cookie);
+	if (st) {
+		current_task(&st->owner);
+		return st;
+	}
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (!st)
+		stat_inc(UDP_STAT_COUNTERS_FULL);
+	return st;
+}
+
+/* Adds one datagram to a socket's counters and returns them. */
+static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s32 bytes)
+{
+	struct sock_counters zero = {}, *c;
+	struct sock_state *st = sock_state_of(cookie);
+
+	if (!st)
+		return zero;
+	c = &st->counters;
+	if (bytes >= 0) {
+		if (kind == UDP_EVENT_SEND) {
+			__sync_fetch_and_add(&c->tx_bytes, bytes);
+			__sync_fetch_and_add(&c->tx_packets, 1);
+		} else if (kind == UDP_EVENT_RECV) {
+			__sync_fetch_and_add(&c->rx_bytes, bytes);
+			__sync_fetch_and_add(&c->rx_packets, 1);
+		}
+	}
+	return *c;
+}
+
+static __always_inline struct sock_counters counters_of(__u64 cookie)
+{
+	struct sock_counters zero = {};
+	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
+
+	return st ? st->counters : zero;
+}
+
+/* The task a received datagram or a drop belongs to: its socket's owner, if known. */
+static __always_inline void owner_of(__u64 cookie, struct task_ctx *t)
+{
+	struct sock_state *st = cookie ? bpf_map_lookup_elem(&sock_states, &cookie) : NULL;
+
+	if (st)
+		*t = st->owner;
+	else
+		__builtin_memset(t, 0, sizeof(*t));
+}
+
+#endif /* __UDPTRACE_SOCK_STATE_H */

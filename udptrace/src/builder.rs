@@ -1,0 +1,195 @@
+//! Configuring a tracer, and starting it on the best backend the kernel runs.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::count::CountField;
+use crate::filter::Filter;
+use crate::reader::{ReaderCtx, Shared, BATCHES_IN_FLIGHT};
+use crate::tracer::Tracer;
+use crate::{load, sys, Error};
+
+/// Configures and starts a [`Tracer`].
+#[derive(Debug, Clone)]
+pub struct TracerBuilder {
+    pub(crate) filter: Filter,
+    pub(crate) backend: Option<Backend>,
+    pub(crate) ring_buffer_bytes: Option<u32>,
+    pub(crate) wakeup_bytes: u64,
+    pub(crate) drain_interval: Duration,
+    pub(crate) report_eagain: bool,
+    pub(crate) count_by: Option<Vec<CountField>>,
+    pub(crate) assume_missing: Vec<String>,
+}
+
+impl Default for TracerBuilder {
+    fn default() -> Self {
+        TracerBuilder {
+            filter: Filter::default(),
+            backend: None,
+            ring_buffer_bytes: None,
+            wakeup_bytes: 64 << 10,
+            drain_interval: Duration::from_millis(10),
+            report_eagain: false,
+            count_by: None,
+            assume_missing: Vec::new(),
+        }
+    }
+}
+
+impl TracerBuilder {
+    /// In-kernel filters: only matching events reach user space.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Forces a backend instead of the best one the kernel supports.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Size of each CPU's ring buffer (a power of two, at least one page).
+    /// The default is 4 MiB, less on machines of more than 4 CPUs so that all
+    /// together take 16 MiB, but never less than 1 MiB.
+    pub fn ring_buffer_size(mut self, bytes: u32) -> Self {
+        self.ring_buffer_bytes = Some(bytes);
+        self
+    }
+
+    /// The consumer is woken once this much is pending in a CPU's ring, and
+    /// otherwise drains every [`drain_interval`](Self::drain_interval): a
+    /// wake-up per event would cost more than the tracing itself.
+    pub fn wakeup_bytes(mut self, bytes: u64) -> Self {
+        self.wakeup_bytes = bytes;
+        self
+    }
+
+    /// The longest an event waits in the ring buffer when traffic is light.
+    pub fn drain_interval(mut self, interval: Duration) -> Self {
+        self.drain_interval = interval;
+        self
+    }
+
+    /// Emit receives that failed with EAGAIN. Off by default: busy-polling
+    /// servers make millions; they are counted in
+    /// [`Stats::recv_eagain`](crate::Stats::recv_eagain).
+    pub fn report_eagain(mut self, on: bool) -> Self {
+        self.report_eagain = on;
+        self
+    }
+
+    /// Counts events in the kernel by these fields instead of delivering
+    /// them: read the table with [`Tracer::take_counts`]. No event crosses
+    /// the ring buffer, so none can be lost.
+    pub fn count_by(mut self, fields: Vec<CountField>) -> Self {
+        self.count_by = Some(fields);
+        self
+    }
+
+    /// Treats these kernel functions as missing, as on a kernel that renamed
+    /// or inlined them: tests the fentry and kprobe backends' per-function
+    /// fallback to the length tracepoints.
+    #[doc(hidden)]
+    pub fn assume_missing_functions(mut self, names: Vec<String>) -> Self {
+        self.assume_missing = names;
+        self
+    }
+
+    /// Loads and attaches the programs; returns once every probe is attached.
+    pub fn start(self) -> Result<Tracer, Error> {
+        self.filter.check()?;
+        if self.count_by.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err(Error::InvalidFilter(
+                "counting needs at least one field to count by".into(),
+            ));
+        }
+        if let Some(bytes) = self.ring_buffer_bytes {
+            if !bytes.is_power_of_two() || bytes < 4096 {
+                return Err(Error::InvalidFilter(format!(
+                    "ring buffer size {bytes} is not a power of two of at least 4096"
+                )));
+            }
+        }
+        load::route_libbpf_log();
+        sys::check_btf()?;
+        sys::check_privileges()?;
+        let cgroup_root = sys::cgroup2_mount()?;
+        // A forced backend, or each the kernel's BTF allows, in order of
+        // preference, until one loads and attaches.
+        let candidates: Vec<Backend> = match self.backend {
+            Some(b) => vec![b],
+            None => Backend::ALL.to_vec(),
+        };
+        let mut refusals = Vec::new();
+        for backend in candidates {
+            if let Some(reason) = backend.unavailable_reason() {
+                refusals.push((backend, reason));
+                continue;
+            }
+            match self.clone().start_backend(backend, cgroup_root.clone()) {
+                Ok(tracer) => return Ok(tracer),
+                // Privileges, filters and the like fail every backend alike.
+                Err(Error::Bpf { what, source }) => {
+                    refusals.push((backend, format!("{what}: {source}")))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let summary = refusals
+            .iter()
+            .map(|(b, why)| format!("{b}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match (self.backend, refusals.pop()) {
+            (Some(b), Some((_, reason))) => Err(Error::BackendUnavailable {
+                backend: b.name(),
+                reason,
+            }),
+            _ => Err(Error::NoBackend(summary)),
+        }
+    }
+
+    /// Loads and attaches one backend on a new reader thread.
+    fn start_backend(self, backend: Backend, cgroup_root: PathBuf) -> Result<Tracer, Error> {
+        let count_by = self.count_by.clone().unwrap_or_default();
+        let shared = Arc::new(Shared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (batch_tx, batch_rx) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let reader = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            thread::Builder::new()
+                .name("udptrace-reader".into())
+                .spawn(move || {
+                    let ctx = ReaderCtx {
+                        builder: self,
+                        backend,
+                        cgroup_root,
+                        shared,
+                        stop,
+                    };
+                    ctx.run(ready_tx, batch_tx)
+                })
+                .map_err(|e| Error::System(format!("cannot start the reader thread: {e}")))?
+        };
+        let ready = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                let _ = reader.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = reader.join();
+                return Err(Error::ReaderGone);
+            }
+        };
+        Ok(Tracer::new(ready, count_by, reader, batch_rx, stop, shared))
+    }
+}

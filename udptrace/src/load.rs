@@ -1,0 +1,166 @@
+//! Loading the BPF object: which programs load, the filters and settings
+//! written into its `.rodata`, and the per-CPU ring buffers it writes to.
+
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel};
+
+use crate::backend::{self, Backend, Peers, Plan};
+use crate::bpf::{UdptraceSkel, UdptraceSkelBuilder};
+use crate::builder::TracerBuilder;
+use crate::count::CountField;
+use crate::drop_reason::drop_reason_code;
+use crate::event::EventKind;
+use crate::filter::addr_and_mask;
+use crate::Error;
+
+/// libbpf prints warnings and whole verifier logs to stderr; users get our
+/// one-line errors instead, and `UDPTRACE_DEBUG=1` brings libbpf's log back.
+pub(crate) fn route_libbpf_log() {
+    fn to_stderr(_: PrintLevel, msg: String) {
+        eprint!("libbpf: {msg}");
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let debug = std::env::var_os("UDPTRACE_DEBUG").is_some_and(|v| !v.is_empty() && v != "0");
+        libbpf_rs::set_print(debug.then_some((PrintLevel::Debug, to_stderr as _)));
+    });
+}
+
+/// The programs a tracer configured by `b` loads on `backend`.
+pub(crate) fn plan(b: &TracerBuilder, backend: Backend) -> Plan {
+    let f = &b.filter;
+    let mut plan = Plan::new(
+        backend,
+        &b.assume_missing,
+        f.wants_any(&EventKind::SOCKET),
+        f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
+        f.wants_any(&[EventKind::Drop]),
+    );
+    // A count needs a send's peer only to key by destination, a receive's
+    // only to key by source; a port or address filter needs both.
+    if let Some(fields) = &b.count_by {
+        let keyed_by = |these: &[CountField]| fields.iter().any(|f| these.contains(f));
+        let filtered = f.port.is_some() || f.addr.is_some();
+        plan.peers = Peers {
+            send: filtered || keyed_by(&[CountField::Daddr, CountField::Dport]),
+            recv: filtered || keyed_by(&[CountField::Saddr, CountField::Sport]),
+        };
+    }
+    plan
+}
+
+/// Opens the object, chooses the programs `plan` loads, writes the settings
+/// of `b` into `.rodata`, loads it and installs a ring buffer per CPU. The
+/// rings are returned with the skeleton: the reader drains them.
+pub(crate) fn load<'obj>(
+    b: &TracerBuilder,
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    plan: &Plan,
+) -> Result<(UdptraceSkel<'obj>, Vec<MapHandle>), Error> {
+    let rings = create_rings(b)?;
+    let mut open = UdptraceSkelBuilder::default()
+        .open(storage)
+        .map_err(Error::bpf("opening the BPF object"))?;
+    open.maps
+        .events
+        .set_inner_map_fd(rings[0].as_fd())
+        .and_then(|()| open.maps.events.set_max_entries(rings.len() as u32))
+        .map_err(Error::bpf("sizing the ring buffers"))?;
+    let f = &b.filter;
+    for mut prog in open.open_object_mut().progs_mut() {
+        prog.set_autoload(plan.wants_program(&prog.section().to_string_lossy()));
+    }
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("the object has .rodata");
+    ro.filter_pid = f.pid.unwrap_or(0);
+    if let Some(comm) = &f.comm {
+        ro.filter_comm_on = true;
+        for (dst, src) in ro.filter_comm.iter_mut().zip(comm.bytes()) {
+            *dst = src as _;
+        }
+    }
+    ro.filter_family = f.family.map_or(0, |fam| fam.af());
+    ro.filter_port = f.port.unwrap_or(0);
+    if let Some(net) = &f.addr {
+        let (addr, mask) = addr_and_mask(net);
+        ro.filter_addr_on = true;
+        ro.filter_addr = addr;
+        ro.filter_addr_mask = mask;
+    }
+    ro.event_kinds = f.kind_mask();
+    ro.emit_eagain = b.report_eagain;
+    ro.wakeup_bytes = b.wakeup_bytes;
+    if let Some(fields) = &b.count_by {
+        ro.count_mode = true;
+        ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
+    }
+    ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
+    ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
+    (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
+    (ro.peers_of_sends, ro.peers_of_recvs) = (plan.peers.send, plan.peers.recv);
+    if plan.drops {
+        let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
+        ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
+        ro.reason_proto_mem = code("PROTO_MEM");
+    }
+    let skel = open
+        .load()
+        .map_err(Error::bpf("loading the BPF programs"))?;
+    for (cpu, ring) in rings.iter().enumerate() {
+        let fd = ring.as_fd().as_raw_fd() as u32;
+        skel.maps
+            .events
+            .update(
+                &(cpu as u32).to_ne_bytes(),
+                &fd.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(Error::bpf("installing the ring buffers"))?;
+    }
+    Ok((skel, rings))
+}
+
+/// A ring buffer for each possible CPU (one page each when counting:
+/// nothing goes through them then).
+fn create_rings(b: &TracerBuilder) -> Result<Vec<MapHandle>, Error> {
+    let cpus = libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
+    let bytes = match b.count_by {
+        Some(_) => 4096,
+        None => b.ring_buffer_bytes.unwrap_or(default_ring_bytes(cpus)),
+    };
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    (0..cpus)
+        .map(|_| MapHandle::create(MapType::RingBuf, Some("udptrace_ring"), 0, 0, bytes, &opts))
+        .collect::<Result<_, _>>()
+        .map_err(Error::bpf("creating the ring buffers"))
+}
+
+/// 4 MiB per CPU on up to 4 CPUs; beyond, 16 MiB shared out, but at least 1 MiB each.
+fn default_ring_bytes(cpus: usize) -> u32 {
+    let share = (16usize << 20) / cpus.max(1);
+    let power_of_two = 1usize << share.ilog2();
+    power_of_two.clamp(1 << 20, 4 << 20) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_ring_bytes;
+
+    #[test]
+    fn default_rings_take_at_most_16_mib_but_1_mib_each() {
+        assert_eq!(default_ring_bytes(1), 4 << 20);
+        assert_eq!(default_ring_bytes(4), 4 << 20);
+        assert_eq!(default_ring_bytes(6), 2 << 20);
+        assert_eq!(default_ring_bytes(16), 1 << 20);
+        assert_eq!(default_ring_bytes(256), 1 << 20);
+    }
+}

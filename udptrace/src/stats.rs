@@ -1,0 +1,98 @@
+//! What a tracer counts: events delivered by kind, from the reader thread,
+//! and what the kernel counted instead of emitting, from its `stats` map.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::bpf::types::udp_stat;
+use crate::event::EventKind;
+use crate::reader::Shared;
+
+pub(crate) const KINDS: usize = EventKind::ALL.len();
+
+/// Counts since the tracer started. Every event the kernel produced is in
+/// exactly one of: delivered by kind, `lost`, or `undecodable`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events read from the kernel, by kind (indexed as [`EventKind::ALL`]).
+    pub events: [u64; KINDS],
+    /// Events the kernel could not store (the ring buffer was full) or,
+    /// with kprobes, could not follow (the table of calls in flight was full).
+    pub lost: u64,
+    /// Records that did not decode (a bug if ever non-zero).
+    pub undecodable: u64,
+    /// Receives that failed with EAGAIN, counted but not emitted. Like the
+    /// next two, only those the filters select.
+    pub recv_eagain: u64,
+    /// MSG_PEEK receives, which leave the datagram queued: not receives.
+    pub recv_peek: u64,
+    /// Events of sockets whose counters found no room in the kernel's socket
+    /// table: their counters are zero.
+    pub counters_full: u64,
+    /// connect() calls that failed: not reported as events (the socket did
+    /// not connect), counted when the socket is next used or closed.
+    pub connect_failed: u64,
+    /// connect() calls the filters select that the kernel could not follow
+    /// (the table of pending connects was full): neither reported nor counted.
+    pub connect_full: u64,
+    /// Counting mode: events not counted because the table was full.
+    pub count_full: u64,
+}
+
+impl Stats {
+    pub fn events_of(&self, kind: EventKind) -> u64 {
+        self.events[kind.index()]
+    }
+
+    pub fn total_events(&self) -> u64 {
+        self.events.iter().sum()
+    }
+}
+
+/// A tracer's [`Stats`], readable from any thread and after the tracer is
+/// dropped (then they are final).
+#[derive(Clone)]
+pub struct StatsReader(Arc<StatsSource>);
+
+struct StatsSource {
+    stats_map: MapHandle,
+    shared: Arc<Shared>,
+}
+
+impl StatsReader {
+    pub(crate) fn new(stats_map: MapHandle, shared: Arc<Shared>) -> StatsReader {
+        StatsReader(Arc::new(StatsSource { stats_map, shared }))
+    }
+
+    /// Counts so far, read from the kernel and the reader thread.
+    pub fn stats(&self) -> Stats {
+        let StatsSource { stats_map, shared } = &*self.0;
+        let kernel = |stat: udp_stat| -> u64 {
+            let idx = stat.0;
+            stats_map
+                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|cpus| cpus.iter().filter_map(|v| v.get(..8)).map(u64_ne).sum())
+                .unwrap_or(0)
+        };
+        Stats {
+            events: std::array::from_fn(|i| shared.events[i].load(Ordering::Relaxed)),
+            lost: kernel(udp_stat::UDP_STAT_LOST),
+            undecodable: shared.undecodable.load(Ordering::Relaxed),
+            recv_eagain: kernel(udp_stat::UDP_STAT_RECV_EAGAIN),
+            recv_peek: kernel(udp_stat::UDP_STAT_RECV_PEEK),
+            counters_full: kernel(udp_stat::UDP_STAT_COUNTERS_FULL),
+            connect_failed: kernel(udp_stat::UDP_STAT_CONNECT_FAILED),
+            connect_full: kernel(udp_stat::UDP_STAT_CONNECT_FULL),
+            count_full: kernel(udp_stat::UDP_STAT_COUNT_FULL),
+        }
+    }
+}
+
+/// Each CPU's `stats` value is one `__u64`.
+fn u64_ne(b: &[u8]) -> u64 {
+    u64::from_ne_bytes(b.try_into().expect("8-byte slice"))
+}
