@@ -24,6 +24,8 @@ pub struct TracerBuilder {
     pub(crate) drain_interval: Duration,
     pub(crate) report_eagain: bool,
     pub(crate) count_by: Option<Vec<CountField>>,
+    pub(crate) socket_table_size: Option<u32>,
+    pub(crate) count_table_size: Option<u32>,
     pub(crate) assume_missing: Vec<String>,
 }
 
@@ -37,6 +39,8 @@ impl Default for TracerBuilder {
             drain_interval: Duration::from_millis(10),
             report_eagain: false,
             count_by: None,
+            socket_table_size: None,
+            count_table_size: None,
             assume_missing: Vec::new(),
         }
     }
@@ -93,6 +97,21 @@ impl TracerBuilder {
         self
     }
 
+    /// How many sockets the kernel keeps counters and owners for (default
+    /// 262,144). The events of sockets beyond it carry no counters, and are
+    /// counted in [`Stats::counters_full`](crate::Stats::counters_full).
+    pub fn socket_table_size(mut self, sockets: u32) -> Self {
+        self.socket_table_size = Some(sockets);
+        self
+    }
+
+    /// How many distinct keys counting holds (default 65,536). Events of keys
+    /// beyond it are counted in [`Stats::count_full`](crate::Stats::count_full).
+    pub fn count_table_size(mut self, keys: u32) -> Self {
+        self.count_table_size = Some(keys);
+        self
+    }
+
     /// Treats these kernel functions as missing, as on a kernel that renamed
     /// or inlined them: tests the fentry and kprobe backends' per-function
     /// fallback to the length tracepoints.
@@ -108,6 +127,11 @@ impl TracerBuilder {
         if self.count_by.as_ref().is_some_and(|f| f.is_empty()) {
             return Err(Error::InvalidFilter(
                 "counting needs at least one field to count by".into(),
+            ));
+        }
+        if [self.socket_table_size, self.count_table_size].contains(&Some(0)) {
+            return Err(Error::InvalidFilter(
+                "a kernel table needs room for at least one entry".into(),
             ));
         }
         if let Some(bytes) = self.ring_buffer_bytes {

@@ -69,6 +69,18 @@ pub(crate) fn load<'obj>(
         .set_inner_map_fd(rings[0].as_fd())
         .and_then(|()| open.maps.events.set_max_entries(rings.len() as u32))
         .map_err(Error::bpf("sizing the ring buffers"))?;
+    if let Some(sockets) = b.socket_table_size {
+        open.maps
+            .sock_states
+            .set_max_entries(sockets)
+            .map_err(Error::bpf("sizing the socket table"))?;
+    }
+    if let Some(keys) = b.count_table_size {
+        open.maps
+            .counts
+            .set_max_entries(keys)
+            .map_err(Error::bpf("sizing the count table"))?;
+    }
     let f = &b.filter;
     for mut prog in open.open_object_mut().progs_mut() {
         prog.set_autoload(plan.wants_program(&prog.section().to_string_lossy()));

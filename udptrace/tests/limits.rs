@@ -336,3 +336,64 @@ fn every_event_from_start_on_is_delivered_under_load() {
         "client sends, server receives, server sends: {seen:?}, {stats:?}"
     );
 }
+
+/// A socket table too small for the sockets in use: the events of sockets
+/// without room are delivered, without counters, and counted as such.
+#[test]
+fn a_full_socket_table_is_reported() {
+    set_comm("ut-lim-socks");
+    const SOCKETS: usize = 1100;
+    let dst = bind_v4();
+    let tracer = builder()
+        .filter(Filter {
+            port: Some(port(&dst)),
+            kinds: vec![EventKind::Send],
+            ..Default::default()
+        })
+        .socket_table_size(1024)
+        .start()
+        .unwrap();
+    let sockets: Vec<UdpSocket> = (0..SOCKETS).map(|_| bind_v4()).collect();
+    for s in &sockets {
+        s.send_to(b"s", dst.local_addr().unwrap()).unwrap();
+    }
+    let (events, stats) = stop_and_collect(tracer);
+    assert_eq!(events.len(), SOCKETS, "every send is an event: {stats:?}");
+    let without = events.iter().filter(|e| e.counters.tx_packets == 0).count() as u64;
+    assert!(
+        without >= (SOCKETS - 1024) as u64,
+        "{without} without counters"
+    );
+    assert!(
+        stats.counters_full >= without,
+        "{without} without counters: {stats:?}"
+    );
+}
+
+/// A count table too small for the keys: every event is counted or counted
+/// as not counted.
+#[test]
+fn a_full_count_table_is_reported() {
+    const SENDERS: u64 = 20;
+    let dst = bind_v4();
+    let tracer = builder()
+        .filter(Filter {
+            port: Some(port(&dst)),
+            kinds: vec![EventKind::Send],
+            ..Default::default()
+        })
+        .count_by(vec![udptrace::CountField::Sport])
+        .count_table_size(16)
+        .start()
+        .unwrap();
+    for _ in 0..SENDERS {
+        let s = bind_v4();
+        s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
+        s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
+    }
+    let rows = tracer.take_counts().unwrap();
+    let stats = tracer.stats();
+    let counted: u64 = rows.iter().map(|r| r.events).sum();
+    assert_eq!(rows.len(), 16, "{rows:?}");
+    assert_eq!(counted + stats.count_full, 2 * SENDERS, "{stats:?}");
+}
