@@ -2,8 +2,9 @@
 # Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs,
 # packet_events.rs and limits.rs) inside pinned Debian kernels under QEMU (TCG:
 # KVM guests hang on these hosts) once per backend, then, with the backend
-# `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs) and the
-# C library's (udpevent/tests/foreign.rs, with its C programs built here); and
+# `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs and
+# startup.rs) and the C library's (udpevent/tests/foreign.rs, with its C
+# programs built here); and
 # the kernel suites on the host kernel. Prints kernel x backend -> result with
 # test counts. A backend a kernel cannot run is reported unsupported, with why.
 #
@@ -42,6 +43,7 @@ for suite in $SUITES; do
 	tests[$suite]=$(test_binary udptrace "$suite")
 done
 tests[cli]=$(test_binary udptrace-cli cli)
+tests[startup]=$(test_binary udptrace-cli startup)
 tests[foreign]=$(test_binary udpevent foreign)
 # The C library's test programs, built here: the guest has no compiler.
 sh udpevent/tests/c/build.sh "$WORK/cbin" target/debug
@@ -66,7 +68,7 @@ build_initramfs() {
 	programs=$(ls "$WORK"/cbin/* | grep -v -- '-asan$')
 	# shellcheck disable=SC2086
 	for lib in $(ldd "${tests[@]}" target/debug/udptrace target/debug/libudpEvent.so $programs |
-		awk '/=>/ { print $3 } /^\t\// { print $1 }' | sort -u); do
+		awk '/=> \// { print $3 } /^\t\// { print $1 }' | sort -u); do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
 	done
@@ -137,7 +139,12 @@ cell() {
 for spec in "${KERNELS[@]}"; do
 	vmlinuz=$(kernel_image "$spec")
 	log=$WORK/${spec%%=*}.log
-	timeout 1200 qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nographic -no-reboot \
+	# One host thread runs both vCPUs: with a thread each, a vCPU executing
+	# udp_sendmsg while the other patches in its fentry trampoline once read
+	# a half-written call and the guest panicked (multi-threaded TCG and
+	# cross-modifying code).
+	timeout 1500 qemu-system-x86_64 -accel tcg,thread=single -cpu max -m 2048 -smp 2 \
+		-nographic -no-reboot \
 		-kernel "$vmlinuz" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
