@@ -44,39 +44,33 @@ fn bpf_objects() -> [std::collections::BTreeSet<u32>; 3] {
     ]
 }
 
+/// A tracer of every kind of event, so that start-up goes through every
+/// phase (the socket, packet and drop hooks, and seeding existing sockets).
+fn tracer() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "-e",
+        "send,recv,connect,close,packet-send,drop",
+        "--port",
+        "9",
+    ])
+    .stdout(Stdio::null());
+    cmd
+}
+
 /// SIGKILL at every phase of start-up (loading, attaching, seeding the
 /// existing sockets, tracing) leaves no program, map or link behind.
 #[test]
 fn sigkill_at_any_phase_of_start_up_leaves_nothing() {
     let before = bpf_objects();
     for delay_ms in [0, 2, 5, 10, 20, 40, 80, 160, 320] {
-        let mut child = Command::new(BIN)
-            .args([
-                "-e",
-                "send,recv,connect,close,packet-send,drop",
-                "--port",
-                "9",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = tracer().stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
     }
     // And once tracing, when every object exists.
-    let mut child = Command::new(BIN)
-        .args([
-            "-e",
-            "send,recv,connect,close,packet-send,drop",
-            "--port",
-            "9",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tracer().stderr(Stdio::piped()).spawn().unwrap();
     let mut banner = String::new();
     BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut banner)

@@ -20,21 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#pragma pack(push, 1)
-struct udp_event_t {
-	uint16_t family;
-	uint32_t pid;
-	uint32_t UserId;
-	uint64_t EventTime;
-	uint16_t SPT;
-	uint16_t DPT;
-	char task[16];
-	uint64_t rx_b, tx_b;
-	uint32_t rxPkts, txPkts;
-	char SADDR[64];
-	char DADDR[64];
-};
-#pragma pack(pop)
+#include "legacy_abi.h"
 
 static void (*AddProbe)(void);
 static int (*getStatus)(void);
@@ -60,17 +46,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static void *must_sym(void *lib, const char *name)
-{
-	void *p = dlsym(lib, name);
-
-	if (!p) {
-		fprintf(stderr, "FAIL: dlsym(%s): %s\n", name, dlerror());
-		exit(1);
-	}
-	return p;
 }
 
 static int udp_socket(int family, const char *addr, uint16_t *port)

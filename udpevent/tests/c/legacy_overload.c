@@ -25,21 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#pragma pack(push, 1)
-struct udp_event_t {
-	uint16_t family;
-	uint32_t pid;
-	uint32_t UserId;
-	uint64_t EventTime;
-	uint16_t SPT;
-	uint16_t DPT;
-	char task[16];
-	uint64_t rx_b, tx_b;
-	uint32_t rxPkts, txPkts;
-	char SADDR[64];
-	char DADDR[64];
-};
-#pragma pack(pop)
+#include "legacy_abi.h"
 
 static void (*AddProbe)(void);
 static int (*getStatus)(void);
@@ -50,17 +36,6 @@ static uint64_t (*GetLostEvents)(void);
 static pid_t sender;
 static uint16_t flood_port;
 static atomic_long delivered;
-
-static void *must_sym(void *lib, const char *name)
-{
-	void *p = dlsym(lib, name);
-
-	if (!p) {
-		fprintf(stderr, "FAIL: dlsym(%s): %s\n", name, dlerror());
-		exit(1);
-	}
-	return p;
-}
 
 static int bound_socket(struct sockaddr_in *addr)
 {

@@ -17,32 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#pragma pack(push, 1)
-struct udp_event_t {
-	uint16_t family;
-	uint32_t pid;
-	uint32_t UserId;
-	uint64_t EventTime;
-	uint16_t SPT;
-	uint16_t DPT;
-	char task[16];
-	uint64_t rx_b, tx_b;
-	uint32_t rxPkts, txPkts;
-	char SADDR[64];
-	char DADDR[64];
-};
-#pragma pack(pop)
-
-static void *must_sym(void *lib, const char *name)
-{
-	void *p = dlsym(lib, name);
-
-	if (!p) {
-		fprintf(stderr, "FAIL: dlsym(%s): %s\n", name, dlerror());
-		exit(1);
-	}
-	return p;
-}
+#include "legacy_abi.h"
 
 /* Turns the capabilities tracing needs off or on in this thread's effective set. */
 static void set_tracing_caps(int on)
