@@ -96,10 +96,15 @@ static __always_inline int remember_connect(struct bpf_sock_addr *ctx, bool v6)
 	__builtin_memcpy(call.addr, to.addr, 16);
 	call.port = to.port;
 	err = bpf_map_update_elem(&connect_by_sock, &cookie, &call, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* connect() again before any traffic: the last one counts */
+		if (bpf_map_update_elem(&connect_by_sock, &cookie, &call, BPF_EXIST) == 0)
+			return 1;
+		/* The socket's next event on another CPU took the entry meanwhile. */
+		err = bpf_map_update_elem(&connect_by_sock, &cookie, &call, BPF_NOEXIST);
+	}
 	if (err == 0)
 		__sync_fetch_and_add(&connects_pending, 1);
-	else if (err == -EEXIST) /* connect() again before any traffic: the last one counts */
-		bpf_map_update_elem(&connect_by_sock, &cookie, &call, BPF_EXIST);
 	else
 		stat_inc(UDP_STAT_CONNECT_FULL);
 	return 1; /* never interfere with the call */

@@ -36,6 +36,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	__u32 tid = (__u32)pid_tgid;
 	bool btf_task = trusted && !count_mode;
 	struct sock_counters cnt;
+	bool no_room = false;
 	struct task_ctx task;
 	struct sock_addrs a;
 	struct peer *peer;
@@ -67,11 +68,14 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		peer->cookie = 0; /* taken */
 	}
 	if (!count_mode)
-		cnt = account(cookie, kind, ret);
+		cnt = account(cookie, kind, ret, &no_room);
 	else /* counted events carry no socket counters */
 		__builtin_memset(&cnt, 0, sizeof(cnt));
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
 		return 0;
+	/* Counted as the event is: only what the filters select. */
+	if (no_room)
+		stat_inc(UDP_STAT_COUNTERS_FULL);
 	emit(kind, cookie, &a, &cnt, ret, btf_task ? &task : NULL);
 	return 0;
 }

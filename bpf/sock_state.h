@@ -54,18 +54,21 @@ static __always_inline struct sock_state *sock_state_of(__u64 cookie)
 		current_task(&st->owner);
 		return st;
 	}
-	st = bpf_map_lookup_elem(&sock_states, &cookie);
-	if (!st)
-		stat_inc(UDP_STAT_COUNTERS_FULL);
-	return st;
+	/* Another CPU created it meanwhile; NULL if the table is full. */
+	return bpf_map_lookup_elem(&sock_states, &cookie);
 }
 
-/* Adds one datagram to a socket's counters and returns them. */
-static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s32 bytes)
+/*
+ * Adds one datagram to a socket's counters and returns them; `*no_room` is
+ * set when the socket table had none for it (its events carry no counters).
+ */
+static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s32 bytes,
+						    bool *no_room)
 {
 	struct sock_counters zero = {}, *c;
 	struct sock_state *st = sock_state_of(cookie);
 
+	*no_room = !st;
 	if (!st)
 		return zero;
 	c = &st->counters;

@@ -160,8 +160,9 @@ static __always_inline int enter(__u32 fn, struct sock *sk, int flags, __u16 fam
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
 	    BPF_CORE_READ(sk, __sk_common.skc_family) != family)
 		return 0;
-	/* A call whose return cannot be followed is a lost event. */
-	if (bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY))
+	/* A call whose return cannot be followed is a lost event, if selected. */
+	if (bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY) &&
+	    task_wanted(bpf_get_current_pid_tgid()))
 		stat_inc(UDP_STAT_LOST);
 	return 0;
 }

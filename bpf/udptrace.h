@@ -35,7 +35,7 @@ enum udp_stat {
 	UDP_STAT_RECV_EAGAIN = 1,
 	/* MSG_PEEK receives: the datagram stays queued, so not a receive. */
 	UDP_STAT_RECV_PEEK = 2,
-	/* Events of sockets whose counters could not be stored (socket table full). */
+	/* Events whose socket found no room in the socket table: they carry no counters. */
 	UDP_STAT_COUNTERS_FULL = 3,
 	/* connect() calls that left the socket unconnected (the call failed). */
 	UDP_STAT_CONNECT_FAILED = 4,

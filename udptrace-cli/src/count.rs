@@ -129,6 +129,12 @@ pub fn run(args: CountArgs) -> Result<()> {
     if stats.count_full > 0 {
         line += &format!("; not counted (table full) {}", stats.count_full);
     }
+    // Only kprobe calls whose return could not be followed: nothing else
+    // crosses a ring buffer when counting.
+    if stats.lost > 0 {
+        line += &format!("; lost {}", stats.lost);
+    }
+    line += &crate::trace::table_shortfalls(&stats);
     let failure = out.failure();
     if let Some((_, rows)) = failure {
         line += &format!("; rows not written {rows}");
@@ -144,7 +150,7 @@ pub fn run(args: CountArgs) -> Result<()> {
 /// process chooses its own.
 fn cell(value: &CountValue) -> String {
     match value {
-        CountValue::Comm(name) => escape_text(name),
+        CountValue::Comm(name) => escape_text(name).into_owned(),
         other => other.to_string(),
     }
 }

@@ -20,7 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand};
     long_about = "Trace every UDP send, receive, connect, close, datagram and drop on this host, \
         with eBPF.\n\n\
         Without a subcommand, `udptrace` runs `trace`. Needs root, or CAP_BPF, CAP_PERFMON \
-        and CAP_NET_ADMIN.\n\n\
+        and CAP_NET_ADMIN (or CAP_SYS_ADMIN, which the kernel accepts for each).\n\n\
         Text output shows task names with control characters and bytes that are not UTF-8 \
         escaped (\\xNN), since processes choose their own names.\n\n\
         Exit status: 0 when the run ended as asked (or its reader went away), 1 on a runtime \

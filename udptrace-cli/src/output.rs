@@ -1,5 +1,6 @@
 //! How events are written: text columns, DTrace's packet lines, drop lines or NDJSON.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -143,9 +144,14 @@ impl Writer {
 
 /// Untrusted bytes (a task name: prctl takes any) made safe for a terminal,
 /// as `ps` does: control characters (C0, DEL and C1, which a terminal takes as
-/// commands) and bytes that are not UTF-8 become `\xNN`, a backslash `\\`.
-/// Escapes are ASCII, so columns still pad by what the terminal shows.
-pub fn escape_bytes(bytes: &[u8]) -> String {
+/// commands), the invisible characters that reorder or hide text (bidi
+/// overrides, zero-width marks) and bytes that are not UTF-8 become `\xNN`,
+/// a backslash `\\`. Escapes are ASCII, so columns still pad by what the
+/// terminal shows. The usual name, printable ASCII, is returned as it is.
+pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
+    if let Some(plain) = plain_ascii(bytes) {
+        return Cow::Borrowed(plain);
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         escape_into(&mut out, chunk.valid());
@@ -153,19 +159,25 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
             out += &format!("\\x{b:02x}");
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// [`escape_bytes`] for text that is already UTF-8.
-pub fn escape_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    escape_into(&mut out, text);
-    out
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    escape_bytes(text.as_bytes())
+}
+
+/// `bytes` as text if they need no escaping: printable ASCII, no backslash.
+fn plain_ascii(bytes: &[u8]) -> Option<&str> {
+    let plain = bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\');
+    plain.then(|| std::str::from_utf8(bytes).expect("ASCII is UTF-8"))
 }
 
 fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
-        if c.is_control() {
+        if c.is_control() || is_invisible_format(c) {
             for b in c.encode_utf8(&mut [0; 4]).bytes() {
                 *out += &format!("\\x{b:02x}");
             }
@@ -175,6 +187,13 @@ fn escape_into(out: &mut String, text: &str) {
             out.push(c);
         }
     }
+}
+
+/// Format characters a terminal does not show but obeys: zero-width marks,
+/// bidi embeddings, overrides and isolates, the byte order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// An address without brackets, as DTrace prints ip_saddr.
@@ -210,6 +229,8 @@ mod tests {
         assert_eq!(escape_bytes(b"\x1b[2J\x07"), r"\x1b[2J\x07");
         assert_eq!(escape_bytes("\u{9b}".as_bytes()), r"\xc2\x9b");
         assert_eq!(escape_bytes(b"a\xffb\x7f"), r"a\xffb\x7f");
+        assert_eq!(escape_bytes("x\u{202e}y".as_bytes()), r"x\xe2\x80\xaey");
+        assert!(matches!(escape_bytes(b"nginx: worker"), Cow::Borrowed(_)));
         assert_eq!(escape_bytes(br"a\x1b"), r"a\\x1b");
         assert_eq!(escape_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
         assert_eq!(escape_text("tab\there"), r"tab\x09here");

@@ -245,24 +245,31 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     if stats.connect_failed > 0 {
         line += &format!("; failed connects {}", stats.connect_failed);
     }
-    if stats.connect_full > 0 {
-        line += &format!(
-            "; connects not followed (connect table full) {}",
-            stats.connect_full
-        );
-    }
-    // The kernel counts each send, receive or socket creation that found no
-    // room for its socket (filtered out or not), not sockets or datagrams.
-    if stats.counters_full > 0 {
-        line += &format!(
-            "; events without socket counters (socket table full) {}",
-            stats.counters_full
-        );
-    }
+    line += &table_shortfalls(stats);
     if stats.undecodable > 0 {
         line += &format!("; undecodable records {}", stats.undecodable);
     }
     eprintln!("{line}");
+}
+
+/// What the kernel's tables had no room for, for the summaries of `trace`
+/// and `count`; empty when nothing.
+pub(crate) fn table_shortfalls(stats: &Stats) -> String {
+    let mut text = String::new();
+    if stats.connect_full > 0 {
+        text += &format!(
+            "; connects not followed (connect table full) {}",
+            stats.connect_full
+        );
+    }
+    // Of the events the filters select.
+    if stats.counters_full > 0 {
+        text += &format!(
+            "; events without socket counters (socket table full) {}",
+            stats.counters_full
+        );
+    }
+    text
 }
 
 #[cfg(test)]

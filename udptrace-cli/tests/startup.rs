@@ -58,14 +58,29 @@ fn tracer() -> Command {
     cmd
 }
 
-/// SIGKILL at every phase of start-up (loading, attaching, seeding the
-/// existing sockets, tracing) leaves no program, map or link behind.
+/// SIGKILL at every phase of start-up (creating the rings, loading,
+/// attaching, seeding the existing sockets, tracing) leaves no program, map
+/// or link behind.
 #[test]
 fn sigkill_at_any_phase_of_start_up_leaves_nothing() {
     let before = bpf_objects();
     for delay_ms in [0, 2, 5, 10, 20, 40, 80, 160, 320] {
         let mut child = tracer().stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // At each phase as the kernel shows it: as its first program, map (the
+    // rings come first) and link appear.
+    for kind in 0..3 {
+        let mut child = tracer().stderr(Stdio::null()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while bpf_objects()[kind].is_subset(&before[kind]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no new object of kind {kind}"
+            );
+        }
         child.kill().unwrap();
         child.wait().unwrap();
     }
