@@ -72,10 +72,10 @@ fn sigkill_at_any_phase_of_start_up_leaves_nothing() {
     }
     // At each phase as the kernel shows it: as its first program, map (the
     // rings come first) and link appear.
-    for kind in 0..3 {
+    for (kind, existing) in before.iter().enumerate() {
         let mut child = tracer().stderr(Stdio::null()).spawn().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while bpf_objects()[kind].is_subset(&before[kind]) {
+        while bpf_objects()[kind].is_subset(existing) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no new object of kind {kind}"
