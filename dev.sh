@@ -7,11 +7,11 @@
 #   ./dev.sh bench [--full]  the benchmark (quick mode by default)
 #
 # Both install what they need first (clang, libelf, zlib, pkg-config; the tests
-# also use gcc, python3, dig, dnsmasq, bpftrace, tcpdump and qemu).
+# also use gcc, python3, dig, dnsmasq, dnsperf, bpftrace, tcpdump and qemu).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils bpftrace tcpdump qemu-system-x86 busybox-static cpio)
+APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio)
 
 install_deps() {
 	local missing=()
