@@ -121,18 +121,7 @@ fn spawn_connected_idler(comm: &str, sockets: usize) -> (libc::pid_t, UdpSocket,
             // Gone with the test, whatever happens to it.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             libc::close(fds[0]);
-            // Room for the sockets: raised past the hard limit where this
-            // process may (CAP_SYS_RESOURCE), else up to it.
-            let room = sockets as u64 + 4096;
-            let mut limit = libc::rlimit {
-                rlim_cur: room,
-                rlim_max: room,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-                limit.rlim_cur = limit.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
+            raise_fd_limit(sockets as u64 + 4096);
             let mut ok = true;
             for _ in 0..sockets {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
@@ -353,6 +342,7 @@ fn a_full_socket_table_is_reported() {
         .socket_table_size(1024)
         .start()
         .unwrap();
+    raise_fd_limit(SOCKETS as u64 + 4096);
     let sockets: Vec<UdpSocket> = (0..SOCKETS).map(|_| bind_v4()).collect();
     for s in &sockets {
         s.send_to(b"s", dst.local_addr().unwrap()).unwrap();

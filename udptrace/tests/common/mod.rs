@@ -107,3 +107,25 @@ pub fn wait_ok(pid: libc::pid_t) {
         "child failed"
     );
 }
+
+/// Lets this process open `fds` descriptors: the soft limit raised, and the
+/// hard one too where it is lower and the process may (CAP_SYS_RESOURCE),
+/// else as far as it goes. Never lowers a limit. Async-signal-safe.
+pub fn raise_fd_limit(fds: u64) {
+    // SAFETY: plain rlimit calls on local structs.
+    unsafe {
+        let mut limit: libc::rlimit = mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        if limit.rlim_cur >= fds {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: fds,
+            rlim_max: limit.rlim_max.max(fds),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
