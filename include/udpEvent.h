@@ -139,6 +139,19 @@ typedef struct udptrace_stats {
   uint64_t recv_peek;
 } udptrace_stats;
 
+// What the kernel counted instead of reporting, beside lost events (which
+// `udptrace_stats` has). Like events, only what the filters select.
+typedef struct udptrace_shortfalls {
+  // connect() calls that failed: the socket did not connect, so no event.
+  uint64_t connect_failed;
+  // connect() calls not followed, so not reported: the kernel's table of
+  // pending connects was full.
+  uint64_t connect_full;
+  // Events whose socket found no room in the kernel's socket table: their
+  // counters are zero.
+  uint64_t counters_full;
+} udptrace_shortfalls;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -197,6 +210,13 @@ int32_t udptrace_next(struct udptrace_handle *h, struct udptrace_event *event, i
 // # Safety
 // `h` comes from `udptrace_open` and is not closed; `stats` is writable.
 int32_t udptrace_get_stats(struct udptrace_handle *h, struct udptrace_stats *stats);
+
+// Fills `*out` with what the kernel counted but could not report. Returns 0,
+// or UDPTRACE_EINVAL. Never waits, like `udptrace_get_stats`.
+//
+// # Safety
+// `h` comes from `udptrace_open` and is not closed; `out` is writable.
+int32_t udptrace_get_shortfalls(struct udptrace_handle *h, struct udptrace_shortfalls *out);
 
 // The backend in use, e.g. "tracepoint"; valid until `udptrace_close`.
 //

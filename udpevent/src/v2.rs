@@ -104,6 +104,20 @@ pub struct udptrace_stats {
     pub recv_peek: u64,
 }
 
+/// What the kernel counted instead of reporting, beside lost events (which
+/// `udptrace_stats` has). Like events, only what the filters select.
+#[repr(C)]
+pub struct udptrace_shortfalls {
+    /// connect() calls that failed: the socket did not connect, so no event.
+    pub connect_failed: u64,
+    /// connect() calls not followed, so not reported: the kernel's table of
+    /// pending connects was full.
+    pub connect_full: u64,
+    /// Events whose socket found no room in the kernel's socket table: their
+    /// counters are zero.
+    pub counters_full: u64,
+}
+
 /// An open tracer.
 pub struct udptrace_handle {
     tracer: Mutex<Tracer>,
@@ -326,6 +340,29 @@ pub unsafe extern "C" fn udptrace_get_stats(
         lost: s.lost,
         recv_eagain: s.recv_eagain,
         recv_peek: s.recv_peek,
+    });
+    0
+}
+
+/// Fills `*out` with what the kernel counted but could not report. Returns 0,
+/// or UDPTRACE_EINVAL. Never waits, like `udptrace_get_stats`.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_get_shortfalls(
+    h: *mut udptrace_handle,
+    out: *mut udptrace_shortfalls,
+) -> i32 {
+    let (Some(h), false) = (h.as_ref(), out.is_null()) else {
+        set_error("udptrace_get_shortfalls: NULL handle or out");
+        return UDPTRACE_EINVAL;
+    };
+    let s = h.stats.stats();
+    out.write(udptrace_shortfalls {
+        connect_failed: s.connect_failed,
+        connect_full: s.connect_full,
+        counters_full: s.counters_full,
     });
     0
 }

@@ -200,3 +200,66 @@ fn null_arguments_are_einval_not_crashes() {
         assert!(none.is_null());
     }
 }
+
+/// A connect() that fails, on a socket then used: no event, but the kernel
+/// counts it, and `udptrace_get_shortfalls` tells, for the filters' selection.
+#[test]
+fn shortfalls_count_a_failed_connect() {
+    let name = CString::new("ut-v2-shortfall").unwrap();
+    // SAFETY: names this test's thread; the name is NUL-terminated.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    let h = open(&Config {
+        pid: 0,
+        port: 0,
+        family: 0,
+        event_mask: 0,
+        comm: Some(b"ut-v2-shortfall".to_vec()),
+        addr: None,
+        backend: None,
+    })
+    .expect("the tracer starts (the tests need root)");
+    // SAFETY: plain socket calls on a fresh fd; the addresses live across them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0);
+        let on: libc::c_int = 1;
+        let opt = libc::IPPROTO_IPV6;
+        libc::setsockopt(fd, opt, libc::IPV6_V6ONLY, (&on as *const i32).cast(), 4);
+        // An IPv6-only socket cannot reach an IPv4-mapped peer.
+        let mut to: libc::sockaddr_in6 = std::mem::zeroed();
+        to.sin6_family = libc::AF_INET6 as u16;
+        to.sin6_port = 9u16.to_be();
+        to.sin6_addr.s6_addr = std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets();
+        let size = std::mem::size_of_val(&to) as u32;
+        assert_eq!(
+            libc::connect(fd, (&to as *const libc::sockaddr_in6).cast(), size),
+            -1
+        );
+        to.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+        let sent = libc::sendto(
+            fd,
+            b"x".as_ptr().cast(),
+            1,
+            0,
+            (&to as *const libc::sockaddr_in6).cast(),
+            size,
+        );
+        assert_eq!(sent, 1);
+        libc::close(fd);
+    }
+    let mut out = udptrace_shortfalls {
+        connect_failed: u64::MAX,
+        connect_full: u64::MAX,
+        counters_full: u64::MAX,
+    };
+    // SAFETY: an open handle and a writable struct.
+    assert_eq!(unsafe { udptrace_get_shortfalls(h, &mut out) }, 0);
+    assert_eq!(
+        (out.connect_failed, out.connect_full, out.counters_full),
+        (1, 0, 0)
+    );
+    // SAFETY: NULLs are refused, not dereferenced.
+    let refused = unsafe { udptrace_get_shortfalls(h, ptr::null_mut()) };
+    assert_eq!(refused, UDPTRACE_EINVAL);
+    // SAFETY: closed once.
+    unsafe { udptrace_close(h) };
+}
