@@ -43,7 +43,7 @@ impl CountTable {
     /// Reads and removes one row of the per-CPU table, summed over the CPUs.
     fn take_row(&self, key: &[u8], cpus: usize) -> Result<Option<count_value>, Error> {
         // The kernel writes one 8-byte-aligned value per possible CPU.
-        let size = size_of::<count_value>();
+        let size = size_of::<count_value>().next_multiple_of(8);
         let mut values = vec![0u8; cpus * size];
         // SAFETY: `key` has the map's key size (it came from the map) and
         // `values` holds a value for every possible CPU, as the call writes.

@@ -32,7 +32,8 @@ pub struct Stats {
     /// table: their counters are zero.
     pub counters_full: u64,
     /// connect() calls that failed: not reported as events (the socket did
-    /// not connect), counted when the socket is next used or closed.
+    /// not connect), counted when the socket is next used or closed, and
+    /// only when connect events are selected.
     pub connect_failed: u64,
     /// connect() calls the filters select that the kernel could not follow
     /// (the table of pending connects was full): neither reported nor counted.
