@@ -280,22 +280,34 @@ static __always_inline int on_transmit(struct sk_buff *skb)
 	return 0;
 }
 
-/* The datagram passed its header and checksum checks and is about to be queued. */
-static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
+/* Notes the datagram this CPU is handing to a socket, for a drop that follows. */
+static __always_inline void note_delivery(__u64 skb, __u64 cookie)
 {
 	struct delivery *d;
+	__u32 zero = 0;
+
+	d = bpf_map_lookup_elem(&last_delivery, &zero);
+	if (d) {
+		d->skb = skb;
+		d->cookie = cookie;
+	}
+}
+
+/*
+ * The datagram passed its header and checksum checks and is about to be
+ * queued. Also loaded for drops alone, to note the delivery, on kernels
+ * whose kfree_skb tracepoint does not name the socket: the packet event is
+ * then not wanted, and not emitted.
+ */
+static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
+{
 	struct pkt p = {};
 	__u64 cookie;
-	__u32 zero = 0;
 
 	if (!parse_skb(skb, &p))
 		return 0;
 	cookie = probed_cookie(sk);
-	d = bpf_map_lookup_elem(&last_delivery, &zero);
-	if (d) {
-		d->skb = (__u64)skb;
-		d->cookie = cookie;
-	}
+	note_delivery((__u64)skb, cookie);
 	packet_received(cookie, &p);
 	return 0;
 }

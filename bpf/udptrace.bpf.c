@@ -438,9 +438,14 @@ int packet_ingress(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 
+	__u64 cookie;
+
 	if (!skb_of_udp_sock(skb) || !parse_skb_data(skb, &p))
 		return 1;
-	packet_received(bpf_get_socket_cookie(skb), &p);
+	cookie = bpf_get_socket_cookie(skb);
+	/* The context is the kernel's sk_buff, as kfree_skb will see it. */
+	note_delivery((__u64)(long)skb, cookie);
+	packet_received(cookie, &p);
 	return 1;
 }
 

@@ -73,6 +73,11 @@ pub(crate) struct Plan {
     pub packets: Option<PacketHooks>,
     /// Drop events wanted.
     pub drops: bool,
+    /// Where datagrams handed to a socket are noted, so that a drop by a full
+    /// receive buffer is attributed to its socket: the receive side of the
+    /// packet hooks, loaded for drops alone where the kfree_skb tracepoint
+    /// does not name the socket (before Linux 6.11).
+    pub deliveries: Option<PacketHooks>,
 }
 
 /// Of sends, of receives.
@@ -127,6 +132,7 @@ impl Plan {
             },
             packets: packets.then_some(hooks),
             drops,
+            deliveries: (packets || (drops && !kfree_skb_has_rx_sk())).then_some(hooks),
         }
     }
 
@@ -206,6 +212,9 @@ impl Plan {
         let (kind, target) = section.split_once('/').unwrap_or((section, ""));
         let packet_fn = PACKET_FUNCTIONS.contains(&target);
         let via_functions = self.packets == Some(PacketHooks::Functions);
+        // The receive side also notes deliveries for drops.
+        let delivery_fn = target == "__udp_enqueue_schedule_skb"
+            && self.deliveries == Some(PacketHooks::Functions);
         let present = !self.socket_fallback.contains(&target);
         let (tp_send, tp_recv) = self.tracepoint_families();
         match kind {
@@ -215,14 +224,19 @@ impl Plan {
             "cgroup" if target.starts_with("recvmsg") => self.socket_events && self.peers.recv,
             "cgroup" if target.starts_with("connect") => self.socket_events,
             "cgroup" => true,
+            "cgroup_skb" if target == "ingress" => self.deliveries == Some(PacketHooks::CgroupSkb),
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "iter" => self.seeds_sockets(),
             "tp_btf" if target == "kfree_skb" => self.drops,
             "tp_btf" if target == "sock_send_length" => self.socket_events && tp_send != 0,
             "tp_btf" if target == "sock_recv_length" => self.socket_events && tp_recv != 0,
             "fexit" => self.socket_events && self.backend == Backend::Fentry && present,
-            "fentry" => self.backend == Backend::Fentry && packet_fn && via_functions,
-            "kprobe" if packet_fn => self.backend == Backend::Kprobe && via_functions,
+            "fentry" => {
+                self.backend == Backend::Fentry && packet_fn && (via_functions || delivery_fn)
+            }
+            "kprobe" if packet_fn => {
+                self.backend == Backend::Kprobe && (via_functions || delivery_fn)
+            }
             "kprobe" | "kretprobe" => {
                 self.socket_events && self.backend == Backend::Kprobe && present
             }
@@ -464,6 +478,7 @@ mod tests {
             },
             packets,
             drops,
+            deliveries: packets,
         }
     }
 
@@ -525,6 +540,20 @@ mod tests {
         assert!(!p.wants_program("cgroup/recvmsg4"));
         assert!(!p.wants_program("cgroup/recvmsg6"));
         assert!(p.wants_program("cgroup/connect4"));
+    }
+
+    #[test]
+    fn drops_alone_note_deliveries_where_kfree_skb_names_no_socket() {
+        let mut p = plan(Backend::Fentry, None, true);
+        p.deliveries = Some(PacketHooks::Functions);
+        assert!(p.wants_program("fentry/__udp_enqueue_schedule_skb"));
+        assert!(!p.wants_program("fentry/ip_send_skb"));
+        assert!(!p.wants_program("cgroup_skb/ingress"));
+        assert_eq!(p.effective_backend(), Backend::Fentry);
+        let mut p = plan(Backend::Tracepoint, None, true);
+        p.deliveries = Some(PacketHooks::CgroupSkb);
+        assert!(p.wants_program("cgroup_skb/ingress"));
+        assert!(!p.wants_program("cgroup_skb/egress"));
     }
 
     #[test]
