@@ -58,9 +58,6 @@ build_initramfs() {
 		cp "${tests[$suite]}" "$root/bin/$suite"
 	done
 	cp target/debug/udptrace "$root/bin/udptrace"
-	# The CLI suite runs the binary at the path cargo built it at.
-	mkdir -p "$root$PWD/target/debug"
-	cp target/debug/udptrace "$root$PWD/target/debug/udptrace"
 	mkdir -p "$root/cbin" "$root/lib/udpevent"
 	cp "$WORK"/cbin/* "$root/cbin/"
 	cp target/debug/libudpEvent.so "$root/lib/udpevent/"

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_udptrace");
+/// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
+/// away from the build tree (the kernel matrix's VMs).
+fn udptrace_bin() -> String {
+    std::env::var("UDPTRACE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_udptrace").into())
+}
 
 /// Starts `udptrace ARGS` and returns once it printed its `Tracing` line.
 fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    start_cmd(Command::new(BIN).args(args))
+    start_cmd(Command::new(udptrace_bin()).args(args))
 }
 
 fn start_cmd(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
@@ -206,7 +210,7 @@ fn assert_clean_failure(out: &Output, needle: &str) {
 
 #[test]
 fn bad_input_is_one_clear_line() {
-    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    let run = |args: &[&str]| Command::new(udptrace_bin()).args(args).output().unwrap();
     assert_clean_failure(&run(&["--addr", "not-an-ip"]), "not an IP address or CIDR");
     assert_clean_failure(&run(&["--port", "70000"]), "--port");
     assert_clean_failure(&run(&["--duration", "0"]), "positive number of seconds");
@@ -378,7 +382,7 @@ fn world_executable_copy(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.join("udptrace");
-    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::copy(udptrace_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
 }
@@ -464,7 +468,7 @@ fn fdinfo_ids(pid: u32, key: &str) -> Vec<u32> {
 #[test]
 fn sigkill_leaves_nothing_attached() {
     let (mut child, _stderr, banner) = spawn_tracer(
-        Command::new(BIN)
+        Command::new(udptrace_bin())
             .args(["--port", "9"])
             .stdout(Stdio::piped()),
     );
@@ -496,7 +500,7 @@ fn sigkill_leaves_nothing_attached() {
 
 #[test]
 fn doctor_reports_the_backend_auto_picks() {
-    let out = Command::new(BIN).arg("doctor").output().unwrap();
+    let out = Command::new(udptrace_bin()).arg("doctor").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("BTF:          yes"), "{text}");
@@ -516,7 +520,10 @@ fn doctor_reports_the_backend_auto_picks() {
     );
     assert!(text.contains("    cgroup/sock_release"), "{text}");
     // And the tracer agrees.
-    let out = Command::new(BIN).args(["-d", "0.2"]).output().unwrap();
+    let out = Command::new(udptrace_bin())
+        .args(["-d", "0.2"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("with the {first_ok} backend")),
@@ -598,7 +605,7 @@ fn write_error_fails_and_counts_what_was_not_written() {
     let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port_arg = rx.local_addr().unwrap().port().to_string();
     let (child, stderr, _) = spawn_tracer(
-        Command::new(BIN)
+        Command::new(udptrace_bin())
             .args([
                 "trace", "--json", "-e", "send", "--port", &port_arg, "-d", "3",
             ])
@@ -643,7 +650,7 @@ fn count_write_error_fails_and_counts_rows_not_written() {
     let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port_arg = rx.local_addr().unwrap().port().to_string();
     let (child, stderr, _) = spawn_tracer(
-        Command::new(BIN)
+        Command::new(udptrace_bin())
             .args([
                 "count", "--by", "dport", "-e", "send", "--port", &port_arg, "-d", "1",
             ])
@@ -709,7 +716,7 @@ fn closed_pipe_ends_an_idle_run_quietly() {
 
 /// A mistake on the command line: one clear line naming the option, status 2.
 fn assert_usage_error(args: &[&str], needles: &[&str]) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(udptrace_bin())
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_udptrace");
+/// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
+/// away from the build tree (the kernel matrix's VMs).
+fn udptrace_bin() -> String {
+    std::env::var("UDPTRACE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_udptrace").into())
+}
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -111,7 +115,7 @@ fn dnsperf_started_mid_load_every_datagram_after_the_tracing_line() {
     );
     std::thread::sleep(Duration::from_millis(500));
 
-    let mut tracer = Command::new(BIN)
+    let mut tracer = Command::new(udptrace_bin())
         .args(["trace", "--json", "--port", &counted_port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -6,7 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_udptrace");
+/// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
+/// away from the build tree (the kernel matrix's VMs).
+fn udptrace_bin() -> String {
+    std::env::var("UDPTRACE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_udptrace").into())
+}
 
 /// The ids of every BPF object of one kind in the kernel (`BPF_*_GET_NEXT_ID`).
 fn bpf_object_ids(next_id_cmd: u32) -> std::collections::BTreeSet<u32> {
@@ -47,7 +51,7 @@ fn bpf_objects() -> [std::collections::BTreeSet<u32>; 3] {
 /// A tracer of every kind of event, so that start-up goes through every
 /// phase (the socket, packet and drop hooks, and seeding existing sockets).
 fn tracer() -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(udptrace_bin());
     cmd.args([
         "-e",
         "send,recv,connect,close,packet-send,drop",
