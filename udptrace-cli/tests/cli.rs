@@ -1,19 +1,16 @@
 //! Runs the `udptrace` binary against real traffic and checks what a user sees.
 //! Needs root, like the tracer.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::*;
 use serde_json::Value;
-
-/// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
-/// away from the build tree (the kernel matrix's VMs).
-fn udptrace_bin() -> String {
-    std::env::var("UDPTRACE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_udptrace").into())
-}
 
 /// Starts `udptrace ARGS` and returns once it printed its `Tracing` line.
 fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
@@ -429,16 +426,7 @@ fn privileges_unprivileged_fails_clearly_and_three_caps_suffice() {
 
 /// `bpf(BPF_{PROG,LINK}_GET_FD_BY_ID)`: whether the kernel still has this object.
 fn bpf_object_exists(cmd: u32, id: u32) -> bool {
-    let attr = [id, 0u32, 0u32];
-    // SAFETY: the attr is the 12-byte prefix of union bpf_attr these commands read.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr) as u32,
-        )
-    };
+    let fd = bpf_id_command(cmd, &mut [id, 0, 0]);
     if fd >= 0 {
         // SAFETY: closing the fd we were just given.
         unsafe { libc::close(fd as i32) };

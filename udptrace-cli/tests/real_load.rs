@@ -4,18 +4,15 @@
 //! of a second, counted load must be printed or counted as lost. Needs root,
 //! dnsperf and dnsmasq (./dev.sh test installs them).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
-
-/// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
-/// away from the build tree (the kernel matrix's VMs).
-fn udptrace_bin() -> String {
-    std::env::var("UDPTRACE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_udptrace").into())
-}
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")

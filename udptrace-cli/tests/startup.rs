@@ -2,15 +2,13 @@
 //! nothing in the kernel. Its own test binary, so that no other tracer of the
 //! suite creates or frees BPF objects meanwhile. Needs root.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
-/// away from the build tree (the kernel matrix's VMs).
-fn udptrace_bin() -> String {
-    std::env::var("UDPTRACE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_udptrace").into())
-}
+use common::*;
 
 /// The ids of every BPF object of one kind in the kernel (`BPF_*_GET_NEXT_ID`).
 fn bpf_object_ids(next_id_cmd: u32) -> std::collections::BTreeSet<u32> {
@@ -18,15 +16,7 @@ fn bpf_object_ids(next_id_cmd: u32) -> std::collections::BTreeSet<u32> {
     let mut id = 0u32;
     loop {
         let mut attr = [id, 0u32, 0u32];
-        // SAFETY: the attr is the prefix of union bpf_attr GET_NEXT_ID reads and writes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                next_id_cmd,
-                attr.as_mut_ptr(),
-                std::mem::size_of_val(&attr) as u32,
-            )
-        };
+        let rc = bpf_id_command(next_id_cmd, &mut attr);
         if rc != 0 {
             return ids;
         }
