@@ -1,7 +1,8 @@
 /*
  * What a legacy consumer declares itself, as the original UDP Event API's
- * users do: the seed's packed event struct, and a dlsym that fails loudly.
- * Shared by the C test programs written against the original API alone.
+ * users do: the seed's packed event struct and the five functions, found
+ * with dlopen()/dlsym(). Shared by the C test programs written against the
+ * original API alone.
  */
 #ifndef LEGACY_ABI_H
 #define LEGACY_ABI_H
@@ -36,6 +37,29 @@ static inline void *must_sym(void *lib, const char *name)
 		exit(1);
 	}
 	return p;
+}
+
+static void (*AddProbe)(void);
+static int (*setupBPF)(void);
+static int (*getStatus)(void);
+static struct udp_event_t (*DequeuePerfEvent)(void);
+static void (*cleanup)(void);
+
+/* Loads the library and its five functions, or exits; returns it for more. */
+static inline void *load_legacy_api(const char *path)
+{
+	void *lib = dlopen(path, RTLD_NOW);
+
+	if (!lib) {
+		fprintf(stderr, "FAIL: dlopen: %s\n", dlerror());
+		exit(1);
+	}
+	AddProbe = must_sym(lib, "AddProbe");
+	setupBPF = must_sym(lib, "setupBPF");
+	getStatus = must_sym(lib, "getStatus");
+	DequeuePerfEvent = must_sym(lib, "DequeuePerfEvent");
+	cleanup = must_sym(lib, "cleanup");
+	return lib;
 }
 
 #endif /* LEGACY_ABI_H */

@@ -22,11 +22,6 @@
 
 #include "legacy_abi.h"
 
-static void (*AddProbe)(void);
-static int (*getStatus)(void);
-static struct udp_event_t (*DequeuePerfEvent)(void);
-static void (*cleanup)(void);
-static int (*setupBPF)(void);
 
 static int failures;
 
@@ -106,22 +101,12 @@ int main(int argc, char **argv)
 	socklen_t fromlen = sizeof(from);
 	struct udp_event_t ev, zero;
 	uint64_t t0, tx = 0, rx = 0;
-	void *lib;
 	int i, rfd, sfd, a, b;
 
 	if (argc != 2)
 		return 2;
 	prctl(PR_SET_NAME, "legacy-c");
-	lib = dlopen(argv[1], RTLD_NOW);
-	if (!lib) {
-		fprintf(stderr, "FAIL: dlopen: %s\n", dlerror());
-		return 1;
-	}
-	AddProbe = must_sym(lib, "AddProbe");
-	getStatus = must_sym(lib, "getStatus");
-	DequeuePerfEvent = must_sym(lib, "DequeuePerfEvent");
-	cleanup = must_sym(lib, "cleanup");
-	setupBPF = must_sym(lib, "setupBPF");
+	load_legacy_api(argv[1]);
 
 	/* Everything below must finish well before this. */
 	alarm(60);

@@ -26,32 +26,13 @@
 #include <unistd.h>
 
 #include "legacy_abi.h"
+#include "loopback.h"
 
-static void (*AddProbe)(void);
-static int (*getStatus)(void);
-static struct udp_event_t (*DequeuePerfEvent)(void);
-static void (*cleanup)(void);
 static uint64_t (*GetLostEvents)(void);
 
 static pid_t sender;
 static uint16_t flood_port;
 static atomic_long delivered;
-
-static int bound_socket(struct sockaddr_in *addr)
-{
-	socklen_t len = sizeof(*addr);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-
-	memset(addr, 0, sizeof(*addr));
-	addr->sin_family = AF_INET;
-	inet_pton(AF_INET, "127.0.0.1", &addr->sin_addr);
-	if (fd < 0 || bind(fd, (struct sockaddr *)addr, sizeof(*addr)) != 0) {
-		perror("socket/bind");
-		exit(1);
-	}
-	getsockname(fd, (struct sockaddr *)addr, &len);
-	return fd;
-}
 
 /* UDP datagrams in and out of this network namespace so far, IPv4 and IPv6. */
 static void udp_totals(unsigned long long *in, unsigned long long *out)
@@ -164,15 +145,7 @@ int main(int argc, char **argv)
 	if (argc != 3)
 		return 2;
 	n = atol(argv[2]);
-	lib = dlopen(argv[1], RTLD_NOW);
-	if (!lib) {
-		fprintf(stderr, "FAIL: dlopen: %s\n", dlerror());
-		return 1;
-	}
-	AddProbe = must_sym(lib, "AddProbe");
-	getStatus = must_sym(lib, "getStatus");
-	DequeuePerfEvent = must_sym(lib, "DequeuePerfEvent");
-	cleanup = must_sym(lib, "cleanup");
+	lib = load_legacy_api(argv[1]);
 	GetLostEvents = must_sym(lib, "GetLostEvents");
 	alarm(120);
 

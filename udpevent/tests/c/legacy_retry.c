@@ -46,24 +46,12 @@ static void set_tracing_caps(int on)
 
 int main(int argc, char **argv)
 {
-	void (*AddProbe)(void), (*cleanup)(void);
-	int (*getStatus)(void);
-	struct udp_event_t (*DequeuePerfEvent)(void);
 	struct udp_event_t ev, zero;
-	void *lib;
 	int i;
 
 	if (argc != 2)
 		return 2;
-	lib = dlopen(argv[1], RTLD_NOW);
-	if (!lib) {
-		fprintf(stderr, "FAIL: dlopen: %s\n", dlerror());
-		return 1;
-	}
-	AddProbe = must_sym(lib, "AddProbe");
-	getStatus = must_sym(lib, "getStatus");
-	DequeuePerfEvent = must_sym(lib, "DequeuePerfEvent");
-	cleanup = must_sym(lib, "cleanup");
+	load_legacy_api(argv[1]);
 	alarm(60);
 	memset(&zero, 0, sizeof(zero));
 

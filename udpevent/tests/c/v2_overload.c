@@ -13,22 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "udpEvent.h"
-
-static int bound_socket(struct sockaddr_in *addr)
-{
-	socklen_t len = sizeof(*addr);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-
-	memset(addr, 0, sizeof(*addr));
-	addr->sin_family = AF_INET;
-	inet_pton(AF_INET, "127.0.0.1", &addr->sin_addr);
-	if (fd < 0 || bind(fd, (struct sockaddr *)addr, sizeof(*addr)) != 0) {
-		perror("socket/bind");
-		exit(1);
-	}
-	getsockname(fd, (struct sockaddr *)addr, &len);
-	return fd;
-}
+#include "loopback.h"
 
 /* Sends n datagrams; returns how many the kernel took. */
 static long flood(int fd, const struct sockaddr_in *to, long n)
