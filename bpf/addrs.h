@@ -24,6 +24,15 @@ static __always_inline void v4_mapped(__u8 dst[16], __be32 v4)
 	__builtin_memcpy(dst + 12, &v4, 4);
 }
 
+/* `::` or the IPv4-mapped `0.0.0.0`: no address. */
+static __always_inline bool is_unspecified(const __u8 addr[16])
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, addr, 16);
+	return w[0] == 0 && w[1] == 0 && (w[2] == 0 || w[2] == bpf_htonl(0xffff)) && w[3] == 0;
+}
+
 /* Addresses of a socket as it stands; the remote is unset for unconnected sockets. */
 static __always_inline void read_sock_addrs(struct sock *sk, struct sock_addrs *a)
 {

@@ -17,6 +17,7 @@
 #include "sock_state.h"
 #include "peer.h"
 #include "connect.h"
+#include "sender.h"
 
 #define EAGAIN 11
 #define MSG_PEEK 2
@@ -35,8 +36,8 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
 	bool btf_task = trusted && !count_mode;
+	bool no_room = false, found = false, unknown_sender;
 	struct sock_counters cnt;
-	bool no_room = false;
 	struct task_ctx task;
 	struct sock_addrs a;
 	struct peer *peer;
@@ -56,7 +57,10 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		probe_sock_addrs(sk, &a);
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
-	/* An address given by the caller (sendto) or returned to it (recvfrom). */
+	/*
+	 * The peer the caller named (sendto), or a receive's sender (see
+	 * sender.h); a connected socket's is its own.
+	 */
 	peer = NULL;
 	if (kind == UDP_EVENT_SEND ? peers_of_sends : peers_of_recvs)
 		peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
@@ -64,14 +68,36 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		if (peer->cookie == cookie) {
 			__builtin_memcpy(a.raddr, peer->addr, 16);
 			a.rport = peer->port;
+			found = true;
 		}
 		peer->cookie = 0; /* taken */
 	}
+	/* Every receive leaves the queue's count, whether its sender is known or not. */
+	if (trusted && senders_from_queue && kind == UDP_EVENT_RECV && ret >= 0) {
+		struct sock_addrs q = a;
+
+		if (queued_sender(sk, cookie, &q) && !found) {
+			__builtin_memcpy(a.raddr, q.raddr, 16);
+			a.rport = q.rport;
+			found = true;
+		}
+	}
+	unknown_sender = kind == UDP_EVENT_RECV && peers_of_recvs && ret >= 0 && !found &&
+			 is_unspecified(a.raddr) && a.rport == 0;
 	if (!count_mode)
 		cnt = account(cookie, kind, ret, &no_room);
 	else /* counted events carry no socket counters */
 		__builtin_memset(&cnt, 0, sizeof(cnt));
-	if (!kind_wanted(kind) || !task_wanted(pid_tgid) || !addrs_wanted(&a))
+	if (!kind_wanted(kind) || !task_wanted(pid_tgid))
+		return 0;
+	/*
+	 * A receive whose sender is unknown is counted whether the address
+	 * filters keep it or not (they cannot tell), and kept by what its own
+	 * side matches.
+	 */
+	if (unknown_sender)
+		stat_inc(UDP_STAT_RECV_NO_SENDER);
+	if (unknown_sender ? !local_side_wanted(&a) : !addrs_wanted(&a))
 		return 0;
 	/* Counted as the event is: only what the filters select. */
 	if (no_room)

@@ -73,6 +73,18 @@ static __always_inline bool addrs_wanted(const struct sock_addrs *a)
 	return true;
 }
 
+/* The filters on the local side alone: for a receive whose sender is unknown. */
+static __always_inline bool local_side_wanted(const struct sock_addrs *a)
+{
+	if (filter_family && a->family != filter_family)
+		return false;
+	if (filter_port && a->lport != filter_port)
+		return false;
+	if (filter_addr_on && !addr_in_filter(a->laddr))
+		return false;
+	return true;
+}
+
 static __always_inline bool kind_wanted(__u8 kind)
 {
 	return event_kinds & (1 << kind);

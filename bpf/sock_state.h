@@ -10,13 +10,32 @@
 #include "emit.h"
 
 /*
- * What udptrace keeps per socket: its counters, and its owner (the task that
+ * Tracepoint backend: the senders of the datagrams queued to a socket, as
+ * noted on arrival (sender.h).
+ */
+struct queued_senders {
+	__u8 addr[16]; /* the sender, while not mixed */
+	__u16 port;
+	/* Datagrams of another sender may be queued too. */
+	__u8 mixed;
+	/*
+	 * Datagrams nobody noted may be queued: the socket existed before
+	 * tracing began (or before the noting hook was attached).
+	 */
+	__u8 unsure;
+	/* Datagrams noted and not yet received: at least those queued. */
+	__u64 queued;
+};
+
+/*
+ * What udptrace keeps per socket: its counters, its owner (the task that
  * created it, or held it when tracing began), which received packets and
- * drops are attributed to.
+ * drops are attributed to, and the senders of its queued datagrams.
  */
 struct sock_state {
 	struct sock_counters counters;
 	struct task_ctx owner;
+	struct queued_senders senders;
 };
 
 /* Keyed by socket cookie; deleted on close. */
@@ -28,7 +47,8 @@ struct {
 	__type(value, struct sock_state);
 } sock_states SEC(".maps");
 
-static const struct sock_state new_sock_state = {};
+/* Only sock_create knows a socket from its start, with nothing queued. */
+static const struct sock_state new_sock_state = { .senders.unsure = 1 };
 
 /*
  * A new socket's state, for its caller to give an owner; NULL if the socket

@@ -37,6 +37,7 @@
 #include "sock_state.h"
 #include "peer.h"
 #include "connect.h"
+#include "sender.h"
 #include "datagram.h"
 #include "packet.h"
 
@@ -126,6 +127,16 @@ int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, void *msg, __u64 len, int fla
 	if (!is_udp_of(sk, AF_INET6))
 		return 0;
 	return on_recv(sk, ret, flags);
+}
+
+/* The datagram each receive hands over, for its sender (sender.h). */
+SEC("fentry/skb_consume_udp")
+int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	if (sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	note_dequeued_sender(bpf_get_socket_cookie(sk), skb, len);
+	return 0;
 }
 
 /*
@@ -239,20 +250,34 @@ int BPF_KRETPROBE(krp_udpv6_recvmsg, int ret)
 	return leave(FN_UDP6_RECV, ret);
 }
 
+SEC("kprobe/skb_consume_udp")
+int BPF_KPROBE(kp_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	note_dequeued_sender(probed_cookie(sk), skb, len);
+	return 0;
+}
+
 /* The cgroup hooks every backend shares: owners, peers, connects and closes. */
 
 /*
  * A UDP socket is created: its creator owns it. This also gives the socket
- * its cookie now, which kprobes cannot ask for later.
+ * its cookie now, which kprobes cannot ask for later, and is the one place
+ * that knows the socket's queue from its start (attached after the hook that
+ * notes queued datagrams).
  */
 SEC("cgroup/sock_create")
 int sock_create(struct bpf_sock *ctx)
 {
+	struct sock_state *st;
 	__u64 cookie;
 
 	if (ctx->protocol == IPPROTO_UDP) {
 		cookie = bpf_get_socket_cookie(ctx);
-		sock_state_of(cookie);
+		st = sock_state_of(cookie);
+		if (st)
+			st->senders.unsure = 0;
 	}
 	return 1;
 }
@@ -433,19 +458,25 @@ int packet_egress(struct __sk_buff *skb)
 	return 1; /* never interfere with the traffic */
 }
 
+/* Ingress also sees deliveries for packet events and drops (else only senders). */
+const volatile bool ingress_deliveries = true;
+
 SEC("cgroup_skb/ingress")
 int packet_ingress(struct __sk_buff *skb)
 {
 	struct pkt p = {};
-
 	__u64 cookie;
 
 	if (!skb_of_udp_sock(skb) || !parse_skb_data(skb, &p))
 		return 1;
 	cookie = bpf_get_socket_cookie(skb);
-	/* The context is the kernel's sk_buff, as kfree_skb will see it. */
-	note_delivery((__u64)(long)skb, cookie);
-	packet_received(cookie, &p);
+	if (senders_from_queue)
+		note_queued_sender(cookie, &p);
+	if (ingress_deliveries) {
+		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
+		note_delivery((__u64)(long)skb, cookie);
+		packet_received(cookie, &p);
+	}
 	return 1;
 }
 

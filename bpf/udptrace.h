@@ -43,7 +43,15 @@ enum udp_stat {
 	UDP_STAT_COUNT_FULL = 5,
 	/* connect() calls not followed, so neither reported nor counted: their table was full. */
 	UDP_STAT_CONNECT_FULL = 6,
-	UDP_STAT_MAX = 7,
+	/*
+	 * Receives whose sender is unknown (tracepoint backend: the socket's
+	 * queue held datagrams of more than one sender, and the caller did not
+	 * ask for the address): reported with an unspecified remote end, and
+	 * kept by filters that their local side matches. Counted for the tasks
+	 * the filters select, whether the address filters kept them or not.
+	 */
+	UDP_STAT_RECV_NO_SENDER = 7,
+	UDP_STAT_MAX = 8,
 };
 
 /* Cumulative traffic of one socket since tracing started. */

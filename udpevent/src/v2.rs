@@ -367,6 +367,21 @@ pub unsafe extern "C" fn udptrace_get_shortfalls(
     0
 }
 
+/// Receives whose sender is unknown, of the tasks the filters select:
+/// delivered with an unspecified remote address and port (and kept by an
+/// address or port filter only when their local side matches). Only the
+/// tracepoint backend has them: when datagrams of more than one sender were
+/// queued to the socket at once and the caller did not ask for the address.
+/// 0 for a NULL handle.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_recv_sender_unknown(h: *const udptrace_handle) -> u64 {
+    h.as_ref()
+        .map_or(0, |h| h.stats.stats().recv_sender_unknown)
+}
+
 /// The backend in use, e.g. "tracepoint"; valid until `udptrace_close`.
 ///
 /// # Safety

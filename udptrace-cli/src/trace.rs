@@ -269,6 +269,14 @@ pub(crate) fn table_shortfalls(stats: &Stats) -> String {
             stats.counters_full
         );
     }
+    // Shown with an unspecified remote end; an address or port filter kept
+    // only those whose local side it matched.
+    if stats.recv_sender_unknown > 0 {
+        text += &format!(
+            "; receives of unknown sender {}",
+            stats.recv_sender_unknown
+        );
+    }
     text
 }
 

@@ -53,6 +53,10 @@ pub(crate) enum PacketHooks {
     CgroupSkb,
 }
 
+/// Where the fentry and kprobe backends read the sender of every receive: the
+/// function that hands a received datagram over, in the receiving thread.
+const SENDER_FUNCTION: &str = "skb_consume_udp";
+
 /// The length tracepoints, by their BTF typedefs.
 const LENGTH_TRACEPOINTS: [&str; 2] = ["btf_trace_sock_send_length", "btf_trace_sock_recv_length"];
 
@@ -69,6 +73,8 @@ pub(crate) struct Plan {
     /// (the sock_addr hooks): always, unless counting by fields and
     /// filtering on nothing that needs it.
     pub peers: Peers,
+    /// Where receives learn their sender, when `peers.recv`.
+    pub senders: Senders,
     /// Packet events wanted, and from which hooks.
     pub packets: Option<PacketHooks>,
     /// Drop events wanted.
@@ -78,6 +84,17 @@ pub(crate) struct Plan {
     /// packet hooks, loaded for drops alone where the kfree_skb tracepoint
     /// does not name the socket (before Linux 6.11).
     pub deliveries: Option<PacketHooks>,
+}
+
+/// Where a receive's sender comes from (bpf/sender.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Senders {
+    /// fentry or kprobe on [`SENDER_FUNCTION`]: from the datagram itself.
+    Dequeue,
+    /// The senders of the datagrams queued to the socket, noted as they
+    /// arrive (cgroup_skb ingress), and the address a recvfrom() asks for
+    /// (cgroup sock_addr hooks): the tracepoint backend's.
+    Queue,
 }
 
 /// Of sends, of receives.
@@ -114,6 +131,14 @@ impl Plan {
             }
             Backend::Tracepoint => Vec::new(),
         };
+        let senders = match backend {
+            Backend::Fentry | Backend::Kprobe
+                if missing_functions(&[SENDER_FUNCTION]).is_empty() =>
+            {
+                Senders::Dequeue
+            }
+            _ => Senders::Queue,
+        };
         let hooks = match backend {
             Backend::Fentry | Backend::Kprobe
                 if missing_functions(&PACKET_FUNCTIONS).is_empty() =>
@@ -130,6 +155,7 @@ impl Plan {
                 send: true,
                 recv: true,
             },
+            senders,
             packets: packets.then_some(hooks),
             drops,
             deliveries: (packets || (drops && !kfree_skb_has_rx_sk())).then_some(hooks),
@@ -207,6 +233,12 @@ impl Plan {
         self.packets.is_some() || self.drops || self.backend == Backend::Kprobe
     }
 
+    /// Whether receives infer their senders from what is queued (the
+    /// tracepoint backend's way).
+    pub fn senders_from_queue(&self) -> bool {
+        self.socket_events && self.peers.recv && self.senders == Senders::Queue
+    }
+
     /// Whether the program in `section` (`fexit/udp_sendmsg`, `cgroup/connect4`) is loaded.
     pub fn wants_program(&self, section: &str) -> bool {
         let (kind, target) = section.split_once('/').unwrap_or((section, ""));
@@ -217,14 +249,26 @@ impl Plan {
             && self.deliveries == Some(PacketHooks::Functions);
         let present = !self.socket_fallback.contains(&target);
         let (tp_send, tp_recv) = self.tracepoint_families();
+        let sender_hook = |backend: Backend| {
+            self.backend == backend
+                && self.socket_events
+                && self.peers.recv
+                && self.senders == Senders::Dequeue
+        };
         match kind {
+            "fentry" | "kprobe" if target == SENDER_FUNCTION => sender_hook(match kind {
+                "fentry" => Backend::Fentry,
+                _ => Backend::Kprobe,
+            }),
             // Sends, receives, peers and connects are only for socket events;
             // creation and release keep the socket table (owners) in every mode.
             "cgroup" if target.starts_with("sendmsg") => self.socket_events && self.peers.send,
-            "cgroup" if target.starts_with("recvmsg") => self.socket_events && self.peers.recv,
+            "cgroup" if target.starts_with("recvmsg") => self.senders_from_queue(),
             "cgroup" if target.starts_with("connect") => self.socket_events,
             "cgroup" => true,
-            "cgroup_skb" if target == "ingress" => self.deliveries == Some(PacketHooks::CgroupSkb),
+            "cgroup_skb" if target == "ingress" => {
+                self.deliveries == Some(PacketHooks::CgroupSkb) || self.senders_from_queue()
+            }
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "iter" => self.seeds_sockets(),
             "tp_btf" if target == "kfree_skb" => self.drops,
@@ -248,7 +292,7 @@ impl Plan {
 /// What the running kernel's BTF says about the hooks, read once per
 /// process: the BTF is megabytes to parse, and every backend tried asks.
 struct KernelHooks {
-    /// Of [`FENTRY_FUNCTIONS`] and [`PACKET_FUNCTIONS`].
+    /// Of [`FENTRY_FUNCTIONS`], [`PACKET_FUNCTIONS`] and [`SENDER_FUNCTION`].
     missing_functions: Vec<&'static str>,
     /// Of [`LENGTH_TRACEPOINTS`].
     missing_tracepoints: Vec<&'static str>,
@@ -258,7 +302,11 @@ struct KernelHooks {
 fn kernel_hooks() -> &'static KernelHooks {
     static HOOKS: OnceLock<KernelHooks> = OnceLock::new();
     HOOKS.get_or_init(|| {
-        let functions = FENTRY_FUNCTIONS.iter().chain(&PACKET_FUNCTIONS).copied();
+        let functions = FENTRY_FUNCTIONS
+            .iter()
+            .chain(&PACKET_FUNCTIONS)
+            .chain(&[SENDER_FUNCTION])
+            .copied();
         let Ok(btf) = Btf::from_vmlinux() else {
             return KernelHooks {
                 missing_functions: functions.collect(),
@@ -426,7 +474,11 @@ pub(crate) fn attach(
     let cgroup = File::open(cgroup_root)
         .map_err(|e| Error::System(format!("cannot open cgroup {}: {e}", cgroup_root.display())))?;
     let mut probes = Vec::new();
-    for prog in skel.object().progs_mut() {
+    let mut progs: Vec<_> = skel.object().progs_mut().collect();
+    // Datagrams are noted as they arrive before sock_create vouches that a
+    // new socket's every datagram is noted (bpf/sender.h).
+    progs.sort_by_key(|p| p.section() != "cgroup_skb/ingress");
+    for prog in progs {
         if !prog.autoload() || prog.section().to_string_lossy().starts_with("iter/") {
             continue;
         }
@@ -476,6 +528,7 @@ mod tests {
                 send: true,
                 recv: true,
             },
+            senders: Senders::Queue,
             packets,
             drops,
             deliveries: packets,

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel};
 
-use crate::backend::{self, Backend, Peers, Plan};
+use crate::backend::{self, Backend, PacketHooks, Peers, Plan};
 use crate::bpf::{UdptraceSkel, UdptraceSkelBuilder};
 use crate::builder::TracerBuilder;
 use crate::count::CountField;
@@ -116,6 +116,8 @@ pub(crate) fn load<'obj>(
     ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
     (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
     (ro.peers_of_sends, ro.peers_of_recvs) = (plan.peers.send, plan.peers.recv);
+    ro.senders_from_queue = plan.senders_from_queue();
+    ro.ingress_deliveries = plan.deliveries == Some(PacketHooks::CgroupSkb);
     if plan.drops {
         let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
         ro.reason_rcvbuff = code("SOCKET_RCVBUFF");

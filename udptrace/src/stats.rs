@@ -40,6 +40,11 @@ pub struct Stats {
     pub connect_full: u64,
     /// Counting mode: events not counted because the table was full.
     pub count_full: u64,
+    /// Receives whose sender is unknown (tracepoint backend: their socket's
+    /// queue held datagrams of more than one sender, and the caller did not
+    /// ask for the address). Reported with an unspecified remote end;
+    /// address and port filters keep them when their local side matches.
+    pub recv_sender_unknown: u64,
 }
 
 impl Stats {
@@ -89,6 +94,7 @@ impl StatsReader {
             connect_failed: kernel(udp_stat::UDP_STAT_CONNECT_FAILED),
             connect_full: kernel(udp_stat::UDP_STAT_CONNECT_FULL),
             count_full: kernel(udp_stat::UDP_STAT_COUNT_FULL),
+            recv_sender_unknown: kernel(udp_stat::UDP_STAT_RECV_NO_SENDER),
         }
     }
 }
