@@ -88,6 +88,8 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		cnt = account(cookie, kind, ret, &no_room);
 	else /* counted events carry no socket counters */
 		__builtin_memset(&cnt, 0, sizeof(cnt));
+	if (trusted && senders_from_queue && kind == UDP_EVENT_SEND)
+		settle_queue(sk, cookie);
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid))
 		return 0;
 	/*

@@ -100,6 +100,19 @@ static __always_inline bool queue_empty(struct sock *sk)
 }
 
 /*
+ * Tracepoint backend, a send: a socket first seen with nothing queued has
+ * every datagram queued from then on noted (clients send first). Only a
+ * datagram already past ingress but not yet queued at that instant escapes.
+ */
+static __always_inline void settle_queue(struct sock *sk, __u64 cookie)
+{
+	struct sock_state *st = sock_state_of(cookie);
+
+	if (st && st->senders.unsure && queue_empty(sk))
+		st->senders.unsure = 0;
+}
+
+/*
  * Tracepoint backend: a receive has taken one datagram off the socket. Fills
  * in its sender and returns true when every datagram queued could only have
  * come from one sender.

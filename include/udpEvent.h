@@ -218,6 +218,17 @@ int32_t udptrace_get_stats(struct udptrace_handle *h, struct udptrace_stats *sta
 // `h` comes from `udptrace_open` and is not closed; `out` is writable.
 int32_t udptrace_get_shortfalls(struct udptrace_handle *h, struct udptrace_shortfalls *out);
 
+// Receives whose sender is unknown, of the tasks the filters select:
+// delivered with an unspecified remote address and port (and kept by an
+// address or port filter only when their local side matches). Only the
+// tracepoint backend has them: when datagrams of more than one sender were
+// queued to the socket at once and the caller did not ask for the address.
+// 0 for a NULL handle.
+//
+// # Safety
+// `h` comes from `udptrace_open` and is not closed.
+uint64_t udptrace_recv_sender_unknown(const struct udptrace_handle *h);
+
 // The backend in use, e.g. "tracepoint"; valid until `udptrace_close`.
 //
 // # Safety

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs,
+# Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs, senders.rs,
 # packet_events.rs and limits.rs) inside pinned Debian kernels under QEMU (TCG:
 # KVM guests hang on these hosts) once per backend, then, with the backend
 # `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs and
@@ -29,7 +29,7 @@ mkdir -p "$WORK"
 cargo build --locked -q -p udptrace-cli -p udpevent
 # The suites' test binaries, by name: the kernel suites run on every backend,
 # the CLI's and the C library's with the backend auto picks.
-SUITES="socket_events packet_events limits"
+SUITES="socket_events senders packet_events limits"
 declare -A tests
 test_binary() { # package, test
 	cargo test --locked -q --no-run -p "$1" --test "$2" --message-format=json 2>/dev/null |
@@ -174,8 +174,10 @@ done
 if [[ $(cell "$host_log" fentry) == pass* && $(cell "$host_log" tracepoint) == pass* ]]; then
 	echo "BEGIN fallback" >>"$host_log"
 	rc=0
-	UDPTRACE_TEST_BACKEND=fentry UDPTRACE_TEST_MISSING=udpv6_sendmsg,udp_recvmsg \
-		"${tests[socket_events]}" >>"$host_log" 2>&1 || rc=$?
+	for suite in socket_events senders; do
+		UDPTRACE_TEST_BACKEND=fentry UDPTRACE_TEST_MISSING=udpv6_sendmsg,udp_recvmsg \
+			"${tests[$suite]}" >>"$host_log" 2>&1 || rc=$?
+	done
 	echo "RESULT fallback $rc" >>"$host_log"
 else
 	echo "UNSUPPORTED fallback needs both the fentry backend and the length tracepoints" >>"$host_log"

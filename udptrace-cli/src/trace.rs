@@ -272,10 +272,7 @@ pub(crate) fn table_shortfalls(stats: &Stats) -> String {
     // Shown with an unspecified remote end; an address or port filter kept
     // only those whose local side it matched.
     if stats.recv_sender_unknown > 0 {
-        text += &format!(
-            "; receives of unknown sender {}",
-            stats.recv_sender_unknown
-        );
+        text += &format!("; receives of unknown sender {}", stats.recv_sender_unknown);
     }
     text
 }

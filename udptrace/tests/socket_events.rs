@@ -14,24 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::*;
-use udptrace::{Event, EventKind, Family, Filter, SockCounters, Stats};
-
-/// Runs `workload` under a tracer and returns every event, in ring-buffer
-/// order, plus the tracer's counts.
-fn trace<F: FnOnce()>(filter: Filter, workload: F) -> (Vec<Event>, Stats) {
-    let mut tracer = builder()
-        .filter(filter)
-        .start()
-        .expect("tracer starts (the tests need root)");
-    workload();
-    // Every event of a finished syscall is already in the ring: stop drains it.
-    tracer.stop();
-    let events: Vec<Event> = tracer.by_ref().collect();
-    let stats = tracer.stats();
-    assert_eq!(stats.lost, 0, "no event may be lost");
-    assert_eq!(stats.undecodable, 0);
-    (events, stats)
-}
+use udptrace::{Event, EventKind, Family, Filter, SockCounters};
 
 fn gettid() -> u32 {
     // SAFETY: no arguments, cannot fail.

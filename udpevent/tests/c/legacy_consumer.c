@@ -132,9 +132,10 @@ int main(int argc, char **argv)
 	inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
 	for (i = 0; i < 3; i++)
 		sendto(sfd, buf, sizes[i], 0, (struct sockaddr *)&dst, sizeof(dst));
-	/* recvfrom: the sender's address is what names the peer of a receive. */
-	for (i = 0; i < 3; i++)
-		recvfrom(rfd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fromlen);
+	/* The sender is the peer of a receive, whether the reader asks for it or not. */
+	recvfrom(rfd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fromlen);
+	recv(rfd, buf, sizeof(buf), 0);
+	CHECK(read(rfd, buf, sizeof(buf)) == sizes[2], "read");
 	for (i = 0; i < 6; i++) {
 		ev = next_of(sport, rport);
 		check_common(&ev, AF_INET, t0);
@@ -147,6 +148,7 @@ int main(int argc, char **argv)
 			      (unsigned long long)ev.tx_b);
 		} else {
 			rx += sizes[ev.rxPkts - 1];
+			CHECK(ev.DPT == sport, "recv DPT %u", ev.DPT);
 			CHECK(ev.rx_b == rx && ev.tx_b == 0 && ev.txPkts == 0, "recv counters %llu",
 			      (unsigned long long)ev.rx_b);
 		}

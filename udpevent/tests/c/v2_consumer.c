@@ -56,9 +56,9 @@ int main(void)
 	udptrace_event ev;
 	udptrace_stats st;
 	udptrace_handle *h;
-	uint16_t rport, oport, sport;
+	uint16_t rport, oport, sport, nport;
 	struct timespec t0, t1;
-	int rfd, ofd, sfd, rc, i;
+	int rfd, ofd, sfd, nfd, rc, i;
 	char buf[64];
 	struct sockaddr_in from;
 	socklen_t fromlen = sizeof(from);
@@ -132,8 +132,21 @@ int main(void)
 			CHECK(ev.ret == 10 && ev.rx_bytes == 10 && ev.rx_packets == 1, "recv bytes");
 		}
 	}
+	/* A receive that does not ask for the sender: the port filter matches its sender. */
+	nfd = bound(&nport);
+	send_to(rfd, nport, 7);
+	CHECK(recv(nfd, buf, sizeof(buf), 0) == 7, "recv");
+	for (i = 0; i < 2; i++) {
+		rc = udptrace_next(h, &ev, 2000);
+		CHECK(rc == UDPTRACE_EVENT, "event %d: rc %d", i, rc);
+		CHECK(ev.kind == (i ? UDPTRACE_RECV : UDPTRACE_SEND) && ev.ret == 7, "kind %u",
+		      ev.kind);
+		CHECK(ev.lport == (i ? nport : rport) && ev.rport == (i ? rport : nport),
+		      "%u->%u", ev.lport, ev.rport);
+	}
+	CHECK(udptrace_recv_sender_unknown(h) == 0, "receives of unknown sender");
 	CHECK(udptrace_get_stats(h, &st) == 0, "stats");
-	CHECK(st.events[UDPTRACE_SEND - 1] == 2 && st.events[UDPTRACE_RECV - 1] == 1,
+	CHECK(st.events[UDPTRACE_SEND - 1] == 3 && st.events[UDPTRACE_RECV - 1] == 2,
 	      "stats events %llu %llu", (unsigned long long)st.events[0],
 	      (unsigned long long)st.events[1]);
 	CHECK(st.lost == 0, "lost %llu", (unsigned long long)st.lost);

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 
-use udptrace::Tracer;
+use udptrace::{Event, Filter, Stats, Tracer};
 
 /// A tracer builder for the backend under test: `UDPTRACE_TEST_BACKEND`
 /// (the kernel matrix runs the suite once per backend), else the default;
@@ -20,6 +20,23 @@ pub fn builder() -> udptrace::TracerBuilder {
         Ok(name) => b.backend(name.parse().expect("a backend name")),
         Err(_) => b,
     }
+}
+
+/// Runs `workload` under a tracer and returns every event, in ring-buffer
+/// order, plus the tracer's counts.
+pub fn trace<F: FnOnce()>(filter: Filter, workload: F) -> (Vec<Event>, Stats) {
+    let mut tracer = builder()
+        .filter(filter)
+        .start()
+        .expect("tracer starts (the tests need root)");
+    workload();
+    // Every event of a finished syscall is already in the ring: stop drains it.
+    tracer.stop();
+    let events: Vec<Event> = tracer.by_ref().collect();
+    let stats = tracer.stats();
+    assert_eq!(stats.lost, 0, "no event may be lost");
+    assert_eq!(stats.undecodable, 0);
+    (events, stats)
 }
 
 pub fn set_comm(name: &str) {

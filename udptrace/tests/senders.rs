@@ -1,0 +1,388 @@
+//! Every successful receive carries its sender, whether or not the caller
+//! asked for the address, and filters on port or address keep it. Real
+//! sockets in the running kernel (and in the kernel matrix, on every backend).
+
+mod common;
+
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::str::FromStr;
+
+use common::*;
+use udptrace::{Backend, Event, EventKind, Filter, IpNet};
+
+/// The ways a client reads a datagram without asking who sent it.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    Recv,
+    RecvfromNull,
+    Read,
+    /// recv(fd, NULL, 0, MSG_TRUNC): nothing copied, the full length returned.
+    Truncated,
+    /// recvmmsg of two, without names.
+    Recvmmsg,
+}
+
+const READS: [Read; 5] = [
+    Read::Recv,
+    Read::RecvfromNull,
+    Read::Read,
+    Read::Truncated,
+    Read::Recvmmsg,
+];
+
+/// Reads the datagrams `read` takes (one, or two for recvmmsg) and returns
+/// their lengths as the calls return them.
+fn read_without_name(s: &UdpSocket, read: Read) -> Vec<usize> {
+    let fd = s.as_raw_fd();
+    let mut buf = [0u8; 2048];
+    let p = buf.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: every call writes at most the buffer's length into it.
+    let n = unsafe {
+        match read {
+            Read::Recv => libc::recv(fd, p, buf.len(), 0),
+            Read::RecvfromNull => libc::recvfrom(
+                fd,
+                p,
+                buf.len(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ),
+            Read::Read => libc::read(fd, p, buf.len()),
+            Read::Truncated => libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_TRUNC),
+            Read::Recvmmsg => return recvmmsg_without_names(fd, 2),
+        }
+    };
+    assert!(n >= 0, "{read:?}: {}", std::io::Error::last_os_error());
+    vec![n as usize]
+}
+
+fn recvmmsg_without_names(fd: i32, count: usize) -> Vec<usize> {
+    let mut bufs = vec![[0u8; 256]; count];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr() as *mut _,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: all-zero is a valid mmsghdr (no name, no control).
+            let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let mut got = 0;
+    while got < count {
+        // SAFETY: the headers point at live buffers for the call's duration.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs[got..].as_mut_ptr(),
+                (count - got) as u32,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(n > 0, "recvmmsg: {}", std::io::Error::last_os_error());
+        got += n as usize;
+    }
+    hdrs.iter().map(|h| h.msg_len as usize).collect()
+}
+
+/// A client asks `server` once per datagram its next read takes, the server
+/// answers each from its own address, and the client reads the answers
+/// without asking who sent them. Returns the lengths the client's reads
+/// returned.
+fn exchange(client: &UdpSocket, server: &UdpSocket, read: Read) -> Vec<usize> {
+    let answers = if matches!(read, Read::Recvmmsg) { 2 } else { 1 };
+    for i in 0..answers {
+        client
+            .send_to(
+                format!("question {i}").as_bytes(),
+                server.local_addr().unwrap(),
+            )
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        server
+            .send_to(format!("answer {i} to {read:?}").as_bytes(), from)
+            .unwrap();
+    }
+    read_without_name(client, read)
+}
+
+/// The client's receives: each from the server, with the lengths read.
+fn assert_receives_from(events: &[Event], client: SocketAddr, server: SocketAddr, lens: &[usize]) {
+    let receives: Vec<(SocketAddr, SocketAddr, i32)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Recv && e.local == client)
+        .map(|e| (e.local, e.remote, e.ret))
+        .collect();
+    let want: Vec<_> = lens.iter().map(|&n| (client, server, n as i32)).collect();
+    assert_eq!(receives, want);
+}
+
+/// Every way of reading without a name, on one family, under `filter`.
+fn unconnected_client(client_ip: IpAddr, server_ip: IpAddr, filter: impl Fn(&UdpSocket) -> Filter) {
+    let server = UdpSocket::bind((server_ip, 0)).unwrap();
+    let mut lens = Vec::new();
+    let mut client_addr = None;
+    let (events, stats) = trace(filter(&server), || {
+        // Made while tracing: its queue is known from the start.
+        let client = UdpSocket::bind((client_ip, 0)).unwrap();
+        client_addr = client.local_addr().ok();
+        for read in READS {
+            lens.extend(exchange(&client, &server, read));
+        }
+    });
+    let client = client_addr.unwrap();
+    assert_eq!(lens.len(), 6);
+    assert_receives_from(&events, client, server.local_addr().unwrap(), &lens);
+    assert_eq!(stats.recv_sender_unknown, 0);
+}
+
+fn by_port(server: &UdpSocket) -> Filter {
+    Filter {
+        port: Some(port(server)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ipv4_receives_without_names_carry_their_sender_under_a_port_filter() {
+    unconnected_client(
+        Ipv4Addr::LOCALHOST.into(),
+        Ipv4Addr::LOCALHOST.into(),
+        by_port,
+    );
+}
+
+#[test]
+fn ipv6_receives_without_names_carry_their_sender_under_a_port_filter() {
+    let lo6 = IpAddr::from_str("::1").unwrap();
+    unconnected_client(lo6, lo6, by_port);
+}
+
+#[test]
+fn ipv4_receives_without_names_carry_their_sender_under_an_address_filter() {
+    // The server on an address of its own, so that only the remote end matches.
+    let server_ip = Ipv4Addr::new(127, 0, 0, 2);
+    unconnected_client(Ipv4Addr::LOCALHOST.into(), server_ip.into(), |_| Filter {
+        addr: Some(IpNet::from_str("127.0.0.2/32").unwrap()),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn ipv6_receives_without_names_carry_their_sender_under_an_address_filter() {
+    let lo6 = IpAddr::from_str("::1").unwrap();
+    unconnected_client(lo6, lo6, |_| Filter {
+        addr: Some(IpNet::from_str("::1/128").unwrap()),
+        ..Default::default()
+    });
+}
+
+/// The one's complement sum of 16-bit words, as the UDP checksum takes it.
+fn ones_complement_sum(bytes: &[u8], mut sum: u32) -> u32 {
+    for pair in bytes.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// A UDP header and payload with a correct checksum, from `src` to `dst`.
+fn udp_datagram(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut d = Vec::with_capacity(len as usize);
+    d.extend_from_slice(&src.port().to_be_bytes());
+    d.extend_from_slice(&dst.port().to_be_bytes());
+    d.extend_from_slice(&len.to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_UDP as u8]);
+    pseudo.extend_from_slice(&len.to_be_bytes());
+    let sum = ones_complement_sum(&d, ones_complement_sum(&pseudo, 0));
+    let check = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    d[6..8].copy_from_slice(&check.to_be_bytes());
+    d
+}
+
+/// A datagram longer than 76 bytes whose checksum no device vouched for
+/// (sent from a raw socket) is checked while it is copied to the reader.
+#[test]
+fn receive_checksummed_while_copying_carries_its_sender() {
+    set_comm("ut-csum-copy");
+    let from = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), free_port());
+    let mut client_addr = None;
+    let mut read = Vec::new();
+    let (events, stats) = trace(
+        Filter {
+            port: Some(from.port()),
+            ..Default::default()
+        },
+        || {
+            let client = bind_v4();
+            let SocketAddr::V4(to) = client.local_addr().unwrap() else {
+                unreachable!()
+            };
+            client_addr = Some(to);
+            let datagram = udp_datagram(from, to, &[0x5a; 200]);
+            // SAFETY: plain socket calls on a local fd and local buffers.
+            unsafe {
+                let raw = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP);
+                assert!(raw >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let src = sockaddr_in(SocketAddrV4::new(*from.ip(), 0));
+                assert_eq!(
+                    libc::bind(
+                        raw,
+                        &src as *const _ as *const _,
+                        mem::size_of_val(&src) as u32
+                    ),
+                    0
+                );
+                let dst = sockaddr_in(SocketAddrV4::new(*to.ip(), 0));
+                let sent = libc::sendto(
+                    raw,
+                    datagram.as_ptr() as *const _,
+                    datagram.len(),
+                    0,
+                    &dst as *const _ as *const _,
+                    mem::size_of_val(&dst) as u32,
+                );
+                assert_eq!(sent, datagram.len() as isize);
+                libc::close(raw);
+            }
+            read = read_without_name(&client, Read::Recv);
+        },
+    );
+    assert_eq!(read, vec![200]);
+    assert_receives_from(&events, client_addr.unwrap().into(), from.into(), &read);
+    assert_eq!(stats.recv_sender_unknown, 0);
+}
+
+/// A GSO send received whole by a socket with UDP_GRO: one receive of all
+/// segments, from their sender.
+#[test]
+fn gro_receive_carries_its_sender() {
+    set_comm("ut-gro");
+    let mut addrs = None;
+    let mut read = Vec::new();
+    let (events, _) = trace(Filter::default(), || {
+        let (tx, rx) = (bind_v4(), bind_v4());
+        let one: libc::c_int = 1;
+        let segment: libc::c_int = 100;
+        // SAFETY: setsockopt reads an int from a live local.
+        unsafe {
+            let set = |fd, opt, v: &libc::c_int| {
+                libc::setsockopt(fd, libc::SOL_UDP, opt, v as *const _ as *const _, 4)
+            };
+            assert_eq!(set(rx.as_raw_fd(), libc::UDP_GRO, &one), 0);
+            assert_eq!(set(tx.as_raw_fd(), libc::UDP_SEGMENT, &segment), 0);
+        }
+        tx.send_to(&[7u8; 1000], rx.local_addr().unwrap()).unwrap();
+        let mut total = 0;
+        while total < 1000 {
+            let n = read_without_name(&rx, Read::Recv)[0];
+            total += n;
+            read.push(n);
+        }
+        addrs = Some((tx.local_addr().unwrap(), rx.local_addr().unwrap()));
+    });
+    let (tx, rx) = addrs.unwrap();
+    assert_receives_from(&events, rx, tx, &read);
+}
+
+/// Two servers' answers queued at once to a client that does not ask who
+/// sent them: the fentry and kprobe backends read each one's sender from the
+/// datagram; the tracepoint backend cannot tell them apart, reports the
+/// sender unknown, counts it, and keeps it under a filter its local side
+/// matches. Once the queue has emptied, one server's answer has its sender
+/// again.
+#[test]
+fn answers_of_two_servers_queued_at_once() {
+    set_comm("ut-two-servers");
+    let (a, b) = (bind_v4(), bind_v4());
+    let client_port = free_port();
+    let mut tracer = builder()
+        .filter(Filter {
+            comm: Some("ut-two-servers".into()),
+            port: Some(client_port),
+            ..Default::default()
+        })
+        .start()
+        .expect("tracer starts");
+    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, client_port)).unwrap();
+    for server in [&a, &b] {
+        client.send_to(b"q", server.local_addr().unwrap()).unwrap();
+        let (_, from) = server.recv_from(&mut [0u8; 8]).unwrap();
+        server.send_to(b"answer", from).unwrap();
+    }
+    let mut lens = read_without_name(&client, Read::Recv);
+    lens.extend(read_without_name(&client, Read::Recv));
+    // Then one server alone.
+    client.send_to(b"q", a.local_addr().unwrap()).unwrap();
+    let (_, from) = a.recv_from(&mut [0u8; 8]).unwrap();
+    a.send_to(b"alone", from).unwrap();
+    lens.extend(read_without_name(&client, Read::Recv));
+    tracer.stop();
+    let events: Vec<Event> = tracer.by_ref().collect();
+    let stats = tracer.stats();
+    assert_eq!(stats.lost, 0);
+
+    let client = client.local_addr().unwrap();
+    let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let receives: Vec<(SocketAddr, i32)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Recv && e.local == client)
+        .map(|e| (e.remote, e.ret))
+        .collect();
+    assert_eq!(lens, vec![6, 6, 5]);
+    if tracer.backend() == Backend::Tracepoint {
+        let unknown: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert_eq!(receives, vec![(unknown, 6), (unknown, 6), (a, 5)]);
+        assert_eq!(stats.recv_sender_unknown, 2);
+    } else {
+        assert_eq!(receives, vec![(a, 6), (b, 6), (a, 5)]);
+        assert_eq!(stats.recv_sender_unknown, 0);
+    }
+}
+
+/// A socket opened before tracing began may hold datagrams nobody noted;
+/// once it is seen with nothing queued (here at its first send), its
+/// receives have their senders again.
+#[test]
+fn socket_open_before_tracing_gets_its_senders() {
+    set_comm("ut-before");
+    let server = bind_v4();
+    let client = bind_v4();
+    let (events, stats) = trace(by_port(&server), || {
+        for _ in 0..3 {
+            exchange(&client, &server, Read::Recv);
+        }
+    });
+    let lens = vec!["answer 0 to Recv".len(); 3];
+    assert_receives_from(
+        &events,
+        client.local_addr().unwrap(),
+        server.local_addr().unwrap(),
+        &lens,
+    );
+    assert_eq!(stats.recv_sender_unknown, 0);
+}
