@@ -14,7 +14,7 @@ use udptrace::{Backend, Event, EventKind, Filter, IpNet};
 
 /// The ways a client reads a datagram without asking who sent it.
 #[derive(Debug, Clone, Copy)]
-enum Read {
+enum Reader {
     Recv,
     RecvfromNull,
     Read,
@@ -24,25 +24,25 @@ enum Read {
     Recvmmsg,
 }
 
-const READS: [Read; 5] = [
-    Read::Recv,
-    Read::RecvfromNull,
-    Read::Read,
-    Read::Truncated,
-    Read::Recvmmsg,
+const READS: [Reader; 5] = [
+    Reader::Recv,
+    Reader::RecvfromNull,
+    Reader::Read,
+    Reader::Truncated,
+    Reader::Recvmmsg,
 ];
 
 /// Reads the datagrams `read` takes (one, or two for recvmmsg) and returns
 /// their lengths as the calls return them.
-fn read_without_name(s: &UdpSocket, read: Read) -> Vec<usize> {
+fn read_without_name(s: &UdpSocket, read: Reader) -> Vec<usize> {
     let fd = s.as_raw_fd();
     let mut buf = [0u8; 2048];
     let p = buf.as_mut_ptr() as *mut libc::c_void;
     // SAFETY: every call writes at most the buffer's length into it.
     let n = unsafe {
         match read {
-            Read::Recv => libc::recv(fd, p, buf.len(), 0),
-            Read::RecvfromNull => libc::recvfrom(
+            Reader::Recv => libc::recv(fd, p, buf.len(), 0),
+            Reader::RecvfromNull => libc::recvfrom(
                 fd,
                 p,
                 buf.len(),
@@ -50,9 +50,9 @@ fn read_without_name(s: &UdpSocket, read: Read) -> Vec<usize> {
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
             ),
-            Read::Read => libc::read(fd, p, buf.len()),
-            Read::Truncated => libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_TRUNC),
-            Read::Recvmmsg => return recvmmsg_without_names(fd, 2),
+            Reader::Read => libc::read(fd, p, buf.len()),
+            Reader::Truncated => libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_TRUNC),
+            Reader::Recvmmsg => return recvmmsg_without_names(fd, 2),
         }
     };
     assert!(n >= 0, "{read:?}: {}", std::io::Error::last_os_error());
@@ -100,8 +100,12 @@ fn recvmmsg_without_names(fd: i32, count: usize) -> Vec<usize> {
 /// answers each from its own address, and the client reads the answers
 /// without asking who sent them. Returns the lengths the client's reads
 /// returned.
-fn exchange(client: &UdpSocket, server: &UdpSocket, read: Read) -> Vec<usize> {
-    let answers = if matches!(read, Read::Recvmmsg) { 2 } else { 1 };
+fn exchange(client: &UdpSocket, server: &UdpSocket, read: Reader) -> Vec<usize> {
+    let answers = if matches!(read, Reader::Recvmmsg) {
+        2
+    } else {
+        1
+    };
     for i in 0..answers {
         client
             .send_to(
@@ -269,7 +273,7 @@ fn receive_checksummed_while_copying_carries_its_sender() {
                 assert_eq!(sent, datagram.len() as isize);
                 libc::close(raw);
             }
-            read = read_without_name(&client, Read::Recv);
+            read = read_without_name(&client, Reader::Recv);
         },
     );
     assert_eq!(read, vec![200]);
@@ -299,7 +303,7 @@ fn gro_receive_carries_its_sender() {
         tx.send_to(&[7u8; 1000], rx.local_addr().unwrap()).unwrap();
         let mut total = 0;
         while total < 1000 {
-            let n = read_without_name(&rx, Read::Recv)[0];
+            let n = read_without_name(&rx, Reader::Recv)[0];
             total += n;
             read.push(n);
         }
@@ -334,13 +338,13 @@ fn answers_of_two_servers_queued_at_once() {
         let (_, from) = server.recv_from(&mut [0u8; 8]).unwrap();
         server.send_to(b"answer", from).unwrap();
     }
-    let mut lens = read_without_name(&client, Read::Recv);
-    lens.extend(read_without_name(&client, Read::Recv));
+    let mut lens = read_without_name(&client, Reader::Recv);
+    lens.extend(read_without_name(&client, Reader::Recv));
     // Then one server alone.
     client.send_to(b"q", a.local_addr().unwrap()).unwrap();
     let (_, from) = a.recv_from(&mut [0u8; 8]).unwrap();
     a.send_to(b"alone", from).unwrap();
-    lens.extend(read_without_name(&client, Read::Recv));
+    lens.extend(read_without_name(&client, Reader::Recv));
     tracer.stop();
     let events: Vec<Event> = tracer.by_ref().collect();
     let stats = tracer.stats();
@@ -374,7 +378,7 @@ fn socket_open_before_tracing_gets_its_senders() {
     let client = bind_v4();
     let (events, stats) = trace(by_port(&server), || {
         for _ in 0..3 {
-            exchange(&client, &server, Read::Recv);
+            exchange(&client, &server, Reader::Recv);
         }
     });
     let lens = vec!["answer 0 to Recv".len(); 3];
