@@ -528,7 +528,10 @@ mod tests {
                 send: true,
                 recv: true,
             },
-            senders: Senders::Queue,
+            senders: match backend {
+                Backend::Tracepoint => Senders::Queue,
+                _ => Senders::Dequeue,
+            },
             packets,
             drops,
             deliveries: packets,
@@ -558,8 +561,38 @@ mod tests {
         assert!(p.wants_program("cgroup/connect4"));
         assert!(p.wants_program("cgroup/sock_create"));
         assert!(!p.wants_program("tp_btf/kfree_skb"));
-        assert!(!p.wants_program("cgroup_skb/ingress"));
+        assert!(!p.wants_program("cgroup_skb/egress"));
         assert!(!p.wants_program("fexit/udp_sendmsg"));
+        // Ingress only to note receives' senders.
+        assert!(p.senders_from_queue());
+        assert!(p.deliveries.is_none());
+    }
+
+    #[test]
+    fn receives_learn_their_sender_where_each_backend_can() {
+        let p = plan(Backend::Fentry, None, false);
+        assert!(p.wants_program("fentry/skb_consume_udp"));
+        assert!(!p.wants_program("kprobe/skb_consume_udp"));
+        assert!(!p.wants_program("cgroup/recvmsg4"));
+        assert!(!p.wants_program("cgroup_skb/ingress"));
+        let p = plan(Backend::Kprobe, None, false);
+        assert!(p.wants_program("kprobe/skb_consume_udp"));
+        assert!(!p.wants_program("fentry/skb_consume_udp"));
+        assert!(!p.wants_program("cgroup/recvmsg6"));
+        let mut p = plan(Backend::Tracepoint, None, false);
+        assert!(p.wants_program("cgroup_skb/ingress"));
+        assert!(p.wants_program("cgroup/recvmsg4"));
+        assert!(p.wants_program("cgroup/recvmsg6"));
+        assert!(!p.wants_program("fentry/skb_consume_udp"));
+        // Where the function is missing, fentry learns them as tracepoints do.
+        let mut f = plan(Backend::Fentry, None, false);
+        f.senders = Senders::Queue;
+        assert!(!f.wants_program("fentry/skb_consume_udp"));
+        assert!(f.wants_program("cgroup_skb/ingress"));
+        // Not needed (a count keyed by neither), not loaded.
+        p.peers.recv = false;
+        assert!(!p.wants_program("cgroup_skb/ingress"));
+        assert!(!p.senders_from_queue());
     }
 
     #[test]
