@@ -22,7 +22,8 @@ pub struct SelectArgs {
     /// Only threads with this name (as in /proc/PID/task/TID/comm)
     #[arg(short, long, value_name = "NAME")]
     comm: Option<String>,
-    /// Only traffic with this port on either side
+    /// Only traffic with this port on either side (a receive's remote side
+    /// is its sender, whether or not the reader asked for the address)
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     port: Option<u16>,
     /// Only traffic with an address in this network on either side (10.0.0.1, 10.0.0.0/8, fd00::/8)

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::str::FromStr;
 
 use common::*;
-use udptrace::{Backend, Event, EventKind, Filter, IpNet};
+use udptrace::{Backend, CountField, CountValue, Event, EventKind, Filter, IpNet};
 
 /// The ways a client reads a datagram without asking who sent it.
 #[derive(Debug, Clone, Copy)]
@@ -389,4 +389,37 @@ fn socket_open_before_tracing_gets_its_senders() {
         &lens,
     );
     assert_eq!(stats.recv_sender_unknown, 0);
+}
+
+/// `count --by sport` of receives that ask for no address: each counted
+/// under its sender's port, also under a port filter on the sender.
+#[test]
+fn counts_by_source_port_of_receives_without_names() {
+    set_comm("ut-count-sport");
+    let (a, b) = (bind_v4(), bind_v4());
+    let mut tracer = builder()
+        .filter(Filter {
+            comm: Some("ut-count-sport".into()),
+            kinds: vec![EventKind::Recv],
+            ..Default::default()
+        })
+        .count_by(vec![CountField::Sport])
+        .start()
+        .expect("tracer starts");
+    let client = bind_v4();
+    for (server, answers) in [(&a, 2), (&b, 3)] {
+        for _ in 0..answers {
+            exchange(&client, server, Reader::Recv);
+        }
+    }
+    let mut rows = tracer.take_counts().unwrap();
+    udptrace::sort_rows(&mut rows);
+    let table: Vec<_> = rows.iter().map(|r| (r.key.clone(), r.events)).collect();
+    // The servers' own receives (recv_from) are counted by the client's port.
+    let by_port = |s: &UdpSocket, n| (vec![CountValue::Port(port(s))], n);
+    let mut want = vec![by_port(&client, 5), by_port(&b, 3), by_port(&a, 2)];
+    want.sort_by(|x, y| y.1.cmp(&x.1));
+    assert_eq!(table, want);
+    tracer.stop();
+    assert_eq!(tracer.stats().recv_sender_unknown, 0);
 }
