@@ -475,9 +475,11 @@ pub(crate) fn attach(
         .map_err(|e| Error::System(format!("cannot open cgroup {}: {e}", cgroup_root.display())))?;
     let mut probes = Vec::new();
     let mut progs: Vec<_> = skel.object().progs_mut().collect();
-    // Datagrams are noted as they arrive before sock_create vouches that a
-    // new socket's every datagram is noted (bpf/sender.h).
-    progs.sort_by_key(|p| p.section() != "cgroup_skb/ingress");
+    // The hooks that note something for a later one first: the peer of a
+    // sendto(), a receive's sender, a pending connect, a queued datagram's
+    // sender (before sock_create vouches that a new socket's every datagram
+    // is noted, bpf/sender.h). So no event at start-up misses its peer.
+    progs.sort_by_key(|p| !notes_for_later(&p.section().to_string_lossy()));
     for prog in progs {
         if !prog.autoload() || prog.section().to_string_lossy().starts_with("iter/") {
             continue;
@@ -499,6 +501,19 @@ pub(crate) fn attach(
         seed_sockets(skel)?;
     }
     Ok(probes)
+}
+
+/// Whether the program in `section` leaves something for another hook.
+fn notes_for_later(section: &str) -> bool {
+    let (kind, target) = section.split_once('/').unwrap_or((section, ""));
+    match kind {
+        "cgroup" => ["sendmsg", "recvmsg", "connect"]
+            .iter()
+            .any(|t| target.starts_with(t)),
+        "cgroup_skb" => target == "ingress",
+        "fentry" | "kprobe" => target == SENDER_FUNCTION,
+        _ => false,
+    }
 }
 
 /// Runs iter/task_file over every process's open files. It prints nothing:

@@ -236,47 +236,55 @@ fn echo(sock: &UdpSocket, stop: &AtomicBool, echoed: &AtomicU64) {
     }
 }
 
-/// The DNS load generator's pattern, started before the tracer: one thread
-/// sends with sendto() on an unconnected socket, another receives without
-/// asking for the address, against a server that receives and answers with
-/// addresses. From the moment `start()` returns, the client sends to a second
-/// server port, exactly `AFTER` times: a tracer of that port must see each
-/// datagram three times (client send, server receive, server send), or count
-/// what it could not deliver as lost.
+/// The DNS load generator's pattern: one thread sends with sendto() on an
+/// unconnected socket, another receives without asking for the address,
+/// against a server that receives and answers with addresses. The load runs
+/// on one client socket while the tracer starts; from the moment `start()`
+/// returns, a new client socket sends to a second server port, exactly
+/// `AFTER` times. A tracer of that port must see each datagram four times
+/// (client send, server receive, server send, client receive, whose sender
+/// the client did not ask for), or count what it could not deliver as lost.
 #[test]
 fn every_event_from_start_on_is_delivered_under_load() {
     const AFTER: u64 = 20_000;
     let (before_srv, after_srv) = (bind_v4(), bind_v4());
-    let client = bind_v4();
-    let (cport, after_port) = (port(&client), port(&after_srv));
+    let before_client = bind_v4();
+    let after_client = std::sync::OnceLock::<UdpSocket>::new();
+    let after_port = port(&after_srv);
     let stop = AtomicBool::new(false);
-    let switched = AtomicBool::new(false);
     let (echoed_before, echoed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (answered_before, answered) = (AtomicU64::new(0), AtomicU64::new(0));
+    let receive = |client: &UdpSocket, answered: &AtomicU64| {
+        large_receive_buffer(client);
+        client
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            if client.recv(&mut buf).is_ok() {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
     let (events, stats) = std::thread::scope(|s| {
         s.spawn(|| echo(&before_srv, &stop, &echoed_before));
         s.spawn(|| echo(&after_srv, &stop, &echoed));
-        s.spawn(|| {
-            large_receive_buffer(&client);
-            client
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
-            let mut buf = [0u8; 64];
-            while !stop.load(Ordering::Relaxed) {
-                let _ = client.recv(&mut buf);
-            }
-        });
+        s.spawn(|| receive(&before_client, &answered_before));
         let sender = s.spawn(|| {
             let mut after = 0;
             while after < AFTER {
-                if switched.load(Ordering::Relaxed) {
-                    client
-                        .send_to(b"query", after_srv.local_addr().unwrap())
-                        .unwrap();
-                    after += 1;
-                } else {
-                    client
-                        .send_to(b"query", before_srv.local_addr().unwrap())
-                        .unwrap();
+                match after_client.get() {
+                    Some(client) => {
+                        client
+                            .send_to(b"query", after_srv.local_addr().unwrap())
+                            .unwrap();
+                        after += 1;
+                    }
+                    None => {
+                        before_client
+                            .send_to(b"query", before_srv.local_addr().unwrap())
+                            .unwrap();
+                    }
                 }
                 // Paced, so that the echo keeps up and nothing is dropped.
                 if after % 4 == 0 {
@@ -292,16 +300,20 @@ fn every_event_from_start_on_is_delivered_under_load() {
             })
             .start()
             .unwrap();
-        switched.store(true, Ordering::Relaxed);
+        let client = after_client.get_or_init(bind_v4);
+        large_receive_buffer(client);
+        s.spawn(|| receive(client, &answered));
         sender.join().unwrap();
-        // The server answers every query (its buffer drops none), however slowly.
+        // The server answers every query and the client reads every answer
+        // (their buffers drop none), however slowly.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while echoed.load(Ordering::Relaxed) < AFTER && std::time::Instant::now() < deadline {
+        while answered.load(Ordering::Relaxed) < AFTER && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         stop.store(true, Ordering::Relaxed);
         stop_and_collect(tracer)
     });
+    let cport = port(after_client.get().unwrap());
     let count = |kind: EventKind, local: u16| {
         events
             .iter()
@@ -312,17 +324,21 @@ fn every_event_from_start_on_is_delivered_under_load() {
         count(EventKind::Send, cport),
         count(EventKind::Recv, after_port),
         count(EventKind::Send, after_port),
+        count(EventKind::Recv, cport),
     ];
     assert_eq!(
-        echoed.load(Ordering::Relaxed),
-        AFTER,
-        "the server answered every query"
+        (
+            echoed.load(Ordering::Relaxed),
+            answered.load(Ordering::Relaxed)
+        ),
+        (AFTER, AFTER),
+        "the server answered every query, the client read every answer"
     );
     assert_eq!(stats.undecodable, 0);
     assert_eq!(
         seen.iter().sum::<u64>() + stats.lost,
-        3 * AFTER,
-        "client sends, server receives, server sends: {seen:?}, {stats:?}"
+        4 * AFTER,
+        "client sends, server receives, server sends, client receives: {seen:?}, {stats:?}"
     );
 }
 
