@@ -397,7 +397,7 @@ fn socket_open_before_tracing_gets_its_senders() {
 fn counts_by_source_port_of_receives_without_names() {
     set_comm("ut-count-sport");
     let (a, b) = (bind_v4(), bind_v4());
-    let mut tracer = builder()
+    let tracer = builder()
         .filter(Filter {
             comm: Some("ut-count-sport".into()),
             kinds: vec![EventKind::Recv],
@@ -417,9 +417,10 @@ fn counts_by_source_port_of_receives_without_names() {
     let table: Vec<_> = rows.iter().map(|r| (r.key.clone(), r.events)).collect();
     // The servers' own receives (recv_from) are counted by the client's port.
     let by_port = |s: &UdpSocket, n| (vec![CountValue::Port(port(s))], n);
-    let mut want = vec![by_port(&client, 5), by_port(&b, 3), by_port(&a, 2)];
-    want.sort_by(|x, y| y.1.cmp(&x.1));
-    assert_eq!(table, want);
+    assert_eq!(
+        table,
+        vec![by_port(&client, 5), by_port(&b, 3), by_port(&a, 2)]
+    );
     tracer.stop();
     assert_eq!(tracer.stats().recv_sender_unknown, 0);
 }
