@@ -21,6 +21,7 @@
 
 #define EAGAIN 11
 #define MSG_PEEK 2
+#define MSG_ERRQUEUE 0x2000
 
 /* Emit receives that failed with EAGAIN instead of counting them. */
 const volatile bool emit_eagain = false;
@@ -31,12 +32,13 @@ const volatile bool emit_eagain = false;
  * register (kprobes), which must go through bpf_probe_read and cannot ask
  * for a cookie; theirs is the one the kernel already gave the socket.
  */
-static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, bool trusted)
+static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, int flags,
+					  bool trusted)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
 	bool btf_task = trusted && !count_mode;
-	bool no_room = false, found = false, unknown_sender;
+	bool no_room = false, found = false, from_peer, unknown_sender;
 	struct sock_counters cnt;
 	struct task_ctx task;
 	struct sock_addrs a;
@@ -72,24 +74,26 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 		}
 		peer->cookie = 0; /* taken */
 	}
-	/* Every receive leaves the queue's count, whether its sender is known or not. */
-	if (trusted && senders_from_queue && kind == UDP_EVENT_RECV && ret >= 0) {
-		struct sock_addrs q = a;
+	/*
+	 * A datagram from a peer was taken (an error-queue read is none). Each
+	 * one leaves the queue's count, whether its sender is known or not.
+	 */
+	from_peer = kind == UDP_EVENT_RECV && ret >= 0 && !(flags & MSG_ERRQUEUE);
+	if (trusted && senders_from_queue && from_peer) {
+		struct sock_addrs q;
 
-		if (queued_sender(sk, cookie, &q) && !found) {
+		if (queued_sender(cookie, &q) && !found) {
 			__builtin_memcpy(a.raddr, q.raddr, 16);
 			a.rport = q.rport;
 			found = true;
 		}
 	}
-	unknown_sender = kind == UDP_EVENT_RECV && peers_of_recvs && ret >= 0 && !found &&
-			 is_unspecified(a.raddr) && a.rport == 0;
+	unknown_sender = from_peer && peers_of_recvs && !found && is_unspecified(a.raddr) &&
+			 a.rport == 0;
 	if (!count_mode)
 		cnt = account(cookie, kind, ret, &no_room);
 	else /* counted events carry no socket counters */
 		__builtin_memset(&cnt, 0, sizeof(cnt));
-	if (trusted && senders_from_queue && kind == UDP_EVENT_SEND)
-		settle_queue(sk, cookie);
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid))
 		return 0;
 	/*
@@ -108,9 +112,9 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, b
 	return 0;
 }
 
-static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind)
+static __always_inline int on_datagram(struct sock *sk, int ret, __u8 kind, int flags)
 {
-	return on_datagram_of(sk, ret, kind, true);
+	return on_datagram_of(sk, ret, kind, flags, true);
 }
 
 /*
@@ -135,6 +139,10 @@ static __always_inline void count_not_event(struct sock *sk, __u32 stat, bool tr
 {
 	struct sock_addrs a;
 
+	/* A peeked datagram's sender is not the next receive's: it may go to another thread. */
+	if (stat == UDP_STAT_RECV_PEEK && peers_of_recvs)
+		forget_peer();
+
 	if (!kind_wanted(UDP_EVENT_RECV))
 		return;
 	if (filtering()) {
@@ -158,7 +166,7 @@ static __always_inline int on_recv(struct sock *sk, int ret, int flags)
 		count_not_event(sk, stat, true);
 		return 0;
 	}
-	return on_datagram(sk, ret, UDP_EVENT_RECV);
+	return on_datagram(sk, ret, UDP_EVENT_RECV, flags);
 }
 
 #endif /* __UDPTRACE_DATAGRAM_H */

@@ -78,4 +78,14 @@ static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
 	return 1; /* never interfere with the call */
 }
 
+/* Drops what this thread's last hook left, unused. */
+static __always_inline void forget_peer(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct peer *p = bpf_map_lookup_elem(&peer_by_tid, &tid);
+
+	if (p)
+		p->cookie = 0;
+}
+
 #endif /* __UDPTRACE_PEER_H */

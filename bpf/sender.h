@@ -12,11 +12,13 @@
  * Tracepoint backend: no hook sees the datagram at that point (since Linux
  * 6.18 UDP even frees it without the consume_skb tracepoint). So the senders
  * of the datagrams queued to each socket are noted as they arrive
- * (cgroup_skb ingress, before UDP queues them): while every datagram queued
- * since the queue was last empty came from one sender, a receive gets that
- * sender, whichever datagram it took. When two senders' datagrams may be
- * queued at once, the receive's sender is unknown, unless the caller asked
- * for it (cgroup/recvmsg4|6).
+ * (cgroup_skb ingress, before UDP queues them): while every datagram noted
+ * since the socket last had none pending came from one sender, a receive
+ * gets that sender, whichever datagram it took and whichever thread took
+ * it. When two senders' datagrams may be pending at once, the receive's
+ * sender is unknown, unless the caller asked for it (cgroup/recvmsg4|6). A
+ * socket that existed before tracing began may hold datagrams nobody noted:
+ * no sender is inferred for it.
  */
 #ifndef __UDPTRACE_SENDER_H
 #define __UDPTRACE_SENDER_H
@@ -63,111 +65,125 @@ static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
 	return true;
 }
 
+#define QUEUED_MASK 0xffffffffULL
+#define EPOCH_ONE (1ULL << 32)
+
+static __always_inline __u64 read_once(const __u64 *p)
+{
+	return *(const volatile __u64 *)p;
+}
+
 /*
  * Tracepoint backend, cgroup_skb ingress: a datagram for the socket `cookie`
- * is about to be queued. The first datagram of an empty queue sets the
- * sender; any other sender makes the queue mixed until it empties again.
- * Lock-free: the noter that found the queue empty checks, after writing the
- * sender, that nobody noted one meanwhile (who may have compared against the
- * old sender), and marks the queue mixed if someone did.
+ * is about to be queued. An epoch lasts while the count of noted datagrams
+ * not yet received stays above zero: the datagram that opens one (count
+ * 0 -> 1) sets the sender and then publishes it (`ready`); any later one of
+ * the epoch that finds it unpublished or different marks the epoch mixed.
+ * No reset is needed: a datagram's own count keeps its epoch open until it
+ * is received, and every mark of its epoch was made before it was queued.
  */
 static __always_inline void note_queued_sender(__u64 cookie, const struct pkt *pkt)
 {
 	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
 	struct queued_senders *q;
+	__u64 word, epoch, seen;
 
 	if (!st)
-		return; /* first seen now: its queue is unsure anyway */
+		return; /* not known from its creation: no sender is ever inferred */
 	q = &st->senders;
-	if (__sync_fetch_and_add(&q->queued, 1) == 0) {
-		__builtin_memcpy(q->addr, pkt->saddr, 16);
-		q->port = pkt->sport;
-		q->mixed = 0;
-		/* A full barrier, then the count again. */
-		if (__sync_fetch_and_add(&q->queued, 0) != 1)
-			q->mixed = 1;
+	word = read_once(&q->word);
+	for (int i = 0; i < 8; i++) {
+		bool opens = (word & QUEUED_MASK) == 0;
+		__u64 next = opens ? (word & ~QUEUED_MASK) + EPOCH_ONE + 1 : word + 1;
+
+		seen = __sync_val_compare_and_swap(&q->word, word, next);
+		if (seen != word) {
+			word = seen;
+			continue;
+		}
+		epoch = next >> 32;
+		if (opens) {
+			__builtin_memcpy(q->addr, pkt->saddr, 16);
+			q->port = pkt->sport;
+			__sync_lock_test_and_set(&q->ready, epoch); /* after the address */
+		} else if (read_once(&q->ready) != epoch || q->port != pkt->sport ||
+			   !same_addr(q->addr, pkt->saddr)) {
+			q->mixed = epoch;
+		}
 		return;
 	}
-	if (q->port != pkt->sport || !same_addr(q->addr, pkt->saddr))
-		q->mixed = 1;
-}
-
-/* Whether nothing is queued on the socket (tracepoint programs: `sk` is BTF-typed). */
-static __always_inline bool queue_empty(struct sock *sk)
-{
-	return sk->sk_receive_queue.qlen == 0 &&
-	       BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen) == 0;
-}
-
-/*
- * Tracepoint backend, a send: a socket first seen with nothing queued has
- * every datagram queued from then on noted (clients send first). Only a
- * datagram already past ingress but not yet queued at that instant escapes.
- */
-static __always_inline void settle_queue(struct sock *sk, __u64 cookie)
-{
-	struct sock_state *st = sock_state_of(cookie);
-
-	if (st && st->senders.unsure && queue_empty(sk))
-		st->senders.unsure = 0;
+	/* Too contended to count: receives can no longer be matched to notes. */
+	q->unsure = 1;
 }
 
 /*
  * Tracepoint backend: a receive has taken one datagram off the socket. Fills
- * in its sender and returns true when every datagram queued could only have
- * come from one sender.
- *
- * A socket that existed before tracing began may hold datagrams nobody noted
- * (`unsure`): none is attributed until its queue is seen empty. Noting stays
- * an upper bound of what is queued (a datagram the socket refuses after
- * ingress stays counted), so a queue that is mixed may stay so; it is never
- * wrongly single.
+ * in its sender and returns true when its epoch had one sender only. A
+ * receive the count does not cover (nothing noted is pending) means
+ * datagrams were queued unnoted: the socket is unsure from then on.
  */
-static __always_inline bool queued_sender(struct sock *sk, __u64 cookie, struct sock_addrs *a)
+static __always_inline bool queued_sender(__u64 cookie, struct sock_addrs *a)
 {
 	struct sock_state *st = sock_state_of(cookie);
 	struct queued_senders *q;
+	__u64 word, seen, ready, mixed;
 	__u8 addr[16];
-	bool single;
 	__u16 port;
-	__u64 n;
 
 	if (!st)
 		return false;
 	q = &st->senders;
-	if (q->unsure) {
-		/*
-		 * Noted datagrams received meanwhile were not taken off the
-		 * count: it stays an upper bound.
-		 */
-		if (queue_empty(sk))
-			q->unsure = 0;
+	if (q->unsure)
 		return false;
-	}
-	/* Read before this datagram leaves the count: no new sender can be set meanwhile. */
-	single = !q->mixed;
-	__builtin_memcpy(addr, q->addr, 16);
-	port = q->port;
-	n = q->queued;
-	for (int i = 0; i < 4; i++) {
-		__u64 seen;
-
-		if (n == 0) {
-			/* Received without being noted: what else is queued is unknown. */
+	word = read_once(&q->word);
+	for (int i = 0; i < 8; i++) {
+		if ((word & QUEUED_MASK) == 0) {
 			q->unsure = 1;
 			return false;
 		}
-		seen = __sync_val_compare_and_swap(&q->queued, n, n - 1);
-		if (seen == n)
-			break;
-		n = seen;
-	}
-	/* (Contended four times: the count stays high, which is safe.) */
-	if (single) {
+		/* Read while this datagram's count keeps its epoch open. */
+		ready = read_once(&q->ready);
+		mixed = read_once(&q->mixed);
+		__builtin_memcpy(addr, q->addr, 16);
+		port = q->port;
+		seen = __sync_val_compare_and_swap(&q->word, word, word - 1);
+		if (seen != word) {
+			word = seen;
+			continue;
+		}
+		if (ready != word >> 32 || mixed == word >> 32)
+			return false;
 		__builtin_memcpy(a->raddr, addr, 16);
 		a->rport = port;
+		return true;
 	}
-	return single;
+	q->unsure = 1;
+	return false;
+}
+
+/*
+ * Tracepoint backend: the socket refused a datagram noted at ingress (its
+ * receive buffer or UDP's memory was full), so no receive will take it.
+ */
+static __always_inline void unnote_refused(__u64 cookie)
+{
+	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
+	struct queued_senders *q;
+	__u64 word, seen;
+
+	if (!st || st->senders.unsure)
+		return;
+	q = &st->senders;
+	word = read_once(&q->word);
+	for (int i = 0; i < 8; i++) {
+		if ((word & QUEUED_MASK) == 0)
+			break;
+		seen = __sync_val_compare_and_swap(&q->word, word, word - 1);
+		if (seen == word)
+			return;
+		word = seen;
+	}
+	q->unsure = 1;
 }
 
 #endif /* __UDPTRACE_SENDER_H */

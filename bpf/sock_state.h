@@ -14,17 +14,18 @@
  * noted on arrival (sender.h).
  */
 struct queued_senders {
-	__u8 addr[16]; /* the sender, while not mixed */
+	/* Epoch (high 32 bits), datagrams noted and not yet received (low 32). */
+	__u64 word;
+	/* The epoch whose sender `addr`/`port` hold, and the last one seen mixed. */
+	__u64 ready;
+	__u64 mixed;
+	__u8 addr[16];
 	__u16 port;
-	/* Datagrams of another sender may be queued too. */
-	__u8 mixed;
 	/*
 	 * Datagrams nobody noted may be queued: the socket existed before
-	 * tracing began (or before the noting hook was attached).
+	 * tracing began, or a receive found nothing noted pending.
 	 */
 	__u8 unsure;
-	/* Datagrams noted and not yet received: at least those queued. */
-	__u64 queued;
 };
 
 /*

@@ -73,7 +73,7 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 {
 	if (!udp_of_families(sk, tp_send_families))
 		return 0;
-	return on_datagram(sk, ret, UDP_EVENT_SEND);
+	return on_datagram(sk, ret, UDP_EVENT_SEND, 0);
 }
 
 SEC("tp_btf/sock_recv_length")
@@ -100,7 +100,7 @@ int BPF_PROG(fexit_udp_sendmsg, struct sock *sk, void *msg, __u64 len, int ret)
 {
 	if (!is_udp_of(sk, AF_INET))
 		return 0;
-	return on_datagram(sk, ret, UDP_EVENT_SEND);
+	return on_datagram(sk, ret, UDP_EVENT_SEND, 0);
 }
 
 SEC("fexit/udpv6_sendmsg")
@@ -108,7 +108,7 @@ int BPF_PROG(fexit_udpv6_sendmsg, struct sock *sk, void *msg, __u64 len, int ret
 {
 	if (!is_udp_of(sk, AF_INET6))
 		return 0;
-	return on_datagram(sk, ret, UDP_EVENT_SEND);
+	return on_datagram(sk, ret, UDP_EVENT_SEND, 0);
 }
 
 SEC("fexit/udp_recvmsg")
@@ -199,7 +199,7 @@ static __always_inline int leave(__u32 fn, int ret)
 		}
 		kind = UDP_EVENT_RECV;
 	}
-	return on_datagram_of(a.sk, ret, kind, false);
+	return on_datagram_of(a.sk, ret, kind, a.flags, false);
 }
 
 SEC("kprobe/udp_sendmsg")
@@ -456,6 +456,14 @@ int packet_egress(struct __sk_buff *skb)
 	}
 	emit_packet(UDP_EVENT_PACKET_SEND, false, bpf_get_socket_cookie(skb), &p, 0, &t);
 	return 1; /* never interfere with the traffic */
+}
+
+/* A datagram the socket refused after ingress noted its sender. */
+SEC("tp_btf/udp_fail_queue_rcv_skb")
+int BPF_PROG(udp_fail_queue, int rc, struct sock *sk)
+{
+	unnote_refused(bpf_get_socket_cookie(sk));
+	return 0;
 }
 
 /* Ingress also sees deliveries for packet events and drops (else only senders). */

@@ -44,9 +44,10 @@ enum udp_stat {
 	/* connect() calls not followed, so neither reported nor counted: their table was full. */
 	UDP_STAT_CONNECT_FULL = 6,
 	/*
-	 * Receives whose sender is unknown (tracepoint backend: the socket's
-	 * queue held datagrams of more than one sender, and the caller did not
-	 * ask for the address): reported with an unspecified remote end, and
+	 * Receives whose sender is unknown (where no hook reads it from the
+	 * datagram: the socket had datagrams of more than one sender pending,
+	 * or existed before tracing began, and the caller did not ask for the
+	 * address): reported with an unspecified remote end, and
 	 * kept by filters that their local side matches. Counted for the tasks
 	 * the filters select, whether the address filters kept them or not.
 	 */

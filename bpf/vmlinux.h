@@ -157,20 +157,12 @@ struct sock_common {
 	atomic64_t skc_cookie;
 };
 
-struct sk_buff_head {
-	__u32 qlen;
-};
-
 struct sock {
 	struct sock_common __sk_common;
-	struct sk_buff_head sk_receive_queue;
 	__u16 sk_protocol;
 	__u16 sk_type;
 };
 
-struct udp_sock {
-	struct sk_buff_head reader_queue;
-};
 
 typedef struct {
 	__u32 val;

@@ -220,10 +220,11 @@ int32_t udptrace_get_shortfalls(struct udptrace_handle *h, struct udptrace_short
 
 // Receives whose sender is unknown, of the tasks the filters select:
 // delivered with an unspecified remote address and port (and kept by an
-// address or port filter only when their local side matches). Only the
-// tracepoint backend has them: when datagrams of more than one sender were
-// queued to the socket at once and the caller did not ask for the address.
-// 0 for a NULL handle.
+// address or port filter only when their local side matches). Only where
+// no hook reads the sender from the datagram (the tracepoint backend), when
+// the caller did not ask for the address and the socket had datagrams of
+// more than one sender pending, or existed before tracing began. 0 for a
+// NULL handle.
 //
 // # Safety
 // `h` comes from `udptrace_open` and is not closed.

@@ -175,7 +175,7 @@ if [[ $(cell "$host_log" fentry) == pass* && $(cell "$host_log" tracepoint) == p
 	echo "BEGIN fallback" >>"$host_log"
 	rc=0
 	for suite in socket_events senders; do
-		UDPTRACE_TEST_BACKEND=fentry UDPTRACE_TEST_MISSING=udpv6_sendmsg,udp_recvmsg \
+		UDPTRACE_TEST_BACKEND=fentry UDPTRACE_TEST_MISSING=udpv6_sendmsg,udp_recvmsg,skb_consume_udp \
 			"${tests[$suite]}" >>"$host_log" 2>&1 || rc=$?
 	done
 	echo "RESULT fallback $rc" >>"$host_log"

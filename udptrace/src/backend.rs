@@ -131,12 +131,10 @@ impl Plan {
             }
             Backend::Tracepoint => Vec::new(),
         };
+        let sender_function = missing_functions(&[SENDER_FUNCTION]).is_empty()
+            && !assume_missing.iter().any(|m| m == SENDER_FUNCTION);
         let senders = match backend {
-            Backend::Fentry | Backend::Kprobe
-                if missing_functions(&[SENDER_FUNCTION]).is_empty() =>
-            {
-                Senders::Dequeue
-            }
+            Backend::Fentry | Backend::Kprobe if sender_function => Senders::Dequeue,
             _ => Senders::Queue,
         };
         let hooks = match backend {
@@ -235,8 +233,13 @@ impl Plan {
 
     /// Whether receives infer their senders from what is queued (the
     /// tracepoint backend's way).
+    /// (Its programs read the socket through BTF: not on kprobes, where a
+    /// receive whose caller names no address stays of unknown sender.)
     pub fn senders_from_queue(&self) -> bool {
-        self.socket_events && self.peers.recv && self.senders == Senders::Queue
+        self.socket_events
+            && self.peers.recv
+            && self.senders == Senders::Queue
+            && self.backend != Backend::Kprobe
     }
 
     /// Whether the program in `section` (`fexit/udp_sendmsg`, `cgroup/connect4`) is loaded.
@@ -263,7 +266,9 @@ impl Plan {
             // Sends, receives, peers and connects are only for socket events;
             // creation and release keep the socket table (owners) in every mode.
             "cgroup" if target.starts_with("sendmsg") => self.socket_events && self.peers.send,
-            "cgroup" if target.starts_with("recvmsg") => self.senders_from_queue(),
+            "cgroup" if target.starts_with("recvmsg") => {
+                self.socket_events && self.peers.recv && self.senders == Senders::Queue
+            }
             "cgroup" if target.starts_with("connect") => self.socket_events,
             "cgroup" => true,
             "cgroup_skb" if target == "ingress" => {
@@ -272,6 +277,7 @@ impl Plan {
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "iter" => self.seeds_sockets(),
             "tp_btf" if target == "kfree_skb" => self.drops,
+            "tp_btf" if target == "udp_fail_queue_rcv_skb" => self.senders_from_queue(),
             "tp_btf" if target == "sock_send_length" => self.socket_events && tp_send != 0,
             "tp_btf" if target == "sock_recv_length" => self.socket_events && tp_recv != 0,
             "fexit" => self.socket_events && self.backend == Backend::Fentry && present,

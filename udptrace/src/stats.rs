@@ -40,10 +40,12 @@ pub struct Stats {
     pub connect_full: u64,
     /// Counting mode: events not counted because the table was full.
     pub count_full: u64,
-    /// Receives whose sender is unknown (tracepoint backend: their socket's
-    /// queue held datagrams of more than one sender, and the caller did not
-    /// ask for the address). Reported with an unspecified remote end;
-    /// address and port filters keep them when their local side matches.
+    /// Receives whose sender is unknown: where no hook reads it from the
+    /// datagram (the tracepoint backend), the caller did not ask for the
+    /// address and the socket had datagrams of more than one sender pending,
+    /// or existed before tracing began. Reported with an unspecified remote
+    /// end; address and port filters keep them when their local side
+    /// matches. Counted for the tasks the filters select, kept or not.
     pub recv_sender_unknown: u64,
 }
 

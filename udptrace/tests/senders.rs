@@ -8,9 +8,11 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use common::*;
-use udptrace::{Backend, CountField, CountValue, Event, EventKind, Filter, IpNet};
+use udptrace::{CountField, CountValue, Event, EventKind, Filter, IpNet, Tracer};
 
 /// The ways a client reads a datagram without asking who sent it.
 #[derive(Debug, Clone, Copy)]
@@ -313,30 +315,81 @@ fn gro_receive_carries_its_sender() {
     assert_receives_from(&events, rx, tx, &read);
 }
 
+/// Whether this tracer reads every receive's sender from the datagram
+/// (fentry/kprobe on skb_consume_udp) rather than inferring it from what is
+/// queued (the tracepoint backend's way).
+fn reads_senders_from_datagrams(tracer: &Tracer) -> bool {
+    tracer
+        .probes()
+        .iter()
+        .any(|p| p.ends_with("/skb_consume_udp"))
+}
+
+/// Bytes the socket's receive queue holds (SO_MEMINFO).
+fn queued_bytes(s: &UdpSocket) -> u32 {
+    let mut info = [0u32; 9];
+    let mut len = mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr() as *mut _,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    info[0] // SK_MEMINFO_RMEM_ALLOC
+}
+
+/// Waits until the socket's queue holds more than `bytes`.
+fn wait_queued_over(s: &UdpSocket, bytes: u32) -> u32 {
+    for _ in 0..1000 {
+        let now = queued_bytes(s);
+        if now > bytes {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("nothing more was queued");
+}
+
 /// Two servers' answers queued at once to a client that does not ask who
-/// sent them: the fentry and kprobe backends read each one's sender from the
-/// datagram; the tracepoint backend cannot tell them apart, reports the
-/// sender unknown, counts it, and keeps it under a filter its local side
-/// matches. Once the queue has emptied, one server's answer has its sender
-/// again.
-#[test]
-fn answers_of_two_servers_queued_at_once() {
-    set_comm("ut-two-servers");
+/// sent them, traced under a filter on `filtered` (the client's port or
+/// server A's). fentry and kprobe read each one's sender from the datagram;
+/// the tracepoint backend cannot tell them apart: it reports the sender
+/// unknown, counts it, and keeps it only under a filter its local side
+/// matches. Once nothing is pending, one server's answer has its sender again.
+fn answers_of_two_servers(filter_on_client: bool) {
+    let comm = if filter_on_client {
+        "ut-two-c"
+    } else {
+        "ut-two-a"
+    };
+    set_comm(comm);
     let (a, b) = (bind_v4(), bind_v4());
     let client_port = free_port();
     let mut tracer = builder()
         .filter(Filter {
-            comm: Some("ut-two-servers".into()),
-            port: Some(client_port),
+            comm: Some(comm.into()),
+            port: Some(if filter_on_client {
+                client_port
+            } else {
+                port(&a)
+            }),
+            kinds: vec![EventKind::Recv],
             ..Default::default()
         })
         .start()
         .expect("tracer starts");
     let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, client_port)).unwrap();
+    let mut queued = 0;
     for server in [&a, &b] {
         client.send_to(b"q", server.local_addr().unwrap()).unwrap();
         let (_, from) = server.recv_from(&mut [0u8; 8]).unwrap();
         server.send_to(b"answer", from).unwrap();
+        queued = wait_queued_over(&client, queued);
     }
     let mut lens = read_without_name(&client, Reader::Recv);
     lens.extend(read_without_name(&client, Reader::Recv));
@@ -354,45 +407,179 @@ fn answers_of_two_servers_queued_at_once() {
     let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
     let receives: Vec<(SocketAddr, i32)> = events
         .iter()
-        .filter(|e| e.kind == EventKind::Recv && e.local == client)
+        .filter(|e| e.local == client)
         .map(|e| (e.remote, e.ret))
         .collect();
     assert_eq!(lens, vec![6, 6, 5]);
-    if tracer.backend() == Backend::Tracepoint {
-        let unknown: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        assert_eq!(receives, vec![(unknown, 6), (unknown, 6), (a, 5)]);
-        assert_eq!(stats.recv_sender_unknown, 2);
-    } else {
-        assert_eq!(receives, vec![(a, 6), (b, 6), (a, 5)]);
-        assert_eq!(stats.recv_sender_unknown, 0);
+    let unknown: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let (want, unknowns) = match (reads_senders_from_datagrams(&tracer), filter_on_client) {
+        (true, true) => (vec![(a, 6), (b, 6), (a, 5)], 0),
+        (true, false) => (vec![(a, 6), (a, 5)], 0),
+        (false, true) => (vec![(unknown, 6), (unknown, 6), (a, 5)], 2),
+        (false, false) => (vec![(a, 5)], 2),
+    };
+    assert_eq!(receives, want);
+    assert_eq!(stats.recv_sender_unknown, unknowns);
+}
+
+#[test]
+fn answers_of_two_servers_queued_at_once_under_the_clients_port() {
+    answers_of_two_servers(true);
+}
+
+#[test]
+fn answers_of_two_servers_queued_at_once_under_a_servers_port() {
+    answers_of_two_servers(false);
+}
+
+/// Two servers flood one client, each with datagrams of its own length,
+/// and three threads read them without names: a receive may be of unknown
+/// sender (tracepoint backend), but never of the wrong one.
+#[test]
+fn concurrent_senders_and_readers_never_get_a_wrong_sender() {
+    const EACH: usize = 20_000;
+    let (a, b) = (bind_v4(), bind_v4());
+    let lens = [
+        (a.local_addr().unwrap(), 11usize),
+        (b.local_addr().unwrap(), 23),
+    ];
+    let stop = AtomicBool::new(false);
+    let received = AtomicU64::new(0);
+    let tracer = builder()
+        .filter(Filter {
+            comm: Some("ut-flood-rx".into()),
+            kinds: vec![EventKind::Recv],
+            ..Default::default()
+        })
+        .start()
+        .expect("tracer starts");
+    let client = bind_v4();
+    client
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                set_comm("ut-flood-rx");
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if client.recv(&mut buf).is_ok() {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let senders: Vec<_> = [(&a, 11), (&b, 23)]
+            .into_iter()
+            .map(|(server, len)| {
+                let to = client.local_addr().unwrap();
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        server.send_to(&[1u8; 64][..len], to).unwrap();
+                        if i % 64 == 0 {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let mut tracer = tracer;
+    tracer.stop();
+    let events: Vec<Event> = tracer.by_ref().collect();
+    let stats = tracer.stats();
+    let client = client.local_addr().unwrap();
+    let unknown: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let mut attributed = 0;
+    for e in events.iter().filter(|e| e.local == client) {
+        if e.remote == unknown {
+            continue;
+        }
+        let len = lens.iter().find(|(from, _)| *from == e.remote);
+        assert_eq!(len.map(|l| l.1 as i32), Some(e.ret), "wrong sender: {e:?}");
+        attributed += 1;
+    }
+    let shown = events.iter().filter(|e| e.local == client).count() as u64;
+    assert_eq!(shown + stats.lost, received.load(Ordering::Relaxed));
+    if reads_senders_from_datagrams(&tracer) {
+        assert_eq!(attributed + stats.lost, received.load(Ordering::Relaxed));
     }
 }
 
-/// A socket opened before tracing began may hold datagrams nobody noted;
-/// once it is seen with nothing queued (here at its first send), its
-/// receives have their senders again.
+/// A socket opened before tracing began may hold datagrams nobody noted:
+/// fentry and kprobe read its receives' senders from the datagrams; the
+/// tracepoint backend infers none for it, counts its receives as of
+/// unknown sender, and does not show them under a filter on the server.
 #[test]
-fn socket_open_before_tracing_gets_its_senders() {
+fn socket_open_before_tracing() {
     set_comm("ut-before");
     let server = bind_v4();
     let client = bind_v4();
+    let mut tracer = builder()
+        .filter(Filter {
+            comm: Some("ut-before".into()),
+            ..by_port(&server)
+        })
+        .start()
+        .expect("tracer starts");
+    for _ in 0..3 {
+        exchange(&client, &server, Reader::Recv);
+    }
+    tracer.stop();
+    let events: Vec<Event> = tracer.by_ref().collect();
+    let stats = tracer.stats();
+    let (client, server) = (client.local_addr().unwrap(), server.local_addr().unwrap());
+    if reads_senders_from_datagrams(&tracer) {
+        let lens = vec!["answer 0 to Recv".len(); 3];
+        assert_receives_from(&events, client, server, &lens);
+        assert_eq!(stats.recv_sender_unknown, 0);
+    } else {
+        assert_receives_from(&events, client, server, &[]);
+        assert_eq!(stats.recv_sender_unknown, 3);
+    }
+}
+
+/// An IPv6 socket receiving from an IPv4 peer: the sender IPv4-mapped.
+#[test]
+fn ipv6_socket_receives_from_an_ipv4_sender() {
+    set_comm("ut-mapped-rx");
+    let server = bind_v4();
+    let mut client_addr = None;
+    let mut lens = Vec::new();
     let (events, stats) = trace(by_port(&server), || {
-        for _ in 0..3 {
-            exchange(&client, &server, Reader::Recv);
-        }
+        let client = UdpSocket::bind("[::]:0").unwrap();
+        let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", port(&server))
+            .parse()
+            .unwrap();
+        client.send_to(b"q", mapped).unwrap();
+        let (_, from) = server.recv_from(&mut [0u8; 8]).unwrap();
+        server.send_to(b"mapped", from).unwrap();
+        lens = read_without_name(&client, Reader::Read);
+        client_addr = client.local_addr().ok();
     });
-    let lens = vec!["answer 0 to Recv".len(); 3];
-    assert_receives_from(
-        &events,
-        client.local_addr().unwrap(),
-        server.local_addr().unwrap(),
-        &lens,
+    let server_mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", port(&server))
+        .parse()
+        .unwrap();
+    let receives: Vec<(u16, SocketAddr, i32)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Recv && e.local.port() == client_addr.unwrap().port())
+        .map(|e| (e.local.port(), e.remote, e.ret))
+        .collect();
+    assert_eq!(
+        receives,
+        vec![(client_addr.unwrap().port(), server_mapped, 6)]
     );
+    assert_eq!(lens, vec![6]);
     assert_eq!(stats.recv_sender_unknown, 0);
 }
 
 /// `count --by sport` of receives that ask for no address: each counted
-/// under its sender's port, also under a port filter on the sender.
+/// under its sender's port.
 #[test]
 fn counts_by_source_port_of_receives_without_names() {
     set_comm("ut-count-sport");
