@@ -189,8 +189,9 @@ fn dnsperf_started_mid_load_every_datagram_after_the_tracing_line() {
     let client_receives = events
         .iter()
         .filter(|e| e["event"] == "recv" && e["lport"] != counted_port);
-    // (The first receives of the other dnsperf, whose sockets predate the
-    // tracer, may be of unknown sender: the summary counts those.)
+    // (The other dnsperf's sockets predate the tracer: where receives'
+    // senders are inferred from what is queued, its receives are of unknown
+    // sender, counted in the summary.)
     for e in client_receives {
         assert_eq!(
             (&e["raddr"], &e["rport"]),
