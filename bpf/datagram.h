@@ -39,6 +39,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	__u32 tid = (__u32)pid_tgid;
 	bool btf_task = trusted && !count_mode;
 	bool no_room = false, found = false, from_peer, unknown_sender;
+	struct sock_state *st = NULL;
 	struct sock_counters cnt;
 	struct task_ctx task;
 	struct sock_addrs a;
@@ -79,10 +80,15 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	 * one leaves the queue's count, whether its sender is known or not.
 	 */
 	from_peer = kind == UDP_EVENT_RECV && ret >= 0 && !(flags & MSG_ERRQUEUE);
+	/* One lookup for the counters and the queued senders. */
+	if (!count_mode || (trusted && senders_from_queue && from_peer)) {
+		st = sock_state_of(cookie);
+		no_room = !st && !count_mode; /* counted events carry no counters */
+	}
 	if (trusted && senders_from_queue && from_peer) {
 		struct sock_addrs q;
 
-		if (queued_sender(cookie, &q) && !found) {
+		if (queued_sender(st, &q) && !found) {
 			__builtin_memcpy(a.raddr, q.raddr, 16);
 			a.rport = q.rport;
 			found = true;
@@ -91,7 +97,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	unknown_sender = from_peer && peers_of_recvs && !found && is_unspecified(a.raddr) &&
 			 a.rport == 0;
 	if (!count_mode)
-		cnt = account(cookie, kind, ret, &no_room);
+		cnt = account(st, kind, ret);
 	else /* counted events carry no socket counters */
 		__builtin_memset(&cnt, 0, sizeof(cnt));
 	if (!kind_wanted(kind) || !task_wanted(pid_tgid))

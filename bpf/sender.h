@@ -122,9 +122,8 @@ static __always_inline void note_queued_sender(__u64 cookie, const struct pkt *p
  * receive the count does not cover (nothing noted is pending) means
  * datagrams were queued unnoted: the socket is unsure from then on.
  */
-static __always_inline bool queued_sender(__u64 cookie, struct sock_addrs *a)
+static __always_inline bool queued_sender(struct sock_state *st, struct sock_addrs *a)
 {
-	struct sock_state *st = sock_state_of(cookie);
 	struct queued_senders *q;
 	__u64 word, seen, ready, mixed;
 	__u8 addr[16];

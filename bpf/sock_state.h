@@ -80,16 +80,14 @@ static __always_inline struct sock_state *sock_state_of(__u64 cookie)
 }
 
 /*
- * Adds one datagram to a socket's counters and returns them; `*no_room` is
- * set when the socket table had none for it (its events carry no counters).
+ * Adds one datagram to the counters of a socket's state `st` and returns
+ * them; zero when the socket table had no room for it (NULL).
  */
-static __always_inline struct sock_counters account(__u64 cookie, __u8 kind, __s32 bytes,
-						    bool *no_room)
+static __always_inline struct sock_counters account(struct sock_state *st, __u8 kind,
+						    __s32 bytes)
 {
 	struct sock_counters zero = {}, *c;
-	struct sock_state *st = sock_state_of(cookie);
 
-	*no_room = !st;
 	if (!st)
 		return zero;
 	c = &st->counters;

@@ -135,12 +135,28 @@ fn assert_receives_from(events: &[Event], client: SocketAddr, server: SocketAddr
     assert_eq!(receives, want);
 }
 
+/// `f`, for this thread alone (by its name, which each test sets): the
+/// count of receives of unknown sender is then this test's own.
+fn this_thread(f: Filter) -> Filter {
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    Filter {
+        comm: Some(comm.trim_end().to_string()),
+        ..f
+    }
+}
+
 /// Every way of reading without a name, on one family, under `filter`.
-fn unconnected_client(client_ip: IpAddr, server_ip: IpAddr, filter: impl Fn(&UdpSocket) -> Filter) {
+fn unconnected_client(
+    comm: &str,
+    client_ip: IpAddr,
+    server_ip: IpAddr,
+    filter: impl Fn(&UdpSocket) -> Filter,
+) {
+    set_comm(comm);
     let server = UdpSocket::bind((server_ip, 0)).unwrap();
     let mut lens = Vec::new();
     let mut client_addr = None;
-    let (events, stats) = trace(filter(&server), || {
+    let (events, stats) = trace(this_thread(filter(&server)), || {
         // Made while tracing: its queue is known from the start.
         let client = UdpSocket::bind((client_ip, 0)).unwrap();
         client_addr = client.local_addr().ok();
@@ -164,6 +180,7 @@ fn by_port(server: &UdpSocket) -> Filter {
 #[test]
 fn ipv4_receives_without_names_carry_their_sender_under_a_port_filter() {
     unconnected_client(
+        "ut-v4-port",
         Ipv4Addr::LOCALHOST.into(),
         Ipv4Addr::LOCALHOST.into(),
         by_port,
@@ -173,23 +190,28 @@ fn ipv4_receives_without_names_carry_their_sender_under_a_port_filter() {
 #[test]
 fn ipv6_receives_without_names_carry_their_sender_under_a_port_filter() {
     let lo6 = IpAddr::from_str("::1").unwrap();
-    unconnected_client(lo6, lo6, by_port);
+    unconnected_client("ut-v6-port", lo6, lo6, by_port);
 }
 
 #[test]
 fn ipv4_receives_without_names_carry_their_sender_under_an_address_filter() {
     // The server on an address of its own, so that only the remote end matches.
     let server_ip = Ipv4Addr::new(127, 0, 0, 2);
-    unconnected_client(Ipv4Addr::LOCALHOST.into(), server_ip.into(), |_| Filter {
-        addr: Some(IpNet::from_str("127.0.0.2/32").unwrap()),
-        ..Default::default()
-    });
+    unconnected_client(
+        "ut-v4-addr",
+        Ipv4Addr::LOCALHOST.into(),
+        server_ip.into(),
+        |_| Filter {
+            addr: Some(IpNet::from_str("127.0.0.2/32").unwrap()),
+            ..Default::default()
+        },
+    );
 }
 
 #[test]
 fn ipv6_receives_without_names_carry_their_sender_under_an_address_filter() {
     let lo6 = IpAddr::from_str("::1").unwrap();
-    unconnected_client(lo6, lo6, |_| Filter {
+    unconnected_client("ut-v6-addr", lo6, lo6, |_| Filter {
         addr: Some(IpNet::from_str("::1/128").unwrap()),
         ..Default::default()
     });
@@ -239,10 +261,10 @@ fn receive_checksummed_while_copying_carries_its_sender() {
     let mut client_addr = None;
     let mut read = Vec::new();
     let (events, stats) = trace(
-        Filter {
+        this_thread(Filter {
             port: Some(from.port()),
             ..Default::default()
-        },
+        }),
         || {
             let client = bind_v4();
             let SocketAddr::V4(to) = client.local_addr().unwrap() else {
@@ -290,7 +312,7 @@ fn gro_receive_carries_its_sender() {
     set_comm("ut-gro");
     let mut addrs = None;
     let mut read = Vec::new();
-    let (events, _) = trace(Filter::default(), || {
+    let (events, _) = trace(this_thread(Filter::default()), || {
         let (tx, rx) = (bind_v4(), bind_v4());
         let one: libc::c_int = 1;
         let segment: libc::c_int = 100;
@@ -551,7 +573,7 @@ fn ipv6_socket_receives_from_an_ipv4_sender() {
     let server = bind_v4();
     let mut client_addr = None;
     let mut lens = Vec::new();
-    let (events, stats) = trace(by_port(&server), || {
+    let (events, stats) = trace(this_thread(by_port(&server)), || {
         let client = UdpSocket::bind("[::]:0").unwrap();
         let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", port(&server))
             .parse()
