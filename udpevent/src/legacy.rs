@@ -171,6 +171,12 @@ impl Session {
         Lost { kernel, queue }
     }
 
+    /// Receives delivered without their sender (DADDR 0.0.0.0, DPT 0).
+    fn recv_sender_unknown(&self) -> u64 {
+        let stats = self.lock().stats.clone();
+        stats.map_or(0, |s| s.stats().recv_sender_unknown)
+    }
+
     /// Attaches, then moves events into the queue until stopped; marks the
     /// session detached once the tracer is dropped.
     fn run(&self) -> i32 {
@@ -385,6 +391,10 @@ pub extern "C" fn cleanup() {
         println!("detach {probe} OK");
     }
     report_lost(session.lost());
+    let unknown = session.recv_sender_unknown();
+    if unknown > 0 {
+        eprintln!("udpEvent: {unknown} receives of unknown sender (DADDR 0.0.0.0, DPT 0)");
+    }
     println!("bpf.detach_kprobe OK");
 }
 
