@@ -157,9 +157,9 @@ fn check_legacy_consumer(name: &str) {
             lines.contains(&"detach tp_btf/sock_send_length OK"),
             "{stdout}"
         );
-        // Two length tracepoints, eight cgroup hooks, and cgroup_skb
-        // ingress for the senders of receives.
-        assert_eq!(probes.len(), 11, "{stdout}");
+        // Two length tracepoints, eight cgroup hooks, and for the senders
+        // of receives cgroup_skb ingress and udp_fail_queue_rcv_skb.
+        assert_eq!(probes.len(), 12, "{stdout}");
     }
     assert_eq!(lines[lines.len() - 2], "bpf.detach_kprobe OK");
     assert_eq!(lines[lines.len() - 1], "PASS");
