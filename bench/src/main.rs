@@ -5,6 +5,7 @@
 //! run mean anything), and reports datagrams/s, the ratio to untraced, events
 //! delivered and lost, the tool's CPU time, peak memory and attach time.
 
+mod floor;
 mod load;
 mod tracer;
 
@@ -74,6 +75,13 @@ enum Cmd {
         #[arg(value_enum)]
         what: Consume,
     },
+    /// (internal) The hook floor of a udptrace mode: the cheapest program
+    /// on each hook the mode attaches, until SIGINT
+    #[command(hide = true)]
+    Floor {
+        #[arg(value_enum)]
+        of: Consume,
+    },
     /// Runs the load alone and prints its rate: for profiling a tracer by
     /// hand (bpftool prog profile, perf) while it runs
     Load,
@@ -102,6 +110,10 @@ struct Row {
     /// Kernel time in the tool's BPF programs per datagram received, ns
     /// (median of the rounds; with --bpf-stats).
     bpf_ns_per_datagram: Option<f64>,
+    /// udptrace modes: the median rate over that of the mode's hook floor.
+    ratio_to_floor: Option<f64>,
+    /// udptrace modes: BPF ns per datagram above the floor's (--bpf-stats).
+    bpf_ns_above_floor: Option<f64>,
     lost_total: u64,
     tracer: Option<TracerRun>,
 }
@@ -128,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Some(Cmd::Consume { what }) => return consume(what),
+        Some(Cmd::Floor { of }) => return floor::run(of),
         Some(Cmd::Load) => {
             let r = load::run(&spec).context("running the load")?;
             println!("{:.0} datagrams/s received ({} sent)", r.rate(), r.sent);
@@ -194,6 +207,8 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .filter(|per_round| cli.bpf_stats && !per_round.is_empty())
                 .map(median),
+                ratio_to_floor: None,
+                bpf_ns_above_floor: None,
                 lost_total: tracers.iter().map(|t| t.lost).sum(),
                 tracer: (!tracers.is_empty()).then(|| TracerRun {
                     events: tracers.iter().map(|t| t.events).sum(),
@@ -206,6 +221,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         })
         .collect();
+    let mut rows = rows;
+    against_floors(&mut rows);
 
     let table = markdown(&rows, &spec, rounds);
     println!("{table}");
@@ -244,8 +261,34 @@ fn check(rows: &[Row], rounds: usize) -> Result<()> {
             ours.name
         );
     }
+    for floor in rows.iter().filter_map(|r| r.scenario.floor()) {
+        let row = rows.iter().find(|r| r.scenario == floor);
+        anyhow::ensure!(
+            row.is_some_and(|r| r.events_per_round.iter().all(|&e| e > 0)),
+            "{} never ran its programs",
+            floor.name()
+        );
+    }
     eprintln!("check: every scenario ran; udptrace lost no event");
     Ok(())
+}
+
+/// Each udptrace mode next to its hook floor, measured in the same rounds.
+fn against_floors(rows: &mut [Row]) {
+    let floors: Vec<(Scenario, f64, Option<f64>)> = rows
+        .iter()
+        .map(|r| (r.scenario, r.median_rate, r.bpf_ns_per_datagram))
+        .collect();
+    for row in rows.iter_mut() {
+        let Some(floor) = row.scenario.floor() else {
+            continue;
+        };
+        let Some(&(_, rate, ns)) = floors.iter().find(|(s, _, _)| *s == floor) else {
+            continue;
+        };
+        row.ratio_to_floor = Some(row.median_rate / rate);
+        row.bpf_ns_above_floor = row.bpf_ns_per_datagram.zip(ns).map(|(ours, f)| ours - f);
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -269,14 +312,14 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
         rounds
     );
     let bpf_column = rows.iter().any(|r| r.bpf_ns_per_datagram.is_some());
-    s += "| scenario | datagrams/s | vs untraced | spread | events/round | lost | tracer CPU s | peak RSS MiB | attach ms |";
+    s += "| scenario | datagrams/s | vs untraced | vs floor | spread | events/round | lost | tracer CPU s | peak RSS MiB | attach ms |";
     s += if bpf_column {
-        " BPF ns/datagram |\n"
+        " BPF ns/datagram | above floor |\n"
     } else {
         "\n"
     };
-    s += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
-    s += if bpf_column { " ---: |\n" } else { "\n" };
+    s += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+    s += if bpf_column { " ---: | ---: |\n" } else { "\n" };
     for r in rows {
         let (events, cpu, rss, attach) = match &r.tracer {
             Some(t) => (
@@ -291,10 +334,11 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         s += &format!(
-            "| {} | {:.0} | {:.2}x | {:.0}-{:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {:.2}x | {} | {:.0}-{:.0} | {} | {} | {} | {} | {} |",
             r.name,
             r.median_rate,
             r.ratio_to_untraced,
+            r.ratio_to_floor.map_or("-".into(), |f| format!("{f:.2}x")),
             r.spread.0,
             r.spread.1,
             events,
@@ -308,10 +352,12 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
             attach
         );
         if bpf_column {
-            s += &match r.bpf_ns_per_datagram {
-                Some(ns) => format!(" {ns:.0} |\n"),
-                None => " - |\n".into(),
-            };
+            let cell = |v: Option<f64>| v.map_or("-".into(), |ns| format!("{ns:.0}"));
+            s += &format!(
+                " {} | {} |\n",
+                cell(r.bpf_ns_per_datagram),
+                cell(r.bpf_ns_above_floor)
+            );
         } else {
             s += "\n";
         }
@@ -319,11 +365,10 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
     s
 }
 
-/// The udptrace scenario's consumer: every event is decoded by the library
-/// and counted; prints one JSON line with the totals when stopped.
-fn consume(what: Consume) -> Result<()> {
+/// The tracer of a udptrace scenario (and of its floor, for its hooks).
+fn builder_for(what: Consume) -> udptrace::TracerBuilder {
     use udptrace::{CountField, EventKind, Filter, Tracer};
-    let builder = match what {
+    match what {
         Consume::Events => Tracer::builder(),
         Consume::Packets => Tracer::builder().filter(Filter {
             kinds: vec![EventKind::PacketSend, EventKind::PacketRecv],
@@ -335,8 +380,13 @@ fn consume(what: Consume) -> Result<()> {
                 ..Default::default()
             })
             .count_by(vec![CountField::Dport]),
-    };
-    let mut tracer = builder.start()?;
+    }
+}
+
+/// The udptrace scenario's consumer: every event is decoded by the library
+/// and counted; prints one JSON line with the totals when stopped.
+fn consume(what: Consume) -> Result<()> {
+    let mut tracer = builder_for(what).start()?;
     let stop = tracer.stop_handle();
     ctrlc::set_handler(move || stop.stop())?;
     // The benchmark reads these lines; if it has gone, there is no one to tell.

@@ -22,6 +22,11 @@ pub enum Scenario {
     UdptracePackets,
     /// udptrace counting sends and receives by destination port in the kernel.
     UdptraceCount,
+    /// The hook floor of each udptrace mode: the cheapest program on each
+    /// of the hooks that mode attaches.
+    FloorEvents,
+    FloorPackets,
+    FloorCount,
     /// bpftrace printing every UDP send and receive from the same tracepoints.
     Bpftrace,
     /// tcpdump capturing UDP on loopback to /dev/null.
@@ -29,11 +34,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 9] = [
         Self::Untraced,
         Self::UdptraceEvents,
+        Self::FloorEvents,
         Self::UdptracePackets,
+        Self::FloorPackets,
         Self::UdptraceCount,
+        Self::FloorCount,
         Self::Bpftrace,
         Self::Tcpdump,
     ];
@@ -46,12 +54,34 @@ impl Scenario {
         )
     }
 
+    /// A udptrace mode's hook floor.
+    pub fn floor(self) -> Option<Scenario> {
+        match self {
+            Self::UdptraceEvents => Some(Self::FloorEvents),
+            Self::UdptracePackets => Some(Self::FloorPackets),
+            Self::UdptraceCount => Some(Self::FloorCount),
+            _ => None,
+        }
+    }
+
+    /// Run by the benchmark itself, which prints a JSON line of results.
+    fn is_ours(self) -> bool {
+        self.is_udptrace()
+            || matches!(
+                self,
+                Self::FloorEvents | Self::FloorPackets | Self::FloorCount
+            )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
             Self::UdptraceEvents => "udptrace socket events",
             Self::UdptracePackets => "udptrace packet events",
             Self::UdptraceCount => "udptrace count --by dport",
+            Self::FloorEvents => "hook floor of socket events",
+            Self::FloorPackets => "hook floor of packet events",
+            Self::FloorCount => "hook floor of count",
             Self::Bpftrace => "bpftrace printf per event",
             Self::Tcpdump => "tcpdump -w /dev/null",
         }
@@ -130,14 +160,22 @@ pub fn ensure_tracefs() -> Result<()> {
 pub fn start(scenario: Scenario) -> Result<Option<Running>> {
     let (mut cmd, ready): (Command, &str) = match scenario {
         Scenario::Untraced => return Ok(None),
-        Scenario::UdptraceEvents | Scenario::UdptracePackets | Scenario::UdptraceCount => {
-            let what = match scenario {
-                Scenario::UdptracePackets => "packets",
-                Scenario::UdptraceCount => "count",
-                _ => "events",
+        Scenario::UdptraceEvents
+        | Scenario::UdptracePackets
+        | Scenario::UdptraceCount
+        | Scenario::FloorEvents
+        | Scenario::FloorPackets
+        | Scenario::FloorCount => {
+            let (command, what) = match scenario {
+                Scenario::UdptraceEvents => ("consume", "events"),
+                Scenario::UdptracePackets => ("consume", "packets"),
+                Scenario::UdptraceCount => ("consume", "count"),
+                Scenario::FloorEvents => ("floor", "events"),
+                Scenario::FloorPackets => ("floor", "packets"),
+                _ => ("floor", "count"),
             };
             let mut c = Command::new(std::env::current_exe()?);
-            c.args(["consume", what]);
+            c.args([command, what]);
             (c, "ready")
         }
         Scenario::Bpftrace => {
@@ -214,7 +252,12 @@ impl Running {
         };
         match self.scenario {
             Scenario::Untraced => {}
-            Scenario::UdptraceEvents | Scenario::UdptracePackets | Scenario::UdptraceCount => {
+            Scenario::UdptraceEvents
+            | Scenario::UdptracePackets
+            | Scenario::UdptraceCount
+            | Scenario::FloorEvents
+            | Scenario::FloorPackets
+            | Scenario::FloorCount => {
                 let last = lines.iter().rev().find(|l| l.starts_with('{'));
                 let v: serde_json::Value =
                     serde_json::from_str(last.context("no result from the consumer")?)?;
@@ -239,9 +282,10 @@ impl Running {
                     .unwrap_or(0);
             }
         }
-        if !status.success() && self.scenario.is_udptrace() {
+        if !status.success() && self.scenario.is_ours() {
             bail!(
-                "the udptrace consumer failed after {:?}",
+                "{} failed after {:?}",
+                self.scenario.name(),
                 self.started.elapsed()
             );
         }
