@@ -64,13 +64,22 @@ impl Scenario {
         }
     }
 
-    /// Run by the benchmark itself, which prints a JSON line of results.
+    /// The benchmark's own subcommand that runs this scenario's tool, if
+    /// it is ours: it prints a JSON line of results when stopped.
+    fn own_command(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Self::UdptraceEvents => ("consume", "events"),
+            Self::UdptracePackets => ("consume", "packets"),
+            Self::UdptraceCount => ("consume", "count"),
+            Self::FloorEvents => ("floor", "events"),
+            Self::FloorPackets => ("floor", "packets"),
+            Self::FloorCount => ("floor", "count"),
+            _ => return None,
+        })
+    }
+
     fn is_ours(self) -> bool {
-        self.is_udptrace()
-            || matches!(
-                self,
-                Self::FloorEvents | Self::FloorPackets | Self::FloorCount
-            )
+        self.own_command().is_some()
     }
 
     pub fn name(self) -> &'static str {
@@ -160,24 +169,6 @@ pub fn ensure_tracefs() -> Result<()> {
 pub fn start(scenario: Scenario) -> Result<Option<Running>> {
     let (mut cmd, ready): (Command, &str) = match scenario {
         Scenario::Untraced => return Ok(None),
-        Scenario::UdptraceEvents
-        | Scenario::UdptracePackets
-        | Scenario::UdptraceCount
-        | Scenario::FloorEvents
-        | Scenario::FloorPackets
-        | Scenario::FloorCount => {
-            let (command, what) = match scenario {
-                Scenario::UdptraceEvents => ("consume", "events"),
-                Scenario::UdptracePackets => ("consume", "packets"),
-                Scenario::UdptraceCount => ("consume", "count"),
-                Scenario::FloorEvents => ("floor", "events"),
-                Scenario::FloorPackets => ("floor", "packets"),
-                _ => ("floor", "count"),
-            };
-            let mut c = Command::new(std::env::current_exe()?);
-            c.args([command, what]);
-            (c, "ready")
-        }
         Scenario::Bpftrace => {
             let mut c = Command::new("bpftrace");
             c.args(["-e", BPFTRACE_SCRIPT]);
@@ -187,6 +178,12 @@ pub fn start(scenario: Scenario) -> Result<Option<Running>> {
             let mut c = Command::new("tcpdump");
             c.args(["-i", "lo", "-n", "-w", "/dev/null", "udp"]);
             (c, "listening on")
+        }
+        ours => {
+            let (command, what) = ours.own_command().expect("run by the benchmark");
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args([command, what]);
+            (c, "ready")
         }
     };
     let started = Instant::now();
@@ -252,18 +249,6 @@ impl Running {
         };
         match self.scenario {
             Scenario::Untraced => {}
-            Scenario::UdptraceEvents
-            | Scenario::UdptracePackets
-            | Scenario::UdptraceCount
-            | Scenario::FloorEvents
-            | Scenario::FloorPackets
-            | Scenario::FloorCount => {
-                let last = lines.iter().rev().find(|l| l.starts_with('{'));
-                let v: serde_json::Value =
-                    serde_json::from_str(last.context("no result from the consumer")?)?;
-                run.events = v["events"].as_u64().unwrap_or(0);
-                run.lost = v["lost"].as_u64().unwrap_or(0);
-            }
             Scenario::Bpftrace => {
                 run.events = self.event_lines.load(Ordering::Relaxed);
                 run.lost = lines
@@ -280,6 +265,14 @@ impl Running {
                     .iter()
                     .find_map(|l| number_before(l, " packets dropped by kernel"))
                     .unwrap_or(0);
+            }
+            // The benchmark's own: udptrace's consumer or a hook floor.
+            _ => {
+                let last = lines.iter().rev().find(|l| l.starts_with('{'));
+                let v: serde_json::Value =
+                    serde_json::from_str(last.context("no result from the consumer")?)?;
+                run.events = v["events"].as_u64().unwrap_or(0);
+                run.lost = v["lost"].as_u64().unwrap_or(0);
             }
         }
         if !status.success() && self.scenario.is_ours() {
