@@ -444,8 +444,10 @@ impl std::str::FromStr for Backend {
             "fentry" => Ok(Backend::Fentry),
             "kprobe" => Ok(Backend::Kprobe),
             "tracepoint" => Ok(Backend::Tracepoint),
+            // Echoed escaped: an error is one line, whatever was passed.
             _ => Err(format!(
-                "unknown backend '{s}' (expected fentry, kprobe or tracepoint)"
+                "unknown backend '{}' (expected fentry, kprobe or tracepoint)",
+                s.escape_debug()
             )),
         }
     }

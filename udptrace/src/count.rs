@@ -79,8 +79,9 @@ impl std::str::FromStr for CountField {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown count key '{s}' (expected dport, sport, daddr, saddr, pid, comm, \
-                 event or reason)"
+                    "unknown count key '{}' (expected dport, sport, daddr, saddr, pid, comm, \
+                 event or reason)",
+                    s.escape_debug()
                 )
             })
     }

@@ -100,8 +100,9 @@ impl std::str::FromStr for EventKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown event kind '{s}' (expected send, recv, connect, close, \
-                     packet-send, packet-recv or drop)"
+                    "unknown event kind '{}' (expected send, recv, connect, close, \
+                     packet-send, packet-recv or drop)",
+                    s.escape_debug()
                 )
             })
     }

@@ -32,9 +32,13 @@ pub fn parse_addr_filter(s: &str) -> Result<IpNet, Error> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    s.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| Error::InvalidFilter(format!("'{s}' is not an IP address or CIDR network")))
+    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        // Echoed escaped: an error is one line, whatever was passed.
+        Error::InvalidFilter(format!(
+            "'{}' is not an IP address or CIDR network",
+            s.escape_debug()
+        ))
+    })
 }
 
 /// The 16-byte address and mask the kernel compares against. IPv4 networks
@@ -53,7 +57,8 @@ impl Filter {
         if let Some(comm) = &self.comm {
             if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
                 return Err(Error::InvalidFilter(format!(
-                    "comm '{comm}' must be 1 to 15 bytes: the kernel keeps no more of a task name"
+                    "comm '{}' must be 1 to 15 bytes: the kernel keeps no more of a task name",
+                    comm.escape_debug()
                 )));
             }
         }

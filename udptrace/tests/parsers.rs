@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use udptrace::{parse_addr_filter, CountField, EventKind, IpNet};
+use udptrace::{parse_addr_filter, Backend, CountField, EventKind, IpNet};
 
 /// Few cases: these run in CI on every change, in a few seconds.
 fn config() -> ProptestConfig {
@@ -84,6 +84,27 @@ proptest! {
         prop_assert_eq!(kind.is_ok(), EventKind::ALL.iter().any(|k| k.name() == s));
         let key = s.parse::<CountField>();
         prop_assert_eq!(key.is_ok(), CountField::ALL.iter().any(|k| k.name() == s));
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever the input, a refusal is one line of printable text: a CLI
+    /// prints it as its error line, the C API returns it as a reason.
+    #[test]
+    fn refusals_are_one_printable_line(
+        s in prop_oneof![any::<String>(), "[a-z:./\n\t\r\x1b\x07]{0,8}"]
+    ) {
+        let refusals = [
+            parse_addr_filter(&s).err().map(|e| e.to_string()),
+            s.parse::<Backend>().err(),
+            s.parse::<EventKind>().err(),
+            s.parse::<CountField>().err(),
+        ];
+        for reason in refusals.into_iter().flatten() {
+            prop_assert!(!reason.chars().any(char::is_control), "{:?}", reason);
+        }
     }
 }
 
