@@ -85,15 +85,8 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 		st = sock_state_of(cookie);
 		no_room = !st && !count_mode; /* counted events carry no counters */
 	}
-	if (trusted && senders_from_queue && from_peer) {
-		struct sock_addrs q;
-
-		if (queued_sender(st, &q) && !found) {
-			__builtin_memcpy(a.raddr, q.raddr, 16);
-			a.rport = q.rport;
-			found = true;
-		}
-	}
+	if (trusted && senders_from_queue && from_peer && queued_sender(st, found ? NULL : &a))
+		found = true;
 	unknown_sender = from_peer && peers_of_recvs && !found && is_unspecified(a.raddr) &&
 			 a.rport == 0;
 	if (!count_mode)

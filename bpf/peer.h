@@ -58,21 +58,28 @@ static __always_inline void addr_from_sock_addr(struct bpf_sock_addr *ctx, bool 
  * (which allocates a new element) and a delete per event cost more than the
  * rest of a receive's tracing.
  */
-static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
+/* The current thread's entry, created on its first use; NULL if no room. */
+static __always_inline struct peer *thread_peer(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	static const struct peer none = {};
+	struct peer *p = bpf_map_lookup_elem(&peer_by_tid, &tid);
+
+	if (p)
+		return p;
+	bpf_map_update_elem(&peer_by_tid, &tid, &none, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&peer_by_tid, &tid);
+}
+
+static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
+{
 	struct peer *p;
 
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	p = bpf_map_lookup_elem(&peer_by_tid, &tid);
-	if (!p) {
-		bpf_map_update_elem(&peer_by_tid, &tid, &none, BPF_NOEXIST);
-		p = bpf_map_lookup_elem(&peer_by_tid, &tid);
-		if (!p)
-			return 1;
-	}
+	p = thread_peer();
+	if (!p)
+		return 1;
 	addr_from_sock_addr(ctx, v6, p);
 	p->cookie = bpf_get_socket_cookie(ctx);
 	return 1; /* never interfere with the call */

@@ -37,21 +37,15 @@ const volatile bool senders_from_queue = false;
 /* fentry/kprobe: the datagram a receive hands over, in the receiving thread. */
 static __always_inline void note_dequeued_sender(__u64 cookie, struct sk_buff *skb, int len)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	static const struct peer none = {};
 	struct pkt pkt = {};
 	struct peer *p;
 
 	/* A peek (negative length) leaves the datagram queued: not a receive. */
 	if (len < 0 || !parse_skb(skb, &pkt))
 		return;
-	p = bpf_map_lookup_elem(&peer_by_tid, &tid);
-	if (!p) {
-		bpf_map_update_elem(&peer_by_tid, &tid, &none, BPF_NOEXIST);
-		p = bpf_map_lookup_elem(&peer_by_tid, &tid);
-		if (!p)
-			return;
-	}
+	p = thread_peer();
+	if (!p)
+		return;
 	__builtin_memcpy(p->addr, pkt.saddr, 16);
 	p->port = pkt.sport;
 	p->cookie = cookie;
@@ -118,7 +112,8 @@ static __always_inline void note_queued_sender(__u64 cookie, const struct pkt *p
 
 /*
  * Tracepoint backend: a receive has taken one datagram off the socket. Fills
- * in its sender and returns true when its epoch had one sender only. A
+ * in its sender (into `a`, unless NULL: known already) and returns true when
+ * its epoch had one sender only. A
  * receive the count does not cover (nothing noted is pending) means
  * datagrams were queued unnoted: the socket is unsure from then on.
  */
@@ -152,6 +147,8 @@ static __always_inline bool queued_sender(struct sock_state *st, struct sock_add
 		}
 		if (ready != word >> 32 || mixed == word >> 32)
 			return false;
+		if (!a)
+			return true;
 		__builtin_memcpy(a->raddr, addr, 16);
 		a->rport = port;
 		return true;
