@@ -27,6 +27,166 @@
 const volatile bool emit_eagain = false;
 
 /*
+ * Whether a hook may have left this thread a peer for the datagram of `sk`:
+ * only on sockets the sock_addr hooks marked, where the socket is known by
+ * BTF; always where a hook notes every receive's sender (fentry, kprobes).
+ */
+static __always_inline bool peer_may_wait(struct sock *sk, __u8 kind, bool trusted)
+{
+	if (!trusted || (kind == UDP_EVENT_RECV && !senders_from_queue))
+		return true;
+	/* A socket without local storage of any program (one load) has no mark. */
+	if (!sk->sk_bpf_storage)
+		return false;
+	return bpf_sk_storage_get(&peer_naming_socks, sk, 0, 0) != NULL;
+}
+
+/* The socket's cookie; kprobes read the one the kernel gave it already. */
+static __always_inline __u64 sock_cookie(struct sock *sk, bool trusted)
+{
+	return trusted ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
+
+/*
+ * Takes the peer a sock_addr or sender hook left this thread for this
+ * datagram of `sk` (whose cookie is `cookie`, or 0 if not read yet): the
+ * address the caller named, or a receive's sender. True if there was one,
+ * now in `a`; a connected socket's own peer stays otherwise.
+ */
+static __always_inline bool take_peer(struct sock *sk, __u64 cookie, __u8 kind, bool trusted,
+				      struct sock_addrs *a)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bool found = false;
+	struct peer *peer;
+
+	if (!(kind == UDP_EVENT_SEND ? peers_of_sends : peers_of_recvs) ||
+	    !peer_may_wait(sk, kind, trusted))
+		return false;
+	peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
+	if (!peer || !peer->cookie)
+		return false;
+	if (!cookie)
+		cookie = sock_cookie(sk, trusted);
+	if (peer->cookie == cookie) {
+		__builtin_memcpy(a->raddr, peer->addr, 16);
+		a->rport = peer->port;
+		found = true;
+	}
+	peer->cookie = 0; /* taken */
+	return found;
+}
+
+/*
+ * A datagram from a peer was taken (an error-queue read is none). Each one
+ * leaves the queue's count, whether its sender is known or not.
+ */
+static __always_inline bool from_a_peer(__u8 kind, int ret, int flags)
+{
+	return kind == UDP_EVENT_RECV && ret >= 0 && !(flags & MSG_ERRQUEUE);
+}
+
+/* A receive's sender is unknown: no hook gave it, and the socket has no peer of its own. */
+static __always_inline bool sender_unknown(bool from_peer, bool found, const struct sock_addrs *a)
+{
+	return from_peer && peers_of_recvs && !found && is_unspecified(a->raddr) && a->rport == 0;
+}
+
+/*
+ * Whether the filters keep a datagram. A receive whose sender is unknown is
+ * counted whether the address filters keep it or not (they cannot tell), and
+ * kept by what its own side matches.
+ */
+static __always_inline bool datagram_wanted(__u8 kind, __u64 pid_tgid, bool unknown_sender,
+					    const struct sock_addrs *a)
+{
+	if (!kind_wanted(kind) || !task_wanted(pid_tgid))
+		return false;
+	if (unknown_sender)
+		stat_inc(UDP_STAT_RECV_NO_SENDER);
+	return unknown_sender ? local_side_wanted(a) : addrs_wanted(a);
+}
+
+static __always_inline void read_addrs(struct sock *sk, bool trusted, struct sock_addrs *a)
+{
+	if (trusted)
+		read_sock_addrs(sk, a);
+	else
+		probe_sock_addrs(sk, a);
+}
+
+/* The family and ports alone, where nothing reads the addresses. */
+static __always_inline void read_ports(struct sock *sk, bool trusted, struct sock_addrs *a)
+{
+	if (trusted) {
+		a->family = sk->__sk_common.skc_family;
+		a->lport = sk->__sk_common.skc_num;
+		a->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	} else {
+		a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		a->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		a->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	}
+}
+
+/*
+ * Whether a count reads addresses: for its key or the filters, or to tell a
+ * receive of unknown sender.
+ */
+static __always_inline bool count_reads_addrs(void)
+{
+	return !compact_keys() || filter_addr_on || peers_of_recvs;
+}
+
+/*
+ * A send or receive, counted (`udptrace count`): only what the key and the
+ * filters use is read, and a compact key builds no event.
+ */
+static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, int flags,
+					  bool trusted)
+{
+	static const struct sock_counters no_counters = {};
+	bool found, from_peer = from_a_peer(kind, ret, flags);
+	char comm[TASK_COMM_LEN] = {};
+	__u64 pid_tgid = 0, cookie = 0;
+	struct compact_key k;
+	struct sock_addrs a;
+
+	if (count_reads_addrs())
+		read_addrs(sk, trusted, &a);
+	else
+		read_ports(sk, trusted, &a);
+	if (connects_pending) {
+		cookie = sock_cookie(sk, trusted);
+		finish_connect(cookie, &a);
+	}
+	found = take_peer(sk, cookie, kind, trusted, &a);
+	if (trusted && senders_from_queue && from_peer) {
+		if (!cookie)
+			cookie = sock_cookie(sk, trusted);
+		if (queued_sender(sock_state_of(cookie), found ? NULL : &a))
+			found = true;
+	}
+	if (filter_pid || (count_keys & COUNT_PID))
+		pid_tgid = bpf_get_current_pid_tgid();
+	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
+		return 0;
+	if (!compact_keys()) {
+		emit(kind, cookie, &a, &no_counters, ret, NULL);
+		return 0;
+	}
+	if (count_keys & COUNT_COMM) {
+		if (trusted)
+			__builtin_memcpy(comm, bpf_get_current_task_btf()->comm, TASK_COMM_LEN);
+		else
+			bpf_get_current_comm(comm, sizeof(comm));
+	}
+	compact_key_of(&k, kind, kind == UDP_EVENT_RECV, a.lport, a.rport, pid_tgid >> 32, comm);
+	count_compact(&k, ret > 0 ? ret : 0);
+	return 0;
+}
+
+/*
  * A send or receive has returned on a UDP socket. `trusted`: `sk` is a
  * BTF-typed pointer (tracepoints, fentry) rather than one read from a
  * register (kprobes), which must go through bpf_probe_read and cannot ask
@@ -35,79 +195,39 @@ const volatile bool emit_eagain = false;
 static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, int flags,
 					  bool trusted)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	bool btf_task = trusted && !count_mode;
-	bool no_room = false, found = false, from_peer, unknown_sender;
-	struct sock_state *st = NULL;
+	bool found, from_peer = from_a_peer(kind, ret, flags);
+	struct sock_state *st;
 	struct sock_counters cnt;
 	struct task_ctx task;
 	struct sock_addrs a;
-	struct peer *peer;
-	__u64 cookie;
+	__u64 pid_tgid, cookie;
 
-	cookie = trusted ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (count_mode)
+		return count_datagram(sk, ret, kind, flags, trusted);
+	pid_tgid = bpf_get_current_pid_tgid();
+	cookie = sock_cookie(sk, trusted);
 	/*
 	 * Tracing programs read the task here, on the one path all events share:
 	 * where the paths have forked, the verifier walks task_struct's BTF once
 	 * per path, and loading took 20 ms longer per program.
 	 */
-	if (btf_task)
-		current_task_btf(&task);
 	if (trusted)
-		read_sock_addrs(sk, &a);
-	else
-		probe_sock_addrs(sk, &a);
+		current_task_btf(&task);
+	read_addrs(sk, trusted, &a);
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
-	/*
-	 * The peer the caller named (sendto), or a receive's sender (see
-	 * sender.h); a connected socket's is its own.
-	 */
-	peer = NULL;
-	if (kind == UDP_EVENT_SEND ? peers_of_sends : peers_of_recvs)
-		peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
-	if (peer && peer->cookie) {
-		if (peer->cookie == cookie) {
-			__builtin_memcpy(a.raddr, peer->addr, 16);
-			a.rport = peer->port;
-			found = true;
-		}
-		peer->cookie = 0; /* taken */
-	}
-	/*
-	 * A datagram from a peer was taken (an error-queue read is none). Each
-	 * one leaves the queue's count, whether its sender is known or not.
-	 */
-	from_peer = kind == UDP_EVENT_RECV && ret >= 0 && !(flags & MSG_ERRQUEUE);
+	found = take_peer(sk, cookie, kind, trusted, &a);
 	/* One lookup for the counters and the queued senders. */
-	if (!count_mode || (trusted && senders_from_queue && from_peer)) {
-		st = sock_state_of(cookie);
-		no_room = !st && !count_mode; /* counted events carry no counters */
-	}
+	st = sock_state_of(cookie);
 	if (trusted && senders_from_queue && from_peer && queued_sender(st, found ? NULL : &a))
 		found = true;
-	unknown_sender = from_peer && peers_of_recvs && !found && is_unspecified(a.raddr) &&
-			 a.rport == 0;
-	if (!count_mode)
-		cnt = account(st, kind, ret);
-	else /* counted events carry no socket counters */
-		__builtin_memset(&cnt, 0, sizeof(cnt));
-	if (!kind_wanted(kind) || !task_wanted(pid_tgid))
-		return 0;
-	/*
-	 * A receive whose sender is unknown is counted whether the address
-	 * filters keep it or not (they cannot tell), and kept by what its own
-	 * side matches.
-	 */
-	if (unknown_sender)
-		stat_inc(UDP_STAT_RECV_NO_SENDER);
-	if (unknown_sender ? !local_side_wanted(&a) : !addrs_wanted(&a))
+	cnt = account(st, kind, ret);
+	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;
 	/* Counted as the event is: only what the filters select. */
-	if (no_room)
+	if (!st)
 		stat_inc(UDP_STAT_COUNTERS_FULL);
-	emit(kind, cookie, &a, &cnt, ret, btf_task ? &task : NULL);
+	emit(kind, cookie, &a, &cnt, ret, trusted ? &task : NULL);
 	return 0;
 }
 

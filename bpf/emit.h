@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * How events leave the programs: built in this CPU's ring buffer and handed to
- * user space, or, for `udptrace count`, added up in the `counts` table; and
- * the `stats` counters of what is counted instead of emitted.
+ * user space, or, for `udptrace count`, added up instead (count.h).
  */
 #ifndef __UDPTRACE_EMIT_H
 #define __UDPTRACE_EMIT_H
@@ -12,13 +11,11 @@
 #include "udptrace.h"
 #include "task.h"
 #include "addrs.h"
+#include "stats.h"
+#include "count.h"
 
 /* Pending bytes in a CPU's ring buffer that make the producer wake the consumer. */
 const volatile __u64 wakeup_bytes = 64 * 1024;
-/* Aggregate events into `counts` by these fields (enum count_field) instead of emitting them. */
-const volatile bool count_mode = false;
-const volatile __u8 count_keys = 0;
-
 /*
  * One ring buffer per CPU, created and put in place by user space: a shared
  * one makes every event take the same lock, and a sender and its receiver on
@@ -36,48 +33,6 @@ struct {
 	__type(key, __u32);
 	__array(values, struct event_ring);
 } events SEC(".maps");
-
-/* What the programs count instead of emitting, and lost events (enum udp_stat). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UDP_STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-/*
- * `udptrace count`'s table, per CPU: a sender and its receiver on two CPUs
- * often count under the same key, and one shared value would bounce between
- * their caches on every datagram.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct count_key);
-	__type(value, struct count_value);
-} counts SEC(".maps");
-
-/* Count mode builds an event and its key here, not in ring-buffer space or on the stack. */
-struct count_scratch {
-	struct udp_event event;
-	struct count_key key;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct count_scratch);
-} scratch SEC(".maps");
-
-static __always_inline void stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-
-	if (v)
-		*v += 1;
-}
 
 /* An event's size in the ring buffer, with the record header. */
 #define RINGBUF_RECORD_BYTES (sizeof(struct udp_event) + 8)
@@ -111,59 +66,6 @@ static __always_inline struct udp_event *event_slot(void **ring)
 	if (!e)
 		stat_inc(UDP_STAT_LOST);
 	return e;
-}
-
-static __always_inline bool is_inbound(const struct udp_event *e)
-{
-	return e->kind == UDP_EVENT_RECV || e->kind == UDP_EVENT_PACKET_RECV ||
-	       (e->kind == UDP_EVENT_DROP && e->detail.packet.inbound);
-}
-
-/* Adds the event built in `cs` to `counts` under the fields count_keys selects. */
-static __always_inline void count_event(struct count_scratch *cs)
-{
-	const struct udp_event *e = &cs->event;
-	struct count_value one = { .events = 1 }, *v;
-	struct count_key *k = &cs->key;
-	bool in = is_inbound(e);
-
-	__builtin_memset(k, 0, sizeof(*k));
-	if (e->ret > 0)
-		one.bytes = e->ret;
-	if (count_keys & COUNT_SADDR)
-		__builtin_memcpy(k->saddr, in ? e->raddr : e->laddr, 16);
-	if (count_keys & COUNT_DADDR)
-		__builtin_memcpy(k->daddr, in ? e->laddr : e->raddr, 16);
-	if (count_keys & (COUNT_SADDR | COUNT_DADDR))
-		k->family = e->family;
-	if (count_keys & COUNT_SPORT)
-		k->sport = in ? e->rport : e->lport;
-	if (count_keys & COUNT_DPORT)
-		k->dport = in ? e->lport : e->rport;
-	if (count_keys & COUNT_PID)
-		k->pid = e->pid;
-	if (count_keys & COUNT_COMM)
-		__builtin_memcpy(k->comm, e->comm, sizeof(k->comm));
-	if (count_keys & COUNT_EVENT)
-		k->kind = e->kind;
-	if ((count_keys & COUNT_REASON) && e->kind == UDP_EVENT_DROP) {
-		k->reason = e->detail.packet.drop_reason;
-		k->is_drop = 1;
-	}
-	v = bpf_map_lookup_elem(&counts, k);
-	if (!v) {
-		/* A new key: this CPU's copy starts at `one`, the others at zero. */
-		if (bpf_map_update_elem(&counts, k, &one, BPF_NOEXIST) == 0)
-			return;
-		/* Another CPU added the key first, or the table is full. */
-		v = bpf_map_lookup_elem(&counts, k);
-		if (!v) {
-			stat_inc(UDP_STAT_COUNT_FULL);
-			return;
-		}
-	}
-	__sync_fetch_and_add(&v->events, 1);
-	__sync_fetch_and_add(&v->bytes, one.bytes);
 }
 
 /* Hands a built event to user space through `ring`, or counts it. */

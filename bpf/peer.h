@@ -34,6 +34,19 @@ struct {
 } peer_by_tid SEC(".maps");
 
 /*
+ * Sockets a sendto() or recvfrom() ever named a peer on (socket-local
+ * storage, marked by the sock_addr hooks below): a socket that never did, as
+ * a connected socket usually does not, has nothing waiting in `peer_by_tid`,
+ * and its datagrams skip the lookup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} peer_naming_socks SEC(".maps");
+
+/*
  * The verifier lets each hook read only its own family's address fields:
  * user_ip4 in the *4 hooks (also on IPv6 sockets talking to IPv4-mapped
  * peers), user_ip6 in the *6 hooks.
@@ -82,6 +95,8 @@ static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
 		return 1;
 	addr_from_sock_addr(ctx, v6, p);
 	p->cookie = bpf_get_socket_cookie(ctx);
+	/* Before the datagram's hook runs, in this same thread. */
+	bpf_sk_storage_get(&peer_naming_socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	return 1; /* never interfere with the call */
 }
 

@@ -540,3 +540,7 @@ enum count_field count_field_layout;
 enum family_bit family_bit_layout;
 struct count_key count_key_layout;
 struct count_value count_value_layout;
+enum compact_key_bits compact_key_bits_layout;
+enum count_slots_size count_slots_size_layout;
+enum count_slot_state count_slot_state_layout;
+struct count_slot count_slot_layout;

@@ -141,4 +141,40 @@ struct count_value {
 	__u64 bytes;
 };
 
+/*
+ * A key of ports, pid, event kind and task name (bpf/count.h): the numbers
+ * packed in one word, dport in its low 16 bits, then sport, pid (below
+ * PID_MAX_LIMIT, 2^22) and kind. Unselected fields stay zero.
+ */
+enum compact_key_bits {
+	COMPACT_SPORT_SHIFT = 16,
+	COMPACT_PID_SHIFT = 32,
+	COMPACT_PID_MASK = (1 << 22) - 1,
+	COMPACT_KIND_SHIFT = 54,
+};
+
+struct compact_key {
+	__u64 word;
+	char comm[TASK_COMM_LEN];
+};
+
+/* Slots of compact keys per CPU: 2^COUNT_SLOT_BITS. */
+enum count_slots_size {
+	COUNT_SLOT_BITS = 10,
+	COUNT_SLOTS = 1 << COUNT_SLOT_BITS,
+};
+
+enum count_slot_state {
+	COUNT_SLOT_FREE = 0,
+	COUNT_SLOT_CLAIMED = 1, /* its key being written */
+	COUNT_SLOT_READY = 2,
+};
+
+/* One CPU's count under one compact key, from the first event on. */
+struct count_slot {
+	__u64 state; /* enum count_slot_state */
+	struct compact_key key;
+	struct count_value value;
+};
+
 #endif /* __UDPTRACE_H */

@@ -31,6 +31,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -40,6 +41,7 @@ enum {
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
 	BPF_F_NO_PREALLOC = 1,
+	BPF_SK_STORAGE_GET_F_CREATE = 1,
 };
 
 /* bpf_ringbuf_output/submit flags and bpf_ringbuf_query selectors. */
@@ -157,10 +159,13 @@ struct sock_common {
 	atomic64_t skc_cookie;
 };
 
+struct bpf_local_storage;
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u16 sk_type;
+	struct bpf_local_storage *sk_bpf_storage;
 };
 
 

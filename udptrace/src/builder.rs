@@ -105,8 +105,10 @@ impl TracerBuilder {
         self
     }
 
-    /// How many distinct keys counting holds (default 65,536). Events of keys
-    /// beyond it are counted in [`Stats::count_full`](crate::Stats::count_full).
+    /// How many distinct keys counting's table holds (default 65,536), beside
+    /// the [`COUNT_SLOTS_PER_CPU`](crate::COUNT_SLOTS_PER_CPU) slots that
+    /// keys without addresses or drop reasons fill first. Events of keys
+    /// beyond both are counted in [`Stats::count_full`](crate::Stats::count_full).
     pub fn count_table_size(mut self, keys: u32) -> Self {
         self.count_table_size = Some(keys);
         self

@@ -4,9 +4,18 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::bpf::types::{count_field, count_key, count_value};
+use crate::bpf::types::{
+    compact_key, compact_key_bits, count_field, count_key, count_slots_size, count_value,
+};
 use crate::drop_reason::drop_reason_name;
 use crate::event::{Comm, EventKind};
+
+/// Keys of ports, pid, event kind and task name count first in this many
+/// slots per CPU, a key's slot found by a hash of it; a key whose slot
+/// another key holds counts in the table of
+/// [`count_table_size`](crate::TracerBuilder::count_table_size) keys, as
+/// every key with an address or a drop reason does.
+pub const COUNT_SLOTS_PER_CPU: usize = count_slots_size::COUNT_SLOTS.0 as usize;
 
 /// A field events can be counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +137,26 @@ unsafe impl plain::Plain for count_key {}
 /// value summed over the CPUs.
 pub(crate) fn decode_row(fields: &[CountField], key: &[u8], v: &count_value) -> Option<CountRow> {
     let k: &count_key = plain::from_bytes(key).ok()?;
+    row_of(fields, k, v)
+}
+
+/// The wide key a compact one stands for (bpf/count.h), as the BPF
+/// programs build it when a compact key finds its slot taken.
+pub(crate) fn widen(k: &compact_key) -> count_key {
+    use compact_key_bits as bits;
+    let field = |shift: bits, mask: u64| (k.word >> shift.0) & mask;
+    count_key {
+        dport: (k.word & 0xffff) as u16,
+        sport: field(bits::COMPACT_SPORT_SHIFT, 0xffff) as u16,
+        pid: field(bits::COMPACT_PID_SHIFT, u64::from(bits::COMPACT_PID_MASK.0)) as u32,
+        kind: field(bits::COMPACT_KIND_SHIFT, 0xff) as u8,
+        comm: k.comm,
+        ..Default::default()
+    }
+}
+
+/// A row from a key of the BPF programs and its value summed over the CPUs.
+pub(crate) fn row_of(fields: &[CountField], k: &count_key, v: &count_value) -> Option<CountRow> {
     let addr = |raw: [u8; 16]| {
         let v6 = Ipv6Addr::from(raw);
         match (i32::from(k.family), v6.to_ipv4_mapped()) {

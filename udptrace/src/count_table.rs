@@ -1,28 +1,45 @@
-//! Reading `udptrace count`'s per-CPU table from user space: each row is read
-//! and removed in one step and summed over the CPUs.
+//! Reading `udptrace count`'s per-CPU tables from user space: the slots of
+//! compact keys, which only grow (each read takes what was added since the
+//! last), and the hash table of the other keys, whose rows are read and
+//! removed in one step. Rows are summed over the CPUs and both tables.
 
+use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Mutex;
 
-use libbpf_rs::{MapCore, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::bpf::types::count_value;
-use crate::count::{decode_row, CountField, CountRow};
+use crate::bpf::types::{count_slot, count_slot_state, count_value};
+use crate::count::{
+    decode_row, row_of, widen, CountField, CountRow, CountValue, COUNT_SLOTS_PER_CPU,
+};
 use crate::Error;
 
-/// The kernel's count table and the fields its keys were built from (none
+/// The kernel's count tables and the fields their keys were built from (none
 /// when the tracer is not counting).
 pub(crate) struct CountTable {
     map: MapHandle,
+    slots: MapHandle,
     fields: Vec<CountField>,
+    /// What each slot of each CPU held at the last read, by slot then CPU.
+    slots_read: Mutex<Vec<count_value>>,
 }
 
+// SAFETY: a plain C struct of integers and byte arrays: any bytes are a valid value.
+unsafe impl plain::Plain for count_slot {}
+
 impl CountTable {
-    pub fn new(map: MapHandle, fields: Vec<CountField>) -> CountTable {
-        CountTable { map, fields }
+    pub fn new(map: MapHandle, slots: MapHandle, fields: Vec<CountField>) -> CountTable {
+        CountTable {
+            map,
+            slots,
+            fields,
+            slots_read: Mutex::new(Vec::new()),
+        }
     }
 
-    /// The rows counted since the last call, unsorted; see
+    /// The rows counted since the last call, unsorted, one per key; see
     /// [`Tracer::take_counts`](crate::Tracer::take_counts).
     pub fn take_rows(&self) -> Result<Vec<CountRow>, Error> {
         if self.fields.is_empty() {
@@ -30,11 +47,47 @@ impl CountTable {
         }
         let cpus =
             libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
+        let mut rows = self.take_slot_rows(cpus)?;
         let keys: Vec<Vec<u8>> = self.map.keys().collect();
-        let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(value) = self.take_row(&key, cpus)? {
                 rows.extend(decode_row(&self.fields, &key, &value));
+            }
+        }
+        Ok(merge_rows(rows))
+    }
+
+    /// What the slots counted since the last read: a slot's key never changes
+    /// once ready, and its value only grows.
+    fn take_slot_rows(&self, cpus: usize) -> Result<Vec<CountRow>, Error> {
+        let mut read = self.slots_read.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = COUNT_SLOTS_PER_CPU;
+        read.resize(slots * cpus, count_value::default());
+        let mut rows = Vec::new();
+        for slot in 0..slots {
+            let values = self
+                .slots
+                .lookup_percpu(&(slot as u32).to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| Error::System(format!("reading the count slots: {e}")))?
+                .unwrap_or_default();
+            for (cpu, value) in values.iter().enumerate().take(cpus) {
+                // Copied: a CPU's value in the buffer is not aligned for the struct.
+                let mut s = count_slot::default();
+                if plain::copy_from_bytes(&mut s, value).is_err() {
+                    continue;
+                }
+                if s.state != count_slot_state::COUNT_SLOT_READY.0 as u64 {
+                    continue;
+                }
+                let last = &mut read[slot * cpus + cpu];
+                let added = count_value {
+                    events: s.value.events.saturating_sub(last.events),
+                    bytes: s.value.bytes.saturating_sub(last.bytes),
+                };
+                *last = s.value;
+                if added.events > 0 {
+                    rows.extend(row_of(&self.fields, &widen(&s.key), &added));
+                }
             }
         }
         Ok(rows)
@@ -68,6 +121,24 @@ impl CountTable {
         }
         Ok(Some(sum))
     }
+}
+
+/// One row per key: a key counts on every CPU, and in both tables when
+/// another key held its slot on some CPU.
+fn merge_rows(rows: Vec<CountRow>) -> Vec<CountRow> {
+    let mut by_key: HashMap<Vec<CountValue>, CountRow> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        match by_key.get_mut(&row.key) {
+            Some(r) => {
+                r.events += row.events;
+                r.bytes += row.bytes;
+            }
+            None => {
+                by_key.insert(row.key.clone(), row);
+            }
+        }
+    }
+    by_key.into_values().collect()
 }
 
 /// The `__u64` at `offset` in one CPU's value.

@@ -39,7 +39,7 @@ mod wakeup;
 
 pub use backend::Backend;
 pub use builder::TracerBuilder;
-pub use count::{sort_rows, CountField, CountRow, CountValue};
+pub use count::{sort_rows, CountField, CountRow, CountValue, COUNT_SLOTS_PER_CPU};
 pub use drop_reason::drop_reason_name;
 pub use errno::{errno_name, errno_text};
 pub use error::Error;

@@ -42,6 +42,7 @@ pub(crate) struct Ready {
     pub backend: Backend,
     pub stats_map: MapHandle,
     pub counts_map: MapHandle,
+    pub count_slots_map: MapHandle,
     pub probes: Vec<String>,
 }
 
@@ -96,16 +97,20 @@ impl ReaderCtx {
                 Ok((ring, waiter))
             });
         let maps = MapHandle::try_from(&skel.maps.stats)
-            .and_then(|stats| Ok((stats, MapHandle::try_from(&skel.maps.counts)?)))
+            .and_then(|stats| {
+                let counts = MapHandle::try_from(&skel.maps.counts)?;
+                Ok((stats, counts, MapHandle::try_from(&skel.maps.count_slots)?))
+            })
             .map_err(Error::bpf("opening the stats and count maps"));
         let (ring, waiter) = match (ring, maps) {
-            (Ok(ring), Ok((stats_map, counts_map))) => {
+            (Ok(ring), Ok((stats_map, counts_map, count_slots_map))) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 if ready_tx
                     .send(Ok(Ready {
                         backend: plan.effective_backend(),
                         stats_map,
                         counts_map,
+                        count_slots_map,
                         probes: names,
                     }))
                     .is_err()

@@ -65,7 +65,7 @@ impl Tracer {
             stop,
             stats: StatsReader::new(ready.stats_map, shared.clone()),
             shared,
-            counts: CountTable::new(ready.counts_map, count_by),
+            counts: CountTable::new(ready.counts_map, ready.count_slots_map, count_by),
             reader: Some(reader),
             backend: ready.backend,
             probes: ready.probes,
@@ -141,8 +141,8 @@ impl Tracer {
     }
 
     /// Counting mode: the rows counted since the last call (or the start),
-    /// unsorted. Each row is read and removed in one step, so an event
-    /// counted meanwhile lands in this call's rows or the next one's.
+    /// unsorted, one per key. An event counted meanwhile lands in this
+    /// call's rows or the next one's.
     pub fn take_counts(&self) -> Result<Vec<CountRow>, Error> {
         self.counts.take_rows()
     }

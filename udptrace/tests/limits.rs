@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use udptrace::{Event, EventKind, Filter, Stats};
+use udptrace::{CountField, Event, EventKind, Filter, Stats};
 
 fn comm_filter(comm: &str) -> Filter {
     Filter {
@@ -374,7 +374,7 @@ fn a_full_socket_table_is_reported() {
 }
 
 /// A count table too small for the keys: every event is counted or counted
-/// as not counted.
+/// as not counted. Keys with an address count only in the table.
 #[test]
 fn a_full_count_table_is_reported() {
     const SENDERS: u64 = 20;
@@ -385,7 +385,7 @@ fn a_full_count_table_is_reported() {
             kinds: vec![EventKind::Send],
             ..Default::default()
         })
-        .count_by(vec![udptrace::CountField::Sport])
+        .count_by(vec![CountField::Daddr, CountField::Sport])
         .count_table_size(16)
         .start()
         .unwrap();
@@ -399,4 +399,44 @@ fn a_full_count_table_is_reported() {
     let counted: u64 = rows.iter().map(|r| r.events).sum();
     assert_eq!(rows.len(), 16, "{rows:?}");
     assert_eq!(counted + stats.count_full, 2 * SENDERS, "{stats:?}");
+}
+
+/// Keys of ports count in a fixed number of slots per CPU first, then in the
+/// table: with more keys than both hold, every event is still counted, in
+/// one row per key, or counted as not counted. (A closed sender's port may
+/// come back for a later one: keys, not senders, are distinct.)
+#[test]
+fn compact_keys_beyond_their_slots_and_the_table_are_reported() {
+    const SENDERS: u64 = 3000;
+    const TABLE: u64 = 16;
+    let dst = bind_v4();
+    let tracer = builder()
+        .filter(Filter {
+            port: Some(port(&dst)),
+            kinds: vec![EventKind::Send],
+            ..Default::default()
+        })
+        .count_by(vec![CountField::Sport])
+        .count_table_size(TABLE as u32)
+        .start()
+        .unwrap();
+    for _ in 0..SENDERS {
+        let s = bind_v4();
+        s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
+        s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
+    }
+    let rows = tracer.take_counts().unwrap();
+    let stats = tracer.stats();
+    let counted: u64 = rows.iter().map(|r| r.events).sum();
+    let keys: std::collections::HashSet<_> = rows.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys.len(), rows.len(), "one row per key");
+    assert_eq!(counted + stats.count_full, 2 * SENDERS, "{stats:?}");
+    let slots = udptrace::COUNT_SLOTS_PER_CPU as u64 * online_cpus();
+    if SENDERS > slots + TABLE {
+        assert!(stats.count_full > 0, "{stats:?}");
+    }
+}
+
+fn online_cpus() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }

@@ -496,6 +496,87 @@ fn existing_socket_is_owned_by_the_process_holding_it() {
     assert_eq!(send[0].pid, std::process::id(), "{:?}", send[0]);
 }
 
+/// A count by every field of the compact keys (pid, task name, event,
+/// ports) adds up a known workload exactly. The sender is connected and also
+/// names another peer with sendto(): each send counts under its own
+/// destination.
+#[test]
+fn counts_by_task_event_and_ports_match_the_workload() {
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let tx_port = port(&tx);
+    let filter = Filter {
+        port: Some(tx_port),
+        kinds: vec![EventKind::Send, EventKind::Recv],
+        ..Default::default()
+    };
+    let tracer = builder()
+        .filter(filter)
+        .count_by(vec![
+            CountField::Pid,
+            CountField::Comm,
+            CountField::Event,
+            CountField::Sport,
+            CountField::Dport,
+        ])
+        .start()
+        .expect("tracer starts");
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    std::thread::Builder::new()
+        .name("cnt-tx".into())
+        .spawn(move || {
+            tx.connect(a_addr).unwrap();
+            tx.send(&[0u8; 10]).unwrap();
+            tx.send_to(&[0u8; 20], b_addr).unwrap();
+            tx.send(&[0u8; 10]).unwrap();
+            tx.send_to(&[0u8; 20], b_addr).unwrap();
+            tx.send(&[0u8; 10]).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::thread::Builder::new()
+        .name("cnt-rx".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            for _ in 0..3 {
+                a.recv_from(&mut buf).unwrap();
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let mut rows = tracer.take_counts().unwrap();
+    udptrace::sort_rows(&mut rows);
+    let pid = CountValue::Pid(std::process::id());
+    let comm = |c: &str| CountValue::Comm(c.into());
+    let table: Vec<_> = rows
+        .iter()
+        .map(|r| (r.key.clone(), r.events, r.bytes))
+        .collect();
+    let row = |c, kind, from: u16, to: u16, n: u64, bytes: u64| {
+        let key = vec![
+            pid.clone(),
+            comm(c),
+            CountValue::Event(kind),
+            CountValue::Port(from),
+            CountValue::Port(to),
+        ];
+        (key, n, bytes)
+    };
+    let (a_port, b_port) = (a_addr.port(), b_addr.port());
+    assert_eq!(
+        table,
+        vec![
+            row("cnt-rx", EventKind::Recv, tx_port, a_port, 3, 30),
+            row("cnt-tx", EventKind::Send, tx_port, a_port, 3, 30),
+            row("cnt-tx", EventKind::Send, tx_port, b_port, 2, 40),
+        ]
+    );
+    assert_eq!(tracer.stats().count_full, 0);
+}
+
 /// `count --by dport`: the kernel adds up a known workload, nothing crosses
 /// the ring buffer.
 #[test]
