@@ -22,11 +22,15 @@ pub enum Scenario {
     UdptracePackets,
     /// udptrace counting sends and receives by destination port in the kernel.
     UdptraceCount,
+    /// udptrace drop events alone, while the load drops nothing (or little):
+    /// what watching for drops costs the traffic that is not dropped.
+    UdptraceDrops,
     /// The hook floor of each udptrace mode: the cheapest program on each
     /// of the hooks that mode attaches.
     FloorEvents,
     FloorPackets,
     FloorCount,
+    FloorDrops,
     /// bpftrace printing every UDP send and receive from the same tracepoints.
     Bpftrace,
     /// tcpdump capturing UDP on loopback to /dev/null.
@@ -34,7 +38,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Self::Untraced,
         Self::UdptraceEvents,
         Self::FloorEvents,
@@ -42,6 +46,8 @@ impl Scenario {
         Self::FloorPackets,
         Self::UdptraceCount,
         Self::FloorCount,
+        Self::UdptraceDrops,
+        Self::FloorDrops,
         Self::Bpftrace,
         Self::Tcpdump,
     ];
@@ -50,8 +56,17 @@ impl Scenario {
     pub fn is_udptrace(self) -> bool {
         matches!(
             self,
-            Self::UdptraceEvents | Self::UdptracePackets | Self::UdptraceCount
+            Self::UdptraceEvents
+                | Self::UdptracePackets
+                | Self::UdptraceCount
+                | Self::UdptraceDrops
         )
+    }
+
+    /// Whether its tool has something to report in every round: drops
+    /// happen only when the load overflows a receive buffer.
+    pub fn always_reports(self) -> bool {
+        !matches!(self, Self::UdptraceDrops | Self::FloorDrops)
     }
 
     /// A udptrace mode's hook floor.
@@ -60,6 +75,7 @@ impl Scenario {
             Self::UdptraceEvents => Some(Self::FloorEvents),
             Self::UdptracePackets => Some(Self::FloorPackets),
             Self::UdptraceCount => Some(Self::FloorCount),
+            Self::UdptraceDrops => Some(Self::FloorDrops),
             _ => None,
         }
     }
@@ -74,6 +90,8 @@ impl Scenario {
             Self::FloorEvents => ("floor", "events"),
             Self::FloorPackets => ("floor", "packets"),
             Self::FloorCount => ("floor", "count"),
+            Self::UdptraceDrops => ("consume", "drops"),
+            Self::FloorDrops => ("floor", "drops"),
             _ => return None,
         })
     }
@@ -91,6 +109,8 @@ impl Scenario {
             Self::FloorEvents => "hook floor of socket events",
             Self::FloorPackets => "hook floor of packet events",
             Self::FloorCount => "hook floor of count",
+            Self::UdptraceDrops => "udptrace drops",
+            Self::FloorDrops => "hook floor of drops",
             Self::Bpftrace => "bpftrace printf per event",
             Self::Tcpdump => "tcpdump -w /dev/null",
         }
