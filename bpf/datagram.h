@@ -56,13 +56,14 @@ static __always_inline __u64 sock_cookie(struct sock *sk, bool trusted)
 static __always_inline bool take_peer(struct sock *sk, __u64 cookie, __u8 kind, bool trusted,
 				      struct sock_addrs *a)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bool found = false;
 	struct peer *peer;
+	__u32 tid;
 
 	if (!(kind == UDP_EVENT_SEND ? peers_of_sends : peers_of_recvs) ||
 	    !peer_may_wait(sk, kind, trusted))
 		return false;
+	tid = (__u32)bpf_get_current_pid_tgid();
 	peer = bpf_map_lookup_elem(&peer_by_tid, &tid);
 	if (!peer || !peer->cookie)
 		return false;
