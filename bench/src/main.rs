@@ -27,7 +27,7 @@ use tracer::{Scenario, TracerRun};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// About 40 seconds: 3 rounds of 2 s per scenario
+    /// About two minutes: 3 rounds of 2 s per scenario
     #[arg(long, conflicts_with = "full")]
     quick: bool,
     /// 5 rounds of 10 s per scenario
