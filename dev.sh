@@ -6,16 +6,21 @@
 #                            integration tests against the running kernel
 #   ./dev.sh bench [--full]  the benchmark (quick mode by default)
 #
-# Both install what they need first (clang, libelf, zlib, pkg-config; the tests
-# also use gcc, python3, dig, dnsmasq, dnsperf, bpftrace, tcpdump and qemu).
+# Each installs what it needs first: building needs clang, llvm, libelf,
+# zlib, pkg-config and gcc (Rust's linker; rustfmt comes with Rust); the tests
+# also use python3, man, zsh, fish, dig, dnsmasq, dnsperf, bpftrace, tcpdump,
+# qemu, busybox and cpio; the benchmark, bpftrace and tcpdump.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config util-linux gcc libc6-dev python3 dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio)
+BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config gcc libc6-dev)
+TEST_PACKAGES=(util-linux python3 man-db zsh fish dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio)
+BENCH_PACKAGES=(bpftrace tcpdump)
 
+# Installs the Debian packages named that are missing, and checks for Rust.
 install_deps() {
 	local missing=()
-	for pkg in "${APT_PACKAGES[@]}"; do
+	for pkg in "$@"; do
 		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
 			missing+=("$pkg")
 	done
@@ -26,6 +31,10 @@ install_deps() {
 	fi
 	command -v cargo >/dev/null || {
 		echo "dev.sh: cargo not found: install Rust (https://rustup.rs)" >&2
+		exit 1
+	}
+	command -v rustfmt >/dev/null || {
+		echo "dev.sh: rustfmt not found: the build formats the generated BPF skeleton with it (rustup component add rustfmt)" >&2
 		exit 1
 	}
 }
@@ -42,13 +51,13 @@ shift || true
 case "$cmd" in
 run)
 	require_root "run"
-	install_deps
+	install_deps "${BUILD_PACKAGES[@]}"
 	cargo build --release --locked -p udptrace-cli
 	exec ./target/release/udptrace "$@"
 	;;
 test)
 	require_root "test"
-	install_deps
+	install_deps "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 	# cargo test builds only the rlib of a library; the C and Python tests load libudpEvent.so.
@@ -61,11 +70,11 @@ test)
 	;;
 bench)
 	require_root "bench"
-	install_deps
+	install_deps "${BUILD_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
 	cargo run --release --locked -p udptrace-bench -- "$@"
 	;;
 *)
-	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

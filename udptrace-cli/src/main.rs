@@ -1,6 +1,7 @@
 //! `udptrace`: trace every UDP send, receive, connect and close on this host.
 
 mod count;
+mod docs;
 mod doctor;
 mod output;
 mod parse;
@@ -15,7 +16,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "udptrace",
-    version,
+    version = env!("UDPTRACE_VERSION"),
     about = "Trace every UDP send, receive, connect, close, datagram and drop on this host, with eBPF",
     long_about = "Trace every UDP send, receive, connect, close, datagram and drop on this host, \
         with eBPF.\n\n\
@@ -59,6 +60,19 @@ enum Command {
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes
     Doctor,
+    /// Print the completion script for a shell
+    #[command(after_help = "Examples:\n  \
+        udptrace completions bash > /etc/bash_completion.d/udptrace\n  \
+        udptrace completions zsh > /usr/local/share/zsh/site-functions/_udptrace\n  \
+        udptrace completions fish > ~/.config/fish/completions/udptrace.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (udptrace.1, and udptrace-SUBCOMMAND.1 for each
+    /// subcommand) into a directory
+    #[command(hide = true)]
+    ManPages { dir: std::path::PathBuf },
 }
 
 impl Cli {
@@ -93,6 +107,8 @@ fn main() -> ExitCode {
         Some(Command::Drops(args)) => trace::run_drops(args),
         Some(Command::Count(args)) => count::run(args),
         Some(Command::Doctor) => doctor::run(),
+        Some(Command::Completions { shell }) => docs::completions(shell),
+        Some(Command::ManPages { dir }) => docs::man_pages(&dir),
         None => trace::run(cli.trace),
     };
     match result {
