@@ -5,6 +5,8 @@
 #   ./dev.sh test            the whole test suite: formatting, lints, unit and
 #                            integration tests against the running kernel
 #   ./dev.sh bench [--full]  the benchmark (quick mode by default)
+#   ./dev.sh static          build the self-contained binary (glibc, libbpf,
+#                            libelf and zlib linked in) and print its path
 #
 # Each installs what it needs first: building needs clang, llvm, libelf,
 # zlib, pkg-config and gcc (Rust's linker; rustfmt comes with Rust); the tests
@@ -39,6 +41,15 @@ install_deps() {
 	}
 }
 
+# The self-contained x86_64 binary: static glibc (libc6-dev's libc.a, no
+# other toolchain needed), with libbpf, libelf and zlib linked in.
+build_static() {
+	local target=x86_64-unknown-linux-gnu
+	LIBBPF_SYS_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build --release --locked -p udptrace-cli --features static --target $target >&2
+	echo "target/$target/release/udptrace"
+}
+
 require_root() {
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "dev.sh: $1 needs root (it loads BPF programs into the kernel)" >&2
@@ -68,13 +79,17 @@ test)
 	# The benchmark's quick mode, as a smoke test: it ran, and lost nothing.
 	cargo run --release --locked -p udptrace-bench -- --quick --check
 	;;
+static)
+	install_deps "${BUILD_PACKAGES[@]}"
+	build_static
+	;;
 bench)
 	require_root "bench"
 	install_deps "${BUILD_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
 	cargo run --release --locked -p udptrace-bench -- "$@"
 	;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -5,8 +5,9 @@
 # `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs and
 # startup.rs) and the C library's (udpevent/tests/foreign.rs, with its C
 # programs built here); and
-# the kernel suites on the host kernel. Prints kernel x backend -> result with
-# test counts. A backend a kernel cannot run is reported unsupported, with why.
+# the kernel suites on the host kernel; and the static binary (./dev.sh
+# static) alone with busybox in each kernel. Prints kernel x backend -> result
+# with test counts. A backend a kernel cannot run is reported unsupported, with why.
 #
 #   vm/matrix.sh            build, boot each kernel, print the table
 #
@@ -90,7 +91,39 @@ kernel_image() {
 	ls "$WORK/x-$pkg"/boot/vmlinuz-*
 }
 
+# The self-contained binary, in VMs of its own whose initramfs holds it and
+# busybox and nothing else: no shared library to fall back on.
+static_bin=$(./dev.sh static)
+build_static_initramfs() {
+	local root=$WORK/static-root out=$WORK/static.cpio.gz
+	rm -rf "$root"
+	mkdir -p "$root"/{bin,proc,sys,dev,tmp}
+	cp /bin/busybox "$root/bin/busybox"
+	cp "$static_bin" "$root/bin/udptrace"
+	cp vm/static-init "$root/init"
+	chmod +x "$root/init"
+	(cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 >"$out"
+	echo "$out"
+}
+
+# The static binary's cell from its VM's log: doctor ran, and the DNS query
+# busybox's nslookup sent (38 bytes to port 53) was traced.
+static_cell() {
+	local log=$1
+	if ! ldd "$static_bin" 2>&1 | grep -q 'not a dynamic executable\|statically linked'; then
+		echo "FAIL ($static_bin is not statically linked)"
+	elif ! grep -a -q '^DOCTOR 0' "$log"; then
+		echo "FAIL (doctor failed: see $log)"
+	elif ! grep -a '^EVENT ' "$log" | grep '"event":"send"' | grep '"comm":"nslookup"' |
+		grep -q '"rport":53,"bytes":38,'; then
+		echo "FAIL (the DNS query was not traced: see $log)"
+	else
+		echo "pass (alone with busybox: doctor, a traced DNS query)"
+	fi
+}
+
 initrd=$(build_initramfs)
+static_initrd=$(build_static_initramfs)
 declare -a rows
 failed=0
 
@@ -151,6 +184,14 @@ for spec in "${KERNELS[@]}"; do
 		row "$release (${spec#*=})" "$backend" "$result"
 	done
 	doctor_row "$release (${spec#*=})" "$log"
+	static_log=$WORK/${spec%%=*}.static.log
+	timeout 600 qemu-system-x86_64 -accel tcg,thread=single -cpu max -m 1024 -smp 2 \
+		-nographic -no-reboot \
+		-kernel "$vmlinuz" -initrd "$static_initrd" \
+		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$static_log" || true
+	result=$(static_cell "$static_log")
+	[[ $result == FAIL* ]] && failed=1
+	row "$release (${spec#*=})" static "$result"
 done
 
 # The host kernel runs the same suite natively.
