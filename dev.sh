@@ -7,17 +7,20 @@
 #   ./dev.sh bench [--full]  the benchmark (quick mode by default)
 #   ./dev.sh static          build the self-contained binary (glibc, libbpf,
 #                            libelf and zlib linked in) and print its path
+#   ./dev.sh package         build the Debian package and print its path
 #
 # Each installs what it needs first: building needs clang, llvm, libelf,
 # zlib, pkg-config and gcc (Rust's linker; rustfmt comes with Rust); the tests
 # also use python3, man, zsh, fish, dig, dnsmasq, dnsperf, bpftrace, tcpdump,
-# qemu, busybox and cpio; the benchmark, bpftrace and tcpdump.
+# qemu, busybox and cpio; the benchmark, bpftrace and tcpdump; the package,
+# dpkg-dev.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config gcc libc6-dev)
 TEST_PACKAGES=(util-linux python3 man-db zsh fish dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio)
 BENCH_PACKAGES=(bpftrace tcpdump)
+PACKAGE_PACKAGES=(dpkg-dev)
 
 # Installs the Debian packages named that are missing, and checks for Rust.
 install_deps() {
@@ -50,6 +53,11 @@ build_static() {
 	echo "target/$target/release/udptrace"
 }
 
+# The Debian package (deploy/package.sh), around the static binary.
+build_package() {
+	bash deploy/package.sh "$(build_static)"
+}
+
 require_root() {
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "dev.sh: $1 needs root (it loads BPF programs into the kernel)" >&2
@@ -68,7 +76,7 @@ run)
 	;;
 test)
 	require_root "test"
-	install_deps "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+	install_deps "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${PACKAGE_PACKAGES[@]}"
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 	# cargo test builds only the rlib of a library; the C and Python tests load libudpEvent.so.
@@ -76,6 +84,8 @@ test)
 	cargo test --locked --workspace
 	# The kernel suite again, inside pinned Debian kernels under QEMU.
 	bash vm/matrix.sh
+	# The Debian package, installed, used and removed.
+	bash deploy/test-package.sh "$(build_package)"
 	# The benchmark's quick mode, as a smoke test: it ran, and lost nothing.
 	cargo run --release --locked -p udptrace-bench -- --quick --check
 	;;
@@ -83,13 +93,17 @@ static)
 	install_deps "${BUILD_PACKAGES[@]}"
 	build_static
 	;;
+package)
+	install_deps "${BUILD_PACKAGES[@]}" "${PACKAGE_PACKAGES[@]}"
+	build_package
+	;;
 bench)
 	require_root "bench"
 	install_deps "${BUILD_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
 	cargo run --release --locked -p udptrace-bench -- "$@"
 	;;
 *)
-	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

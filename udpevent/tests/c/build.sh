@@ -5,24 +5,31 @@
 # built with AddressSanitizer as NAME-asan.
 #
 # Usage: build.sh OUTDIR LIBDIR        (LIBDIR holds libudpEvent.so)
+#        build.sh OUTDIR --pkg-config  (the installed header and library)
 # The programs find libudpEvent.so beside themselves ($ORIGIN) or through
-# LD_LIBRARY_PATH, which the tests set from UDPEVENT_TEST_LIB.
+# LD_LIBRARY_PATH, which the tests set from UDPEVENT_TEST_LIB; built with
+# --pkg-config, where the system's loader finds it.
 set -eu
 [ $# -eq 2 ] || { echo "usage: $0 OUTDIR LIBDIR" >&2; exit 2; }
 out=$1
 lib=$2
 here=$(cd "$(dirname "$0")" && pwd)
-include=$here/../../../include
 cc=${CC:-cc}
+if [ "$lib" = --pkg-config ]; then
+	cflags=$(pkg-config --cflags udpevent)
+	libs=$(pkg-config --libs udpevent)
+else
+	cflags=-I$here/../../../include
+	libs="-L$lib -Wl,-rpath,\$ORIGIN"
+fi
 mkdir -p "$out"
 for src in "$here"/*.c; do
 	name=$(basename "$src" .c)
 	flags=$(sed -n 's/^ \* cc-flags:\(.*\)$/\1/p' "$src")
 	# $flags is a list of words: split on purpose.
 	# shellcheck disable=SC2086
-	"$cc" -std=gnu11 -Wall -Werror -I"$include" "$src" -o "$out/$name" \
-		-L"$lib" -Wl,-rpath,'$ORIGIN' $flags
+	"$cc" -std=gnu11 -Wall -Werror $cflags "$src" -o "$out/$name" $libs $flags
 	# shellcheck disable=SC2086
 	"$cc" -std=gnu11 -Wall -Werror -g -fsanitize=address -fno-omit-frame-pointer \
-		-I"$include" "$src" -o "$out/$name-asan" -L"$lib" -Wl,-rpath,'$ORIGIN' $flags
+		$cflags "$src" -o "$out/$name-asan" $libs $flags
 done

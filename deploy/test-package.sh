@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian package on this machine, uses it as a user and a C
+# developer would, and removes it: udptrace from PATH, its man pages and
+# completions, and the C library's test programs built against the installed
+# header and library through pkg-config, run by the library's own suite.
+# Usage: deploy/test-package.sh DEB   (as root, from the repository root)
+set -euo pipefail
+[ $# -eq 1 ] || { echo "usage: $0 DEB" >&2; exit 2; }
+deb=$1
+fail() { echo "test-package: $*" >&2; exit 1; }
+
+dpkg -i "$deb" >/dev/null
+# Removed however the test ends; the end checks that removal is clean.
+trap 'dpkg -r udptrace >/dev/null 2>&1 || true' EXIT
+[ "$(command -v udptrace)" = /usr/bin/udptrace ] || fail "udptrace is not on PATH"
+udptrace doctor >/dev/null || fail "udptrace doctor failed"
+MANPAGER=cat MANWIDTH=200 man udptrace-count | grep -q -- '--by' || fail "man udptrace-count"
+MANPAGER=cat MANWIDTH=200 man udptrace | grep -q 'Trace every UDP send' || fail "man udptrace"
+# shellcheck disable=SC2016
+words=$(bash -c 'source /usr/share/bash-completion/completions/udptrace &&
+	COMP_WORDS=(udptrace co) && COMP_CWORD=1 && _udptrace udptrace co udptrace &&
+	echo "${COMPREPLY[*]}"')
+[ "$words" = "count completions" ] || fail "bash completes 'udptrace co' as '$words'"
+libs=$(pkg-config --libs udpevent)
+[ "${libs% }" = -ludpEvent ] || fail "pkg-config --libs udpevent says '$libs'"
+
+bins=$(mktemp -d)
+sh udpevent/tests/c/build.sh "$bins" --pkg-config
+UDPEVENT_TEST_BIN_DIR=$bins UDPEVENT_TEST_LIB=/usr/lib/x86_64-linux-gnu/libudpEvent.so \
+	cargo test --locked -q -p udpevent --test foreign -- --test-threads=1 ||
+	fail "the C library's suite against the installed package"
+rm -rf "$bins"
+
+dpkg -r udptrace >/dev/null
+for f in /usr/bin/udptrace /usr/lib/x86_64-linux-gnu/libudpEvent.so /usr/include/udpEvent.h \
+	/usr/share/man/man1/udptrace.1.gz; do
+	[ ! -e "$f" ] || fail "$f is left after dpkg -r"
+done
+echo "test-package: installed, used and removed $deb"
