@@ -117,8 +117,12 @@ impl SelectArgs {
 
     /// The `Tracing` line on stderr (and with --verbose each probe).
     pub fn announce(&self, tracer: &Tracer) {
+        let until = match self.duration {
+            Some(d) => format!(" for {} s; Ctrl-C ends it sooner.", d.as_secs_f64()),
+            None => ". Hit Ctrl-C to end.".to_string(),
+        };
         eprintln!(
-            "Tracing UDP with the {} backend ({} probes). Hit Ctrl-C to end.",
+            "Tracing UDP with the {} backend ({} probes){until}",
             tracer.backend(),
             tracer.probes().len()
         );

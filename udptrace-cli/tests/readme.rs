@@ -1,0 +1,219 @@
+//! The README's examples against the program: each `$ udptrace ...` block is
+//! run for real beside a small workload, and what it documents must be what
+//! the program prints: column headers exactly (with their widths, where the
+//! columns are fixed), the `Tracing` line, summaries and interval timestamps
+//! in shape, `doctor`'s labels. Needs root, like the tracer.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+/// One documented run: the arguments after `$ udptrace`, and the lines shown.
+struct Example {
+    args: Vec<String>,
+    output: Vec<String>,
+}
+
+fn readme_examples() -> Vec<Example> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let mut examples = Vec::new();
+    let mut lines = readme.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(cmd) = line.strip_prefix("    $ udptrace") else {
+            continue;
+        };
+        let mut output = Vec::new();
+        while let Some(out) = lines.next_if(|l| l.starts_with("    ")) {
+            output.push(out[4..].trim_end().to_string());
+        }
+        let args = cmd.split_whitespace().map(String::from).collect();
+        examples.push(Example { args, output });
+    }
+    examples
+}
+
+/// Datagrams of every kind the examples show: IPv4 and IPv6 sends and
+/// receives, and one to a port nobody listens on (a drop).
+fn workload() {
+    for (rx, tx) in [
+        (
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        ),
+        (
+            UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap(),
+            UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap(),
+        ),
+    ] {
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        rx.recv_from(&mut [0; 64]).unwrap();
+    }
+    // A port just freed: nothing listens on it.
+    let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"dropped", (Ipv4Addr::LOCALHOST, port)).unwrap();
+}
+
+/// Runs `udptrace ARGS` until its first interval has passed, with the
+/// workload once it is tracing; returns its stderr and stdout lines.
+fn run(args: &[String]) -> (Vec<String>, Vec<String>) {
+    if args.first().map(String::as_str) == Some("doctor") {
+        let out = Command::new(udptrace_bin()).args(args).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        return (Vec::new(), text.lines().map(String::from).collect());
+    }
+    let mut child = Command::new(udptrace_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(());
+            lines.push(line);
+        }
+        lines
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("udptrace printed its Tracing line");
+    workload();
+    std::thread::sleep(Duration::from_millis(1300));
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (
+        reader.join().unwrap(),
+        stdout.lines().map(String::from).collect(),
+    )
+}
+
+/// A line of column names: every word capitalised (DELTA(us) included).
+fn is_header(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.len() >= 2
+        && words.iter().all(|w| {
+            w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && w.chars()
+                    .all(|c| c.is_ascii_alphabetic() || "()".contains(c))
+                && w.chars().filter(|c| c.is_ascii_uppercase()).count() >= 2
+        })
+}
+
+/// Numbers and the backend's name replaced, for lines whose values vary.
+fn shape(line: &str) -> String {
+    let mut line = line.to_string();
+    for backend in ["fentry", "kprobe", "tracepoint"] {
+        line = line.replace(backend, "BACKEND");
+    }
+    line.chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
+}
+
+fn collapse(shaped: &str) -> String {
+    let mut s = shaped.to_string();
+    while s.contains("##") {
+        s = s.replace("##", "#");
+    }
+    s
+}
+
+/// What a doctor line says before its value: `kernel:`, or a backend's name
+/// in its padded column (`backend fentry      `).
+fn doctor_label(line: &str) -> &str {
+    match line.strip_prefix("backend ") {
+        Some(rest) => {
+            let name_end = rest.find(' ').unwrap_or(rest.len());
+            let padding = rest[name_end..].find(|c| c != ' ').unwrap_or(0);
+            &line[..8 + name_end + padding]
+        }
+        None => line.split_once(':').map_or(line, |(label, _)| label),
+    }
+}
+
+#[test]
+fn readme_examples_match_the_program() {
+    let examples = readme_examples();
+    let commands: Vec<String> = examples.iter().map(|e| e.args.join(" ")).collect();
+    for expected in ["", "trace --packets", "drops", "doctor"] {
+        assert!(
+            commands.iter().any(|c| c == expected),
+            "README lost its `udptrace {expected}` example: {commands:?}"
+        );
+    }
+    for ex in &examples {
+        let (stderr, stdout) = run(&ex.args);
+        let cmd = format!("udptrace {}", ex.args.join(" "));
+        // count sizes its columns to the rows; the other views are fixed.
+        let fixed_columns = ex.args.first().map(String::as_str) != Some("count");
+        for line in ex.output.iter().filter(|l| is_header(l)) {
+            let found = stdout.iter().any(|real| {
+                if fixed_columns {
+                    real.trim_end() == line
+                } else {
+                    real.split_whitespace().eq(line.split_whitespace())
+                }
+            });
+            assert!(
+                found,
+                "{cmd}: README's header\n{line}\nis not the program's:\n{}",
+                stdout.join("\n")
+            );
+        }
+        if let Some(tracing) = ex.output.iter().find(|l| l.starts_with("Tracing")) {
+            assert_eq!(
+                collapse(&shape(tracing)),
+                collapse(&shape(&stderr[0])),
+                "{cmd}: the Tracing line"
+            );
+        }
+        let shapes_of = |lines: &[String]| -> Vec<String> {
+            lines.iter().map(|l| collapse(&shape(l))).collect()
+        };
+        let real = [shapes_of(&stderr), shapes_of(&stdout)].concat();
+        let doctor = ex.args.first().map(String::as_str) == Some("doctor");
+        for line in &ex.output {
+            let doc = collapse(&shape(line));
+            // Interval timestamps, the count summary and doctor's labels.
+            let checked = doc == "#:#:#.#"
+                || doc.starts_with("counted #")
+                || (doctor && line.contains(':') && !line.starts_with(' '));
+            if !checked {
+                continue;
+            }
+            let label = if doctor { doctor_label(&doc) } else { &doc };
+            let matches = |r: &String| match doctor {
+                true => r.starts_with(label),
+                false => *r == doc,
+            };
+            assert!(
+                real.iter().any(matches),
+                "{cmd}: README shows\n{line}\nthe program printed:\n{}\n{}",
+                stderr.join("\n"),
+                stdout.join("\n")
+            );
+        }
+        // Each view's summary: `N events (kind N, ...); lost N`.
+        if let Some(summary) = ex.output.iter().find(|l| l.contains(" events (")) {
+            let real = stderr.iter().find(|l| l.contains(" events ("));
+            let form =
+                |l: &str| collapse(&shape(l)).starts_with("# events (") && l.contains("; lost ");
+            assert!(form(summary), "{cmd}: README's summary {summary:?}");
+            assert!(real.is_some_and(|r| form(r)), "{cmd}: {stderr:?}");
+        }
+    }
+}
