@@ -14,6 +14,12 @@ dpkg -i "$deb" >/dev/null
 trap 'dpkg -r udptrace >/dev/null 2>&1 || true' EXIT
 [ "$(command -v udptrace)" = /usr/bin/udptrace ] || fail "udptrace is not on PATH"
 udptrace doctor >/dev/null || fail "udptrace doctor failed"
+# Every subcommand, from PATH.
+for run in "trace -d 0.3" "trace --packets -d 0.3" "drops -d 0.3" "count --by dport -d 0.3" \
+	"completions fish"; do
+	# shellcheck disable=SC2086
+	udptrace $run >/dev/null 2>&1 || fail "udptrace $run failed"
+done
 MANPAGER=cat MANWIDTH=200 man udptrace-count | grep -q -- '--by' || fail "man udptrace-count"
 MANPAGER=cat MANWIDTH=200 man udptrace | grep -q 'Trace every UDP send' || fail "man udptrace"
 # shellcheck disable=SC2016

@@ -189,3 +189,27 @@ fn declared_rust_version_covers_the_locked_dependencies() {
         );
     }
 }
+
+/// udptrace's own output has no colour; clap colours help and usage errors
+/// on a terminal only, and never with NO_COLOR set.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let escapes_on_terminal = |args: &str, no_color: bool| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qc", &format!("\"$U\" {args}"), "/dev/null"])
+            .env("U", udptrace_bin())
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().expect("script (util-linux) runs");
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\x1b[")
+            .count()
+    };
+    assert!(escapes_on_terminal("--help", false) > 0);
+    assert_eq!(escapes_on_terminal("--help", true), 0);
+    assert_eq!(escapes_on_terminal("--bogus", true), 0);
+    let piped = Command::new(udptrace_bin()).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&piped.stdout).contains('\x1b'));
+}
