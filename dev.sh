@@ -12,13 +12,14 @@
 # Each installs what it needs first: building needs clang, llvm, libelf,
 # zlib, pkg-config and gcc (Rust's linker; rustfmt comes with Rust); the tests
 # also use python3, man, zsh, fish, dig, dnsmasq, dnsperf, bpftrace, tcpdump,
-# qemu, busybox and cpio; the benchmark, bpftrace and tcpdump; the package,
-# dpkg-dev.
+# qemu, busybox, cpio, file and podman; the benchmark, bpftrace and tcpdump;
+# the package, dpkg-dev.
 set -euo pipefail
+shopt -s inherit_errexit # a failed build inside $(...) fails the command
 cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config gcc libc6-dev)
-TEST_PACKAGES=(util-linux python3 man-db zsh fish dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio)
+TEST_PACKAGES=(util-linux file python3 man-db zsh fish podman dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio)
 BENCH_PACKAGES=(bpftrace tcpdump)
 PACKAGE_PACKAGES=(dpkg-dev)
 
@@ -55,7 +56,9 @@ build_static() {
 
 # The Debian package (deploy/package.sh), around the static binary.
 build_package() {
-	bash deploy/package.sh "$(build_static)"
+	local bin
+	bin=$(build_static)
+	bash deploy/package.sh "$bin"
 }
 
 require_root() {
@@ -84,8 +87,10 @@ test)
 	cargo test --locked --workspace
 	# The kernel suite again, inside pinned Debian kernels under QEMU.
 	bash vm/matrix.sh
-	# The Debian package, installed, used and removed.
-	bash deploy/test-package.sh "$(build_package)"
+	# The Debian package, installed, used and removed; the container image, built.
+	deb=$(build_package)
+	bash deploy/test-package.sh "$deb"
+	bash deploy/test-container.sh
 	# The benchmark's quick mode, as a smoke test: it ran, and lost nothing.
 	cargo run --release --locked -p udptrace-bench -- --quick --check
 	;;
@@ -103,7 +108,8 @@ bench)
 	cargo run --release --locked -p udptrace-bench -- "$@"
 	;;
 *)
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+	# The comment at the top, without its markers.
+	awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 	exit 2
 	;;
 esac

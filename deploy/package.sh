@@ -10,6 +10,7 @@
 #   bash, zsh and fish completions
 # Usage: deploy/package.sh STATIC_BINARY   (run from the repository root)
 set -euo pipefail
+shopt -s inherit_errexit
 [ $# -eq 1 ] || { echo "usage: $0 STATIC_BINARY" >&2; exit 2; }
 bin=$1
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
@@ -54,9 +55,11 @@ COPY
 shlibs=$(mktemp -d)
 mkdir "$shlibs/debian"
 printf 'Source: udptrace\n\nPackage: udptrace\nArchitecture: any\n' >"$shlibs/debian/control"
-depends=$(cd "$shlibs" && dpkg-shlibdeps -O "$OLDPWD/$lib/libudpEvent.so.$version" 2>/dev/null |
-	sed -n 's/^shlibs:Depends=//p')
+# (It warns that the library is not in its package's directory yet: it is not.)
+substvars=$(cd "$shlibs" && dpkg-shlibdeps -O "$OLDPWD/$lib/libudpEvent.so.$version" 2>/dev/null) ||
+	{ echo "package.sh: dpkg-shlibdeps failed (is dpkg-dev installed?)" >&2; exit 1; }
 rm -rf "$shlibs"
+depends=$(sed -n 's/^shlibs:Depends=//p' <<<"$substvars")
 [ -n "$depends" ] || { echo "package.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 
 mkdir -p "$stage/DEBIAN"

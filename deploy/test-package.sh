@@ -5,6 +5,7 @@
 # header and library through pkg-config, run by the library's own suite.
 # Usage: deploy/test-package.sh DEB   (as root, from the repository root)
 set -euo pipefail
+shopt -s inherit_errexit
 [ $# -eq 1 ] || { echo "usage: $0 DEB" >&2; exit 2; }
 deb=$1
 fail() { echo "test-package: $*" >&2; exit 1; }
@@ -27,6 +28,10 @@ words=$(bash -c 'source /usr/share/bash-completion/completions/udptrace &&
 	COMP_WORDS=(udptrace co) && COMP_CWORD=1 && _udptrace udptrace co udptrace &&
 	echo "${COMPREPLY[*]}"')
 [ "$words" = "count completions" ] || fail "bash completes 'udptrace co' as '$words'"
+words=$(fish -c "complete -C 'udptrace co'" | cut -f1 | xargs)
+[ "$words" = "completions count" ] || fail "fish completes 'udptrace co' as '$words'"
+kind=$(zsh -c 'autoload -U compinit && compinit -u && autoload -Uz _udptrace && whence -w _udptrace')
+[ "$kind" = "_udptrace: function" ] || fail "zsh finds no _udptrace: '$kind'"
 libs=$(pkg-config --libs udpevent)
 [ "${libs% }" = -ludpEvent ] || fail "pkg-config --libs udpevent says '$libs'"
 

@@ -110,7 +110,8 @@ build_static_initramfs() {
 # busybox's nslookup sent (38 bytes to port 53) was traced.
 static_cell() {
 	local log=$1
-	if ! ldd "$static_bin" 2>&1 | grep -q 'not a dynamic executable\|statically linked'; then
+	if ! ldd "$static_bin" 2>&1 | grep -q 'not a dynamic executable\|statically linked' ||
+		! file "$static_bin" | grep -q 'static-pie linked\|statically linked'; then
 		echo "FAIL ($static_bin is not statically linked)"
 	elif ! grep -a -q '^DOCTOR 0' "$log"; then
 		echo "FAIL (doctor failed: see $log)"

@@ -11,7 +11,7 @@ mod trace;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{ColorChoice, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,10 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     trace: trace::TraceArgs,
+    /// When to colour help and usage errors (udptrace's own output has none):
+    /// auto (on a terminal, unless NO_COLOR is set), always or never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: ColorChoice,
 }
 
 #[derive(Subcommand)]
@@ -64,7 +68,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         udptrace completions bash > /etc/bash_completion.d/udptrace\n  \
         udptrace completions zsh > /usr/local/share/zsh/site-functions/_udptrace\n  \
-        udptrace completions fish > ~/.config/fish/completions/udptrace.fish")]
+        udptrace completions fish > /etc/fish/completions/udptrace.fish")]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -86,9 +90,32 @@ impl Cli {
     }
 }
 
+/// `--color`, read before clap parses the rest: clap colours its own help
+/// and errors by it. A bad value is left for clap to report.
+fn color_choice(args: impl IntoIterator<Item = std::ffi::OsString>) -> ColorChoice {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let value = args.iter().enumerate().find_map(|(i, a)| match a.as_str() {
+        "--" => Some(None),
+        "--color" => Some(args.get(i + 1).cloned()),
+        _ => a.strip_prefix("--color=").map(|v| Some(v.to_string())),
+    });
+    value
+        .flatten()
+        .and_then(|v| ColorChoice::from_str(&v, false).ok())
+        .unwrap_or(ColorChoice::Auto)
+}
+
+/// The command line's definition, colouring as `--color` says.
+fn cli_command() -> clap::Command {
+    Cli::command().color(color_choice(std::env::args_os()))
+}
+
 /// Exits as clap does for a bad option (status 2), with the subcommand's usage.
 fn usage_error(subcommand: &str, msg: String) -> ! {
-    let mut cli = Cli::command();
+    let mut cli = cli_command();
     cli.build();
     let cmd = cli
         .find_subcommand_mut(subcommand)
@@ -98,7 +125,8 @@ fn usage_error(subcommand: &str, msg: String) -> ! {
 
 /// 0: done; 1: a runtime error; 2 (clap's): a usage error.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = cli_command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err((subcommand, msg)) = cli.check() {
         usage_error(subcommand, msg);
     }
@@ -153,6 +181,7 @@ mod tests {
         "-i",
         "--interval",
         "--top",
+        "--color",
     ];
 
     /// Command lines of known flags and arbitrary values.

@@ -191,13 +191,14 @@ fn declared_rust_version_covers_the_locked_dependencies() {
 }
 
 /// udptrace's own output has no colour; clap colours help and usage errors
-/// on a terminal only, and never with NO_COLOR set.
+/// on a terminal only, and never with NO_COLOR set, unless --color says.
 #[test]
 fn colour_only_on_a_terminal_and_never_with_no_color() {
     let escapes_on_terminal = |args: &str, no_color: bool| {
         let mut cmd = Command::new("script");
         cmd.args(["-qc", &format!("\"$U\" {args}"), "/dev/null"])
             .env("U", udptrace_bin())
+            .env("TERM", "xterm-256color")
             .env_remove("NO_COLOR");
         if no_color {
             cmd.env("NO_COLOR", "1");
@@ -210,6 +211,10 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(escapes_on_terminal("--help", false) > 0);
     assert_eq!(escapes_on_terminal("--help", true), 0);
     assert_eq!(escapes_on_terminal("--bogus", true), 0);
+    // --color decides over both.
+    assert_eq!(escapes_on_terminal("--color never --help", false), 0);
+    assert_eq!(escapes_on_terminal("count --color=never --bogus", false), 0);
+    assert!(escapes_on_terminal("--color always --help", true) > 0);
     let piped = Command::new(udptrace_bin()).arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&piped.stdout).contains('\x1b'));
 }
