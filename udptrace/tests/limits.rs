@@ -373,11 +373,13 @@ fn a_full_socket_table_is_reported() {
     assert_eq!(stats.counters_full, without, "{stats:?}");
 }
 
-/// A count table too small for the keys: every event is counted or counted
-/// as not counted. Keys with an address count only in the table.
-#[test]
-fn a_full_count_table_is_reported() {
-    const SENDERS: u64 = 20;
+/// Counts by `keys`, in a count table of `table` keys, two sends from each
+/// of `senders` new sockets: the rows, the stats, and the events in the rows.
+fn count_sends_of_new_sockets(
+    senders: u64,
+    keys: Vec<CountField>,
+    table: u32,
+) -> (Vec<udptrace::CountRow>, Stats, u64) {
     let dst = bind_v4();
     let tracer = builder()
         .filter(Filter {
@@ -385,18 +387,27 @@ fn a_full_count_table_is_reported() {
             kinds: vec![EventKind::Send],
             ..Default::default()
         })
-        .count_by(vec![CountField::Daddr, CountField::Sport])
-        .count_table_size(16)
+        .count_by(keys)
+        .count_table_size(table)
         .start()
         .unwrap();
-    for _ in 0..SENDERS {
+    for _ in 0..senders {
         let s = bind_v4();
         s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
         s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
     }
     let rows = tracer.take_counts().unwrap();
-    let stats = tracer.stats();
-    let counted: u64 = rows.iter().map(|r| r.events).sum();
+    let counted = rows.iter().map(|r| r.events).sum();
+    (rows, tracer.stats(), counted)
+}
+
+/// A count table too small for the keys: every event is counted or counted
+/// as not counted. Keys with an address count only in the table.
+#[test]
+fn a_full_count_table_is_reported() {
+    const SENDERS: u64 = 20;
+    let keys = vec![CountField::Daddr, CountField::Sport];
+    let (rows, stats, counted) = count_sends_of_new_sockets(SENDERS, keys, 16);
     assert_eq!(rows.len(), 16, "{rows:?}");
     assert_eq!(counted + stats.count_full, 2 * SENDERS, "{stats:?}");
 }
@@ -409,25 +420,8 @@ fn a_full_count_table_is_reported() {
 fn compact_keys_beyond_their_slots_and_the_table_are_reported() {
     const SENDERS: u64 = 3000;
     const TABLE: u64 = 16;
-    let dst = bind_v4();
-    let tracer = builder()
-        .filter(Filter {
-            port: Some(port(&dst)),
-            kinds: vec![EventKind::Send],
-            ..Default::default()
-        })
-        .count_by(vec![CountField::Sport])
-        .count_table_size(TABLE as u32)
-        .start()
-        .unwrap();
-    for _ in 0..SENDERS {
-        let s = bind_v4();
-        s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
-        s.send_to(b"c", dst.local_addr().unwrap()).unwrap();
-    }
-    let rows = tracer.take_counts().unwrap();
-    let stats = tracer.stats();
-    let counted: u64 = rows.iter().map(|r| r.events).sum();
+    let (rows, stats, counted) =
+        count_sends_of_new_sockets(SENDERS, vec![CountField::Sport], TABLE as u32);
     let keys: std::collections::HashSet<_> = rows.iter().map(|r| r.key.clone()).collect();
     assert_eq!(keys.len(), rows.len(), "one row per key");
     assert_eq!(counted + stats.count_full, 2 * SENDERS, "{stats:?}");
