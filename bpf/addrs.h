@@ -67,4 +67,27 @@ static __always_inline void probe_sock_addrs(struct sock *sk, struct sock_addrs 
 	}
 }
 
+/* A socket's addresses, by BTF or (kprobes) through bpf_probe_read. */
+static __always_inline void read_addrs(struct sock *sk, bool trusted, struct sock_addrs *a)
+{
+	if (trusted)
+		read_sock_addrs(sk, a);
+	else
+		probe_sock_addrs(sk, a);
+}
+
+/* The family and ports alone, where nothing reads the addresses. */
+static __always_inline void read_ports(struct sock *sk, bool trusted, struct sock_addrs *a)
+{
+	if (trusted) {
+		a->family = sk->__sk_common.skc_family;
+		a->lport = sk->__sk_common.skc_num;
+		a->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	} else {
+		a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		a->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		a->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	}
+}
+
 #endif /* __UDPTRACE_ADDRS_H */

@@ -108,28 +108,6 @@ static __always_inline bool datagram_wanted(__u8 kind, __u64 pid_tgid, bool unkn
 	return unknown_sender ? local_side_wanted(a) : addrs_wanted(a);
 }
 
-static __always_inline void read_addrs(struct sock *sk, bool trusted, struct sock_addrs *a)
-{
-	if (trusted)
-		read_sock_addrs(sk, a);
-	else
-		probe_sock_addrs(sk, a);
-}
-
-/* The family and ports alone, where nothing reads the addresses. */
-static __always_inline void read_ports(struct sock *sk, bool trusted, struct sock_addrs *a)
-{
-	if (trusted) {
-		a->family = sk->__sk_common.skc_family;
-		a->lport = sk->__sk_common.skc_num;
-		a->rport = bpf_ntohs(sk->__sk_common.skc_dport);
-	} else {
-		a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		a->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		a->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	}
-}
-
 /*
  * Whether a count reads addresses: for its key or the filters, or to tell a
  * receive of unknown sender.
@@ -268,10 +246,7 @@ static __always_inline void count_not_event(struct sock *sk, __u32 stat, bool tr
 	if (filtering()) {
 		if (!task_wanted(bpf_get_current_pid_tgid()))
 			return;
-		if (trusted)
-			read_sock_addrs(sk, &a);
-		else
-			probe_sock_addrs(sk, &a);
+		read_addrs(sk, trusted, &a);
 		if (!addrs_wanted(&a))
 			return;
 	}

@@ -1,9 +1,28 @@
-// The tools the BPF build needs, checked before it runs: libbpf-cargo reports
-// a missing one only as a broken pipe deep in its error chain. Included by
-// the build scripts of udptrace and udptrace-bench.
+// Compiling BPF programs with clang into a libbpf-rs skeleton, shared by the
+// build scripts of udptrace and udptrace-bench (include!d by each).
+
+/// Compiles `src` (with `include` on the header path) into the skeleton
+/// `OUT_DIR/skeleton`, or exits with one readable paragraph naming `what`
+/// failed instead of a build-script backtrace. `UDPTRACE_CLANG` names clang.
+fn build_bpf_skeleton(src: &str, include: &str, skeleton: &str, what: &str) {
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    let clang = std::env::var_os("UDPTRACE_CLANG").unwrap_or_else(|| "clang".into());
+    require_build_tools(&clang);
+    if let Err(err) = libbpf_cargo::SkeletonBuilder::new()
+        .source(src)
+        .clang(&clang)
+        .clang_args(["-I", include, "-Wall", "-Werror"])
+        .build_and_generate(out.join(skeleton))
+    {
+        eprintln!("error: building {what} failed:\n{err:#}");
+        std::process::exit(1);
+    }
+    println!("cargo:rerun-if-env-changed=UDPTRACE_CLANG");
+}
 
 /// Exits with one clear line unless `clang` and `rustfmt` (which formats the
-/// generated skeleton) run.
+/// generated skeleton) run: libbpf-cargo reports a missing one only as a
+/// broken pipe deep in its error chain.
 fn require_build_tools(clang: &std::ffi::OsStr) {
     let runs = |tool: &std::ffi::OsStr| {
         std::process::Command::new(tool)
