@@ -201,6 +201,8 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	if (trusted && senders_from_queue && from_peer && queued_sender(st, found ? NULL : &a))
 		found = true;
 	cnt = account(st, kind, ret);
+	if (track_sockets && st && ret >= 0)
+		note_peer(st, &a);
 	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;
 	/* Counted as the event is: only what the filters select. */

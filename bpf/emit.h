@@ -158,4 +158,30 @@ static __always_inline void emit(__u8 kind, __u64 cookie, const struct sock_addr
 	event_done(e, ring);
 }
 
+/* A close event of the current task, with what the socket table knew of the socket. */
+static __always_inline void emit_close(__u64 cookie, const struct sock_addrs *a,
+				       const struct sock_counters *cnt,
+				       const struct sock_life *life)
+{
+	struct udp_close_event *e = NULL;
+	void *ring;
+
+	if (count_mode) {
+		emit(UDP_EVENT_CLOSE, cookie, a, cnt, 0, NULL);
+		return;
+	}
+	ring = this_cpu_ring();
+	if (ring)
+		e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(UDP_STAT_LOST);
+		return;
+	}
+	fill_current_task(&e->event);
+	e->event.detail.counters = *cnt;
+	fill_socket(&e->event, UDP_EVENT_CLOSE, cookie, a, 0);
+	e->life = *life;
+	event_done(&e->event, ring);
+}
+
 #endif /* __UDPTRACE_EMIT_H */

@@ -294,6 +294,21 @@ static __always_inline void note_delivery(__u64 skb, __u64 cookie)
 }
 
 /*
+ * The sk_buff this CPU last noted, as a plain kernel address: cgroup_skb
+ * programs may not read through their context or its socket, but may
+ * through bpf_probe_read once the address is a number (read back from the
+ * map, not the register the verifier knows as the context).
+ */
+static __always_inline struct sk_buff *delivered_skb(void)
+{
+	struct delivery *d;
+	__u32 zero = 0;
+
+	d = bpf_map_lookup_elem(&last_delivery, &zero);
+	return d ? (struct sk_buff *)*(volatile __u64 *)&d->skb : NULL;
+}
+
+/*
  * The datagram passed its header and checksum checks and is about to be
  * queued. Also loaded for drops alone, to note the delivery, on kernels
  * whose kfree_skb tracepoint does not name the socket: the packet event is
@@ -308,6 +323,7 @@ static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
 		return 0;
 	cookie = probed_cookie(sk);
 	note_delivery((__u64)skb, cookie);
+	note_rcvqueue(sk, skb, cookie);
 	packet_received(cookie, &p);
 	return 0;
 }

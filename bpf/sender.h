@@ -51,14 +51,6 @@ static __always_inline void note_dequeued_sender(__u64 cookie, struct sk_buff *s
 	p->cookie = cookie;
 }
 
-static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
-{
-	for (int i = 0; i < 16; i++)
-		if (a[i] != b[i])
-			return false;
-	return true;
-}
-
 #define QUEUED_MASK 0xffffffffULL
 #define EPOCH_ONE (1ULL << 32)
 

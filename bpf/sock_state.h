@@ -5,6 +5,7 @@
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include "udptrace.h"
 #include "task.h"
 #include "emit.h"
@@ -37,6 +38,7 @@ struct sock_state {
 	struct sock_counters counters;
 	struct task_ctx owner;
 	struct queued_senders senders;
+	struct sock_life life;
 };
 
 /* Keyed by socket cookie; deleted on close. */
@@ -51,6 +53,9 @@ struct {
 /* Only sock_create knows a socket from its start, with nothing queued. */
 static const struct sock_state new_sock_state = { .senders.unsure = 1 };
 
+/* Keep each socket's peers, drops and receive-queue peak (struct sock_life). */
+const volatile bool track_sockets = false;
+
 /*
  * A new socket's state, for its caller to give an owner; NULL if the socket
  * has one already (NOEXIST: another CPU may have just created it) or the
@@ -58,9 +63,14 @@ static const struct sock_state new_sock_state = { .senders.unsure = 1 };
  */
 static __always_inline struct sock_state *new_sock_state_of(__u64 cookie)
 {
+	struct sock_state *st;
+
 	if (bpf_map_update_elem(&sock_states, &cookie, &new_sock_state, BPF_NOEXIST))
 		return NULL;
-	return bpf_map_lookup_elem(&sock_states, &cookie);
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (st)
+		st->life.born_ns = bpf_ktime_get_ns();
+	return st;
 }
 
 /* The socket's state, created with the current task as its owner if new. */
@@ -120,6 +130,84 @@ static __always_inline void owner_of(__u64 cookie, struct task_ctx *t)
 		*t = st->owner;
 	else
 		__builtin_memset(t, 0, sizeof(*t));
+}
+
+static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
+{
+	for (int i = 0; i < 16; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
+/*
+ * A datagram of `st`'s socket went to or came from the peer in `a` (none if
+ * its port is 0): a Boyer-Moore majority vote, so that the socket's peer is
+ * the one of most of its datagrams whenever one had more than half, for one
+ * compare per datagram. Also keeps the local address, set once bound.
+ */
+static __always_inline void note_peer(struct sock_state *st, const struct sock_addrs *a)
+{
+	struct sock_life *l = &st->life;
+
+	if (l->lport != a->lport) {
+		__builtin_memcpy(l->laddr, a->laddr, 16);
+		l->lport = a->lport;
+		l->family = a->family;
+	}
+	if (!a->rport)
+		return;
+	if (l->peer_port == a->rport && same_addr(l->peer_addr, a->raddr)) {
+		l->peer_votes++;
+	} else if (!l->peer_votes) {
+		__builtin_memcpy(l->peer_addr, a->raddr, 16);
+		l->peer_port = a->rport;
+		l->peer_votes = 1;
+	} else {
+		l->peer_votes--;
+	}
+}
+
+/*
+ * A datagram is about to be queued to `sk` (kernel pointers, read through
+ * bpf_probe_read): the buffer and the queue's peak with it. The kernel
+ * refuses it when the queue is over the buffer already (or, since Linux
+ * 6.15, would be with it): either way the peak stays within one datagram's
+ * truesize of the buffer.
+ */
+static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, __u64 cookie)
+{
+	struct sock_state *st;
+	__u32 queued, rcvbuf, truesize;
+
+	if (!track_sockets || !cookie)
+		return;
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (!st)
+		return;
+	queued = BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
+	rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
+	truesize = BPF_CORE_READ(skb, truesize);
+	st->life.rcvbuf = rcvbuf;
+	if (queued <= rcvbuf && queued + truesize > st->life.peak_queued)
+		st->life.peak_queued = queued + truesize;
+}
+
+/* The kernel dropped `skb`, a datagram of the socket `cookie`; `refused` by its full buffer. */
+static __always_inline void note_sock_drop(__u64 cookie, bool refused, struct sk_buff *skb)
+{
+	struct sock_state *st;
+
+	if (!track_sockets || !cookie)
+		return;
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (!st)
+		return;
+	__sync_fetch_and_add(&st->life.drops, 1);
+	if (refused) {
+		__sync_fetch_and_add(&st->life.rcvbuf_drops, 1);
+		__sync_fetch_and_add(&st->life.rcvbuf_drop_bytes, BPF_CORE_READ(skb, truesize));
+	}
 }
 
 #endif /* __UDPTRACE_SOCK_STATE_H */

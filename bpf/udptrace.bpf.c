@@ -276,8 +276,10 @@ int sock_create(struct bpf_sock *ctx)
 	if (ctx->protocol == IPPROTO_UDP) {
 		cookie = bpf_get_socket_cookie(ctx);
 		st = sock_state_of(cookie);
-		if (st)
+		if (st) {
 			st->senders.unsure = 0;
+			st->life.from_creation = 1;
+		}
 	}
 	return 1;
 }
@@ -356,7 +358,9 @@ SEC("cgroup/sock_release")
 int sock_release(struct bpf_sock *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sock_counters cnt;
+	struct sock_counters cnt = {};
+	struct sock_life life = {};
+	struct sock_state *st;
 	struct sock_addrs a;
 	__u64 cookie;
 
@@ -365,10 +369,14 @@ int sock_release(struct bpf_sock *ctx)
 	probe_sock_addrs((struct sock *)ctx, &a);
 	cookie = bpf_get_socket_cookie(ctx);
 	finish_connect(cookie, &a);
-	cnt = counters_of(cookie);
+	st = bpf_map_lookup_elem(&sock_states, &cookie);
+	if (st) {
+		cnt = st->counters;
+		life = st->life;
+	}
 	bpf_map_delete_elem(&sock_states, &cookie);
 	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
-		emit(UDP_EVENT_CLOSE, cookie, &a, &cnt, 0, NULL);
+		emit_close(cookie, &a, &cnt, &life);
 	return 1;
 }
 
@@ -483,6 +491,12 @@ int packet_ingress(struct __sk_buff *skb)
 	if (ingress_deliveries) {
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);
+		if (track_sockets) {
+			struct sk_buff *kskb = delivered_skb();
+
+			if (kskb)
+				note_rcvqueue(BPF_CORE_READ(kskb, sk), kskb, cookie);
+		}
 		packet_received(cookie, &p);
 	}
 	return 1;
@@ -524,6 +538,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 		cookie = d->cookie;
 		d->skb = 0;
 	}
+	note_sock_drop(cookie, reason == reason_rcvbuff, skb);
 	if (inbound)
 		owner_of(cookie, &t);
 	else
@@ -544,3 +559,5 @@ enum compact_key_bits compact_key_bits_layout;
 enum count_slots_size count_slots_size_layout;
 enum count_slot_state count_slot_state_layout;
 struct count_slot count_slot_layout;
+struct udp_close_event udp_close_event_layout;
+struct sock_state sock_state_layout;

@@ -101,6 +101,34 @@ struct udp_event {
 };
 
 /*
+ * What udptrace learns of a socket over its life: kept in the socket table,
+ * and carried by its close event (struct udp_close_event). Beyond its
+ * birth, only kept when tracking sockets (`track_sockets`).
+ */
+struct sock_life {
+	__u64 born_ns; /* CLOCK_MONOTONIC: created, or first seen if not from_creation */
+	__u64 drops; /* datagrams of this socket the kernel dropped */
+	__u64 rcvbuf_drops; /* of which refused by a full receive buffer */
+	__u64 rcvbuf_drop_bytes; /* their truesize: what the buffer lacked */
+	__u64 peer_votes; /* majority vote for peer_addr/peer_port */
+	__u32 rcvbuf; /* sk_rcvbuf at the last datagram queued */
+	__u32 peak_queued; /* most bytes queued (sk_rmem_alloc) with a datagram queued */
+	__u8 laddr[16]; /* the local address at the last datagram */
+	__u8 peer_addr[16]; /* the peer of most datagrams, if one had more than half */
+	__u16 lport;
+	__u16 peer_port;
+	__u8 from_creation; /* born_ns is the socket's creation */
+	__u8 family; /* AF_INET or AF_INET6, with laddr */
+	__u8 pad[2];
+};
+
+/* A close event: the event, and what the socket table knew of the socket. */
+struct udp_close_event {
+	struct udp_event event;
+	struct sock_life life;
+};
+
+/*
  * Bits of the length tracepoints' family masks (tp_send_families,
  * tp_recv_families): the socket families each reports.
  */

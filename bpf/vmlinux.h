@@ -145,6 +145,10 @@ struct in6_addr {
 };
 
 typedef struct {
+	int counter;
+} atomic_t;
+
+typedef struct {
 	__s64 counter;
 } atomic64_t;
 
@@ -166,6 +170,10 @@ struct sock {
 	__u16 sk_protocol;
 	__u16 sk_type;
 	struct bpf_local_storage *sk_bpf_storage;
+	struct {
+		atomic_t rmem_alloc; /* sk_rmem_alloc: bytes queued to receive */
+	} sk_backlog;
+	int sk_rcvbuf;
 };
 
 
@@ -233,6 +241,7 @@ struct sk_buff {
 	__u16 network_header;
 	__be16 protocol;
 	int skb_iif;
+	unsigned int truesize;
 };
 
 /* x86-64: the registers kprobes read arguments and results from. */

@@ -79,6 +79,10 @@ pub(crate) struct Plan {
     pub packets: Option<PacketHooks>,
     /// Drop events wanted.
     pub drops: bool,
+    /// Each socket's drops and receive-queue peak kept in the socket table:
+    /// the drop hook and the delivery hooks load for them, whatever events
+    /// are wanted.
+    pub sockets: bool,
     /// Where datagrams handed to a socket are noted, so that a drop by a full
     /// receive buffer is attributed to its socket: the receive side of the
     /// packet hooks, loaded for drops alone where the kfree_skb tracepoint
@@ -116,6 +120,7 @@ impl Plan {
         socket_events: bool,
         packets: bool,
         drops: bool,
+        sockets: bool,
     ) -> Plan {
         let socket_fallback = match backend {
             Backend::Fentry | Backend::Kprobe => {
@@ -156,7 +161,8 @@ impl Plan {
             senders,
             packets: packets.then_some(hooks),
             drops,
-            deliveries: (packets || (drops && !kfree_skb_has_rx_sk())).then_some(hooks),
+            sockets,
+            deliveries: (packets || sockets || (drops && !kfree_skb_has_rx_sk())).then_some(hooks),
         }
     }
 
@@ -228,7 +234,7 @@ impl Plan {
     /// their owners, whom received packets and drops are reported as, and
     /// for kprobes, which cannot give a socket its cookie later.
     pub fn seeds_sockets(&self) -> bool {
-        self.packets.is_some() || self.drops || self.backend == Backend::Kprobe
+        self.packets.is_some() || self.drops || self.sockets || self.backend == Backend::Kprobe
     }
 
     /// Whether receives infer their senders from what is queued (the
@@ -276,7 +282,7 @@ impl Plan {
             }
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "iter" => self.seeds_sockets(),
-            "tp_btf" if target == "kfree_skb" => self.drops,
+            "tp_btf" if target == "kfree_skb" => self.drops || self.sockets,
             "tp_btf" if target == "udp_fail_queue_rcv_skb" => self.senders_from_queue(),
             "tp_btf" if target == "sock_send_length" => self.socket_events && tp_send != 0,
             "tp_btf" if target == "sock_recv_length" => self.socket_events && tp_recv != 0,
@@ -557,6 +563,7 @@ mod tests {
             },
             packets,
             drops,
+            sockets: false,
             deliveries: packets,
         }
     }

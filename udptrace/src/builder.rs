@@ -27,6 +27,7 @@ pub struct TracerBuilder {
     pub(crate) socket_table_size: Option<u32>,
     pub(crate) count_table_size: Option<u32>,
     pub(crate) assume_missing: Vec<String>,
+    pub(crate) track_sockets: bool,
 }
 
 impl Default for TracerBuilder {
@@ -42,6 +43,7 @@ impl Default for TracerBuilder {
             socket_table_size: None,
             count_table_size: None,
             assume_missing: Vec::new(),
+            track_sockets: false,
         }
     }
 }
@@ -111,6 +113,17 @@ impl TracerBuilder {
     /// beyond both are counted in [`Stats::count_full`](crate::Stats::count_full).
     pub fn count_table_size(mut self, keys: u32) -> Self {
         self.count_table_size = Some(keys);
+        self
+    }
+
+    /// Keeps, for each socket, the peer of most of its datagrams, its drops
+    /// and its receive buffer's peak: close events carry them
+    /// ([`Event::life`](crate::Event::life)), and [`Tracer::sockets`](crate::Tracer::sockets)
+    /// lists the open sockets with them. It loads the drop and receive-queue
+    /// hooks whatever events are wanted; their events are still only
+    /// delivered if wanted.
+    pub fn track_sockets(mut self, on: bool) -> Self {
+        self.track_sockets = on;
         self
     }
 

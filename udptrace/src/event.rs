@@ -5,9 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::bpf::types::{udp_event, udp_event_kind};
+use crate::bpf::types::{udp_close_event, udp_event, udp_event_kind};
 use crate::drop_reason::drop_reason_name;
 use crate::errno::errno_text;
+use crate::sockets::SockLife;
 
 /// What happened on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -229,6 +230,9 @@ pub struct Event {
     pub counters: SockCounters,
     /// Packet events and drops: the datagram's headers.
     pub packet: Option<Packet>,
+    /// Close events: what the socket table knew of the socket (its drops and
+    /// receive buffer only when tracking sockets).
+    pub life: Option<SockLife>,
 }
 
 impl Event {
@@ -314,7 +318,14 @@ impl Event {
             };
             (counters, None)
         };
+        let life = match kind {
+            EventKind::Close => plain::from_bytes::<udp_close_event>(data)
+                .ok()
+                .map(|c| SockLife::from_raw(&c.life, mono_to_wall_ns)),
+            _ => None,
+        };
         Some(Event {
+            life,
             ts_ns: raw.ts_ns.saturating_add_signed(mono_to_wall_ns),
             kind,
             pid: raw.pid,
@@ -352,14 +363,17 @@ pub(crate) fn test_event(ts_ns: u64) -> Event {
         ret: 0,
         counters: SockCounters::default(),
         packet: None,
+        life: None,
     }
 }
 
 // SAFETY: udp_event is a C struct of integers and byte arrays: any bytes are a valid value.
 unsafe impl plain::Plain for udp_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for udp_close_event {}
 
 /// The kernel side carries IPv4 as IPv4-mapped IPv6; an IPv4 socket shows plain IPv4.
-fn ip_of(family: Family, addr: [u8; 16]) -> IpAddr {
+pub(crate) fn ip_of(family: Family, addr: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(addr);
     match family {
         Family::V4 => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),

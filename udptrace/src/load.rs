@@ -38,6 +38,7 @@ pub(crate) fn plan(b: &TracerBuilder, backend: Backend) -> Plan {
         f.wants_any(&EventKind::SOCKET),
         f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
         f.wants_any(&[EventKind::Drop]),
+        b.track_sockets,
     );
     // A count needs a send's peer only to key by destination, a receive's
     // only to key by source; a port or address filter needs both.
@@ -112,13 +113,14 @@ pub(crate) fn load<'obj>(
         ro.count_mode = true;
         ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
     }
-    ro.kfree_skb_has_rx_sk = plan.drops && backend::kfree_skb_has_rx_sk();
+    ro.kfree_skb_has_rx_sk = (plan.drops || plan.sockets) && backend::kfree_skb_has_rx_sk();
+    ro.track_sockets = plan.sockets;
     ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
     (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
     (ro.peers_of_sends, ro.peers_of_recvs) = (plan.peers.send, plan.peers.recv);
     ro.senders_from_queue = plan.senders_from_queue();
     ro.ingress_deliveries = plan.deliveries == Some(PacketHooks::CgroupSkb);
-    if plan.drops {
+    if plan.drops || plan.sockets {
         let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
         ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
         ro.reason_proto_mem = code("PROTO_MEM");

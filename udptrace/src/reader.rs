@@ -43,6 +43,7 @@ pub(crate) struct Ready {
     pub stats_map: MapHandle,
     pub counts_map: MapHandle,
     pub count_slots_map: MapHandle,
+    pub sock_states_map: MapHandle,
     pub probes: Vec<String>,
 }
 
@@ -99,11 +100,17 @@ impl ReaderCtx {
         let maps = MapHandle::try_from(&skel.maps.stats)
             .and_then(|stats| {
                 let counts = MapHandle::try_from(&skel.maps.counts)?;
-                Ok((stats, counts, MapHandle::try_from(&skel.maps.count_slots)?))
+                let slots = MapHandle::try_from(&skel.maps.count_slots)?;
+                Ok((
+                    stats,
+                    counts,
+                    slots,
+                    MapHandle::try_from(&skel.maps.sock_states)?,
+                ))
             })
-            .map_err(Error::bpf("opening the stats and count maps"));
+            .map_err(Error::bpf("opening the stats, count and socket maps"));
         let (ring, waiter) = match (ring, maps) {
-            (Ok(ring), Ok((stats_map, counts_map, count_slots_map))) => {
+            (Ok(ring), Ok((stats_map, counts_map, count_slots_map, sock_states_map))) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 if ready_tx
                     .send(Ok(Ready {
@@ -111,6 +118,7 @@ impl ReaderCtx {
                         stats_map,
                         counts_map,
                         count_slots_map,
+                        sock_states_map,
                         probes: names,
                     }))
                     .is_err()

@@ -14,6 +14,7 @@ use crate::count::{CountField, CountRow};
 use crate::count_table::CountTable;
 use crate::event::Event;
 use crate::reader::{Ready, Shared};
+use crate::sockets::{SocketInfo, SocketTable};
 use crate::stats::{Stats, StatsReader};
 use crate::Error;
 
@@ -39,6 +40,7 @@ pub struct Tracer {
     shared: Arc<Shared>,
     stats: StatsReader,
     counts: CountTable,
+    sockets: SocketTable,
     reader: Option<JoinHandle<()>>,
     backend: Backend,
     probes: Vec<String>,
@@ -66,6 +68,7 @@ impl Tracer {
             stats: StatsReader::new(ready.stats_map, shared.clone()),
             shared,
             counts: CountTable::new(ready.counts_map, ready.count_slots_map, count_by),
+            sockets: SocketTable::new(ready.sock_states_map),
             reader: Some(reader),
             backend: ready.backend,
             probes: ready.probes,
@@ -145,6 +148,15 @@ impl Tracer {
     /// call's rows or the next one's.
     pub fn take_counts(&self) -> Result<Vec<CountRow>, Error> {
         self.counts.take_rows()
+    }
+
+    /// The open sockets the kernel keeps state for: those created while
+    /// tracing, those that existed when it began (where the mode seeds
+    /// them: tracking sockets, packet events, drops, kprobes), and any seen
+    /// sending or receiving. Their life is complete when
+    /// [`track_sockets`](crate::TracerBuilder::track_sockets) is on.
+    pub fn sockets(&self) -> Result<Vec<SocketInfo>, Error> {
+        self.sockets.sockets()
     }
 }
 

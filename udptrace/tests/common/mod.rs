@@ -1,9 +1,11 @@
 //! Helpers the kernel test suites share.
 #![allow(dead_code)] // each suite uses its own share of them
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use udptrace::{Event, Filter, Stats, Tracer};
 
@@ -145,4 +147,92 @@ pub fn raise_fd_limit(fds: u64) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+/// Runs `f` on a thread of its own in a new network namespace with `lo` up.
+pub fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare affects only this thread.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+            lo_up();
+            f()
+        })
+        .join()
+        .expect("the test thread")
+    })
+}
+
+pub fn lo_up() {
+    // SAFETY: plain socket and ioctl calls on a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let _fd = OwnedFd::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
+    }
+}
+
+/// The UDP counters of this thread's network namespace: `UdpInDatagrams`,
+/// `Udp6RcvbufErrors`, ...
+pub fn snmp() -> HashMap<String, u64> {
+    let mut m = HashMap::new();
+    let v4 = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let lines: Vec<&str> = v4.lines().collect();
+    for pair in lines.chunks(2) {
+        let (Some((proto, names)), Some((_, values))) =
+            (pair[0].split_once(':'), pair[1].split_once(':'))
+        else {
+            continue;
+        };
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            m.insert(format!("{proto}{n}"), v.parse().unwrap_or(0));
+        }
+    }
+    let v6 = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
+    for line in v6.lines() {
+        if let Some((name, value)) = line.split_once(char::is_whitespace) {
+            m.insert(name.to_string(), value.trim().parse().unwrap_or(0));
+        }
+    }
+    m
+}
+
+pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, key: &str) -> u64 {
+    after[key] - before[key]
+}
+
+pub fn tiny_receive_buffer(s: &UdpSocket) {
+    set_rcvbuf(s, 1024);
+}
+
+/// SO_RCVBUF: the kernel doubles `size`, within net.core.rmem_max.
+pub fn set_rcvbuf(s: &UdpSocket, size: libc::c_int) {
+    // SAFETY: SO_RCVBUF takes an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            mem::size_of_val(&size) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+pub fn drain(s: &UdpSocket) -> usize {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while s.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
 }
