@@ -3,7 +3,7 @@
 # packet_events.rs, limits.rs and sockets.rs) inside pinned Debian kernels under QEMU (TCG:
 # KVM guests hang on these hosts) once per backend, then, with the backend
 # `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs and
-# startup.rs) and the C library's (udpevent/tests/foreign.rs, with its C
+# startup.rs and views.rs) and the C library's (udpevent/tests/foreign.rs, with its C
 # programs built here); and
 # the kernel suites on the host kernel; and the static binary (./dev.sh
 # static) alone with busybox in each kernel. Prints kernel x backend -> result
@@ -45,6 +45,7 @@ for suite in $SUITES; do
 done
 tests[cli]=$(test_binary udptrace-cli cli)
 tests[startup]=$(test_binary udptrace-cli startup)
+tests[views]=$(test_binary udptrace-cli views)
 tests[foreign]=$(test_binary udpevent foreign)
 # The C library's test programs, built here: the guest has no compiler.
 sh udpevent/tests/c/build.sh "$WORK/cbin" target/debug

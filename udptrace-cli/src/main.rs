@@ -3,9 +3,12 @@
 mod count;
 mod docs;
 mod doctor;
+mod life;
 mod output;
 mod parse;
+mod rcvbuf;
 mod sink;
+mod sockets;
 mod trace;
 
 use std::process::ExitCode;
@@ -61,6 +64,43 @@ enum Command {
         udptrace count --by comm,event -i 5 --top 10 # busiest processes, every 5 s\n  \
         udptrace count --by reason,dport -e drop     # drops by reason and port")]
     Count(count::CountArgs),
+    /// Print one line per UDP socket as it closes: its process, ends,
+    /// datagrams and bytes each way, drops and lifetime (tcplife for UDP)
+    #[command(
+        long_about = "Print one line per UDP socket as it closes: its process, local and \
+            remote ends, datagrams and bytes sent and received, drops and lifetime \
+            (tcplife for UDP).\n\n\
+            REMOTE is the peer a connected socket was connected to; for an unconnected \
+            socket, marked `*`, the peer of most of its datagrams (exact whenever one \
+            peer had more than half of them). MS is the lifetime in milliseconds from \
+            the socket's creation, or, marked `>`, from when tracing first saw it (it \
+            existed before). Traffic and drops count from when tracing began. PID and \
+            COMM are of the task that closed the socket; --open lists the sockets \
+            still open on exit, by their owner.",
+        after_help = "Examples:\n  \
+            udptrace life                      # every UDP socket as it closes\n  \
+            udptrace life --port 53 --json     # DNS clients' sockets, as NDJSON\n  \
+            udptrace life -d 10 --open         # ten seconds, then the sockets still open"
+    )]
+    Life(life::LifeArgs),
+    /// List the receiving UDP sockets closest to (or over) their receive
+    /// buffer: its size, the peak queued, drops, and the size that would fit
+    #[command(
+        long_about = "List the receiving UDP sockets closest to (or over) their receive \
+            buffer, on exit or every --interval: the buffer (SO_RCVBUF as the kernel \
+            holds it, twice what setsockopt was given), the most bytes queued with a \
+            datagram just queued (PEAK, in truesize: what the buffer counts), how full \
+            that is with the datagrams it refused (FILL%, over 100 when it overflowed), \
+            the datagrams refused (DROPS, the kernel's RcvbufErrors for that socket) \
+            and SUGGESTED: a buffer that would have held everything queued and refused. \
+            To apply it, give setsockopt(SO_RCVBUF) half of it, and raise \
+            net.core.rmem_max if it is above that.",
+        after_help = "Examples:\n  \
+            udptrace rcvbuf -d 30              # who ran closest to the limit in 30 s\n  \
+            udptrace rcvbuf -i 5 --top 10      # the ten fullest, every 5 s\n  \
+            udptrace rcvbuf --port 514 --json  # a syslog receiver, as JSON"
+    )]
+    Rcvbuf(rcvbuf::RcvbufArgs),
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes
     Doctor,
@@ -134,6 +174,8 @@ fn main() -> ExitCode {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Drops(args)) => trace::run_drops(args),
         Some(Command::Count(args)) => count::run(args),
+        Some(Command::Life(args)) => life::run(args),
+        Some(Command::Rcvbuf(args)) => rcvbuf::run(args),
         Some(Command::Doctor) => doctor::run(),
         Some(Command::Completions { shell }) => docs::completions(shell),
         Some(Command::ManPages { dir }) => docs::man_pages(&dir),
@@ -159,6 +201,8 @@ mod tests {
         "trace",
         "drops",
         "count",
+        "life",
+        "rcvbuf",
         "doctor",
         "-p",
         "--pid",
@@ -181,6 +225,7 @@ mod tests {
         "-i",
         "--interval",
         "--top",
+        "--open",
         "--color",
     ];
 

@@ -91,7 +91,8 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
 }
 
 impl SelectArgs {
-    fn filter(&self, kinds: Vec<EventKind>) -> Filter {
+    /// The filters, for `kinds` (empty: socket events).
+    pub fn filter(&self, kinds: Vec<EventKind>) -> Filter {
         Filter {
             pid: self.pid,
             comm: self.comm.clone(),

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::event::{EventKind, Family};
+use crate::sockets::SocketInfo;
 use crate::Error;
 
 /// Which events to deliver. Every set field must match.
@@ -81,10 +82,37 @@ impl Filter {
         kinds.iter().fold(0, |m, k| m | (1 << k.wire()))
     }
 
+    /// Whether an open socket is one the filters select, as the kernel
+    /// would its events: by its owner, and its local side or usual peer.
+    pub fn keeps_socket(&self, s: &SocketInfo) -> bool {
+        let ends = [s.life.local, s.life.peer];
+        let ends = ends.iter().flatten();
+        self.pid.is_none_or(|pid| pid == s.pid)
+            && self
+                .comm
+                .as_ref()
+                .is_none_or(|c| c.as_bytes() == s.comm.as_bytes())
+            && self.family.is_none_or(|f| Some(f) == s.family())
+            && self
+                .port
+                .is_none_or(|p| ends.clone().any(|e| e.port() == p))
+            && self
+                .addr
+                .is_none_or(|net| ends.clone().any(|e| net_contains(&net, e.ip())))
+    }
+
     /// Whether any of `kinds` is wanted.
     pub(crate) fn wants_any(&self, kinds: &[EventKind]) -> bool {
         let mask = self.kind_mask();
         kinds.iter().any(|k| mask & (1 << k.wire()) != 0)
+    }
+}
+
+/// As the kernel compares: IPv4 networks match IPv4-mapped IPv6 addresses too.
+fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some_and(|v4| n.contains(&v4)),
+        _ => net.contains(&ip),
     }
 }
 

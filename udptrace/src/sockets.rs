@@ -18,6 +18,8 @@ pub struct SockLife {
     /// before tracing began, or its creation was not seen.
     pub born_ns: u64,
     pub from_creation: bool,
+    /// The socket's family (meaningful once `local` is known).
+    pub family: Family,
     /// The local address at its last datagram; `None` before any.
     pub local: Option<SocketAddr>,
     /// The peer of most of its datagrams: exact whenever one peer had more
@@ -61,6 +63,7 @@ impl SockLife {
         SockLife {
             born_ns: raw.born_ns.saturating_add_signed(mono_to_wall_ns),
             from_creation: raw.from_creation != 0,
+            family,
             local: (raw.lport != 0).then(|| addr(raw.laddr, raw.lport)),
             peer: (raw.peer_port != 0).then(|| addr(raw.peer_addr, raw.peer_port)),
             drops: raw.drops,
@@ -85,6 +88,13 @@ pub struct SocketInfo {
     /// Traffic since tracing began.
     pub counters: SockCounters,
     pub life: SockLife,
+}
+
+impl SocketInfo {
+    /// The socket's family, once a datagram showed its local address.
+    pub fn family(&self) -> Option<Family> {
+        self.life.local.map(|_| self.life.family)
+    }
 }
 
 // SAFETY: sock_state is a C struct of integers and byte arrays: any bytes are a valid value.
@@ -148,6 +158,7 @@ mod tests {
         SockLife {
             born_ns: 0,
             from_creation: true,
+            family: Family::V4,
             local: None,
             peer: None,
             drops,

@@ -1,6 +1,13 @@
 //! Helpers the CLI's test binaries share.
 #![allow(dead_code)] // each test binary uses its own share of them
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
 /// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
 /// away from the build tree (the kernel matrix's VMs).
 pub fn udptrace_bin() -> String {
@@ -21,4 +28,69 @@ pub fn bpf_id_command(cmd: u32, attr: &mut [u32; 3]) -> i64 {
             std::mem::size_of_val(attr) as u32,
         )
     }
+}
+
+/// Starts `udptrace ARGS` and returns once it printed its `Tracing` line.
+pub fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    start_cmd(Command::new(udptrace_bin()).args(args))
+}
+
+pub fn start_cmd(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
+    let (child, stderr, _) = spawn_tracer(cmd.stdout(Stdio::piped()));
+    (child, stderr)
+}
+
+/// Starts a command whose stdout is already set up, returns once it printed
+/// its `Tracing` line, and returns that line too.
+pub fn spawn_tracer(cmd: &mut Command) -> (Child, mpsc::Receiver<String>, String) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("udptrace printed nothing");
+    // Which backend depends on the kernel, and on the events asked for (drops
+    // alone need none of the socket hooks a kernel may refuse).
+    assert!(
+        first.starts_with("Tracing UDP with the ") && first.contains(" backend ("),
+        "{first}"
+    );
+    (child, rx, first)
+}
+
+/// N in `Tracing UDP with the X backend (N probes)`.
+pub fn probe_count(banner: &str) -> usize {
+    let (_, rest) = banner.split_once(" backend (").expect(banner);
+    let (n, _) = rest.split_once(" probes)").expect(banner);
+    n.parse().expect(banner)
+}
+
+pub fn finish(mut child: Child, stderr: mpsc::Receiver<String>) -> (Output, Vec<String>) {
+    let status = child.wait().unwrap();
+    // Empty when the test reads stdout itself.
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).unwrap();
+    }
+    let rest: Vec<String> = stderr.iter().collect();
+    (
+        Output {
+            status,
+            stdout,
+            stderr: Vec::new(),
+        },
+        rest,
+    )
+}
+
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
 }

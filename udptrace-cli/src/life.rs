@@ -1,0 +1,185 @@
+//! `udptrace life`: one line per UDP socket as it closes, with its traffic,
+//! its peer and how long it lived: tcplife for UDP.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use udptrace::{EventKind, Tracer};
+
+use crate::output::escape_text;
+use crate::sink::Sink;
+use crate::sockets::{addr_text, now_ns, Remote, SocketRow};
+use crate::trace::SelectArgs;
+
+#[derive(Args, Debug)]
+pub struct LifeArgs {
+    /// Write one JSON object per socket (NDJSON) instead of text columns
+    #[arg(long)]
+    json: bool,
+    /// On exit, also list the sockets still open, with their life so far
+    #[arg(long)]
+    open: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+const TICK: Duration = Duration::from_millis(50);
+
+pub fn run(args: LifeArgs) -> Result<()> {
+    let mut tracer = args
+        .select
+        .builder(vec![EventKind::Close])
+        .track_sockets(true)
+        .start()?;
+    let stop = tracer.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
+    args.select.announce(&tracer);
+
+    let deadline = args.select.duration.map(|d| Instant::now() + d);
+    let mut out = Sink::stdout();
+    if !args.json {
+        out.text(|buf| header(buf, args.open));
+    }
+    let mut closed = 0u64;
+    while !tracer.is_finished() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            tracer.stop();
+        }
+        let ev = match tracer.recv_timeout(Duration::ZERO) {
+            Some(ev) => Some(ev),
+            None => {
+                out.flush();
+                out.check_reader();
+                tracer.recv_timeout(TICK)
+            }
+        };
+        if let Some(row) = ev.as_ref().and_then(SocketRow::from_close) {
+            closed += 1;
+            out.record(|buf| line(buf, &row, args.json, args.open, 0));
+        }
+        if !out.is_open() {
+            tracer.stop();
+        }
+    }
+    let mut still_open = 0;
+    if args.open && out.is_open() {
+        let now = now_ns();
+        let filter = args.select.filter(vec![EventKind::Close]);
+        let mut open: Vec<SocketRow> = tracer
+            .sockets()?
+            .iter()
+            .filter(|s| filter.keeps_socket(s))
+            .map(SocketRow::from_open)
+            .collect();
+        open.sort_by_key(|r| (r.pid, r.life.born_ns));
+        still_open = open.len();
+        for row in &open {
+            out.record(|buf| line(buf, row, args.json, true, now));
+        }
+    }
+    out.flush();
+    finish(&tracer, &out, closed, args.open.then_some(still_open))
+}
+
+/// The summary on stderr, and the run's result.
+fn finish(tracer: &Tracer, out: &Sink, closed: u64, open: Option<usize>) -> Result<()> {
+    let stats = tracer.stats();
+    let mut summary = format!("{closed} sockets closed");
+    if let Some(n) = open {
+        summary += &format!(", {n} open");
+    }
+    summary += &format!("; lost {}", stats.lost);
+    if let Some((_, n)) = out.failure() {
+        summary += &format!("; not written {n}");
+    }
+    summary += &crate::trace::table_shortfalls(&stats);
+    eprintln!("{summary}");
+    if let Some(err) = tracer.error() {
+        anyhow::bail!("tracing stopped early: {err}");
+    }
+    match out.failure() {
+        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
+        None => Ok(()),
+    }
+}
+
+const ADDR_WIDTH: usize = 24;
+
+fn header(out: &mut impl Write, with_state: bool) -> std::io::Result<()> {
+    write!(
+        out,
+        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10}",
+        "PID",
+        "COMM",
+        "LOCAL",
+        "REMOTE",
+        "TX_DGRAMS",
+        "TX_BYTES",
+        "RX_DGRAMS",
+        "RX_BYTES",
+        "DROPS",
+        "MS",
+        w = ADDR_WIDTH
+    )?;
+    if with_state {
+        write!(out, " STATE")?;
+    }
+    writeln!(out)
+}
+
+/// One socket; `now_ns` ends the life of an open one.
+fn line(
+    out: &mut impl Write,
+    row: &SocketRow,
+    json: bool,
+    with_state: bool,
+    now_ns: u64,
+) -> std::io::Result<()> {
+    let ms = row.lifetime_ns(now_ns) as f64 / 1e6;
+    if json {
+        let mut m = row.core_json();
+        m.insert("duration_ms".into(), json!((ms * 1000.0).round() / 1000.0));
+        m.insert("drops".into(), json!(row.life.drops));
+        m.insert("seen_from_creation".into(), json!(row.life.from_creation));
+        serde_json::to_writer(&mut *out, &Value::Object(m))?;
+        return writeln!(out);
+    }
+    // An unconnected socket's usual peer is marked `*`; a life seen only
+    // from when tracing met the socket, `>` (it is longer).
+    let remote = match row.remote {
+        Remote::Usual(a) => format!("{a}*"),
+        _ => addr_text(row.remote_addr()),
+    };
+    let ms = format!("{}{ms:.2}", if row.life.from_creation { "" } else { ">" });
+    let c = &row.counters;
+    write!(
+        out,
+        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10}",
+        row.pid,
+        escape_text(&row.comm.to_string_lossy()),
+        addr_text(row.local),
+        remote,
+        c.tx_packets,
+        c.tx_bytes,
+        c.rx_packets,
+        c.rx_bytes,
+        row.life.drops,
+        ms,
+        w = ADDR_WIDTH
+    )?;
+    if with_state {
+        write!(
+            out,
+            " {}",
+            if row.closed_ns.is_some() {
+                "closed"
+            } else {
+                "open"
+            }
+        )?;
+    }
+    writeln!(out)
+}

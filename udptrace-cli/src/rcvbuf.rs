@@ -1,0 +1,197 @@
+//! `udptrace rcvbuf`: the receiving sockets closest to (or over) their
+//! receive buffer, with their drops and the buffer that would have held
+//! their peak.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use udptrace::{EventKind, Filter, Tracer};
+
+use crate::output::{escape_text, local_time};
+use crate::parse::{parse_seconds, parse_top};
+use crate::sink::Sink;
+use crate::sockets::{addr_text, now_ns, SocketRow};
+use crate::trace::SelectArgs;
+
+#[derive(Args, Debug)]
+pub struct RcvbufArgs {
+    /// Print the table every this many seconds (peaks and drops since the
+    /// start), not only on exit (fractions allowed; at most a year)
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
+    interval: Option<Duration>,
+    /// Only the N sockets closest to their limit (1 or more)
+    #[arg(long, value_name = "N", value_parser = parse_top)]
+    top: Option<usize>,
+    /// Write each table as one JSON object per line
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+const TICK: Duration = Duration::from_millis(50);
+
+pub fn run(args: RcvbufArgs) -> Result<()> {
+    let mut tracer = args
+        .select
+        .builder(vec![EventKind::Close])
+        .track_sockets(true)
+        .start()?;
+    let stop = tracer.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
+    args.select.announce(&tracer);
+
+    let filter = args.select.filter(vec![EventKind::Close]);
+    let start = Instant::now();
+    let deadline = args.select.duration.map(|d| start + d);
+    let mut next_print = args.interval.map(|i| start + i);
+    let mut out = Sink::stdout();
+    // Sockets that closed during the run, by cookie: their last state.
+    let mut closed: BTreeMap<u64, SocketRow> = BTreeMap::new();
+    let mut shown = 0;
+    while !tracer.is_finished() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            tracer.stop();
+        }
+        // Close events are few: one at a time, or a tick's wait.
+        if let Some(row) = tracer
+            .recv_timeout(TICK)
+            .and_then(|ev| SocketRow::from_close(&ev))
+            .filter(received)
+        {
+            closed.insert(row.sock, row);
+        }
+        out.check_reader();
+        if !out.is_open() {
+            tracer.stop();
+        }
+        if let (Some(at), Some(interval)) = (next_print, args.interval) {
+            if Instant::now() >= at && !tracer.stop_requested() {
+                shown = print(&args, &tracer, &filter, &closed, &mut out)?;
+                next_print = Some(at + interval);
+            }
+        }
+    }
+    if out.is_open() {
+        shown = print(&args, &tracer, &filter, &closed, &mut out)?;
+    }
+    let stats = tracer.stats();
+    let mut summary = format!("{shown} receiving sockets; lost {}", stats.lost);
+    summary += &crate::trace::table_shortfalls(&stats);
+    if let Some((_, n)) = out.failure() {
+        summary += &format!("; not written {n}");
+    }
+    eprintln!("{summary}");
+    if let Some(err) = tracer.error() {
+        anyhow::bail!("tracing stopped early: {err}");
+    }
+    match out.failure() {
+        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Sockets that had a datagram queued or refused: the others have no buffer to show.
+fn received(row: &SocketRow) -> bool {
+    row.life.rcvbuf > 0 || row.life.rcvbuf_drops > 0
+}
+
+/// How full the buffer got, in thousandths (over 1000 when it overflowed).
+fn fill(row: &SocketRow) -> u64 {
+    let needed = u64::from(row.life.peak_queued) + row.life.rcvbuf_drop_bytes;
+    needed * 1000 / u64::from(row.life.rcvbuf.max(1))
+}
+
+/// The rows, fullest first: open sockets from the table, then those closed.
+fn rows(
+    tracer: &Tracer,
+    filter: &Filter,
+    closed: &BTreeMap<u64, SocketRow>,
+) -> Result<Vec<SocketRow>> {
+    let mut rows: Vec<SocketRow> = tracer
+        .sockets()?
+        .iter()
+        .filter(|s| filter.keeps_socket(s))
+        .map(SocketRow::from_open)
+        .filter(received)
+        .collect();
+    rows.extend(closed.values().cloned());
+    rows.sort_by_key(|r| std::cmp::Reverse((r.life.rcvbuf_drops, fill(r), r.sock)));
+    Ok(rows)
+}
+
+/// Writes the table (or its JSON line); returns how many sockets it has.
+fn print(
+    args: &RcvbufArgs,
+    tracer: &Tracer,
+    filter: &Filter,
+    closed: &BTreeMap<u64, SocketRow>,
+    out: &mut Sink,
+) -> Result<usize> {
+    let mut rows = rows(tracer, filter, closed)?;
+    let total = rows.len();
+    if let Some(top) = args.top {
+        rows.truncate(top);
+    }
+    if args.json {
+        let objects: Vec<Value> = rows.iter().map(json_row).collect();
+        out.records(rows.len() as u64, |buf| {
+            serde_json::to_writer(&mut *buf, &json!({ "ts": now_ns(), "sockets": objects }))?;
+            writeln!(buf)
+        });
+    } else {
+        if args.interval.is_some() {
+            out.text(|buf| writeln!(buf, "{}", local_time(now_ns())));
+        }
+        out.text(|buf| {
+            writeln!(
+                buf,
+                "{:>7} {:<16} {:<24} {:>10} {:>10} {:>6} {:>8} {:>10} STATE",
+                "PID", "COMM", "LOCAL", "RCVBUF", "PEAK", "FILL%", "DROPS", "SUGGESTED"
+            )
+        });
+        for row in &rows {
+            out.record(|buf| text_row(buf, row));
+        }
+        if args.interval.is_some() {
+            out.text(|buf| writeln!(buf));
+        }
+    }
+    out.flush();
+    Ok(total)
+}
+
+fn text_row(out: &mut impl Write, row: &SocketRow) -> std::io::Result<()> {
+    let l = &row.life;
+    writeln!(
+        out,
+        "{:>7} {:<16} {:<24} {:>10} {:>10} {:>6} {:>8} {:>10} {}",
+        row.pid,
+        escape_text(&row.comm.to_string_lossy()),
+        addr_text(row.local),
+        l.rcvbuf,
+        l.peak_queued,
+        format!("{:.1}", fill(row) as f64 / 10.0),
+        l.rcvbuf_drops,
+        l.suggested_rcvbuf(),
+        if row.closed_ns.is_some() {
+            "closed"
+        } else {
+            "open"
+        }
+    )
+}
+
+fn json_row(row: &SocketRow) -> Value {
+    let mut m = row.core_json();
+    let l = &row.life;
+    m.insert("rcvbuf".into(), json!(l.rcvbuf));
+    m.insert("peak_queued".into(), json!(l.peak_queued));
+    m.insert("drops".into(), json!(l.rcvbuf_drops));
+    m.insert("suggested_rcvbuf".into(), json!(l.suggested_rcvbuf()));
+    Value::Object(m)
+}

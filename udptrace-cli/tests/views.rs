@@ -1,0 +1,354 @@
+//! The socket views, `life` and `rcvbuf`, run as a user runs them, against
+//! workloads of known counts, peers and lifetimes, and the kernel's own
+//! `RcvbufErrors`. Needs root.
+
+mod common;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn set_comm(name: &str) {
+    let name = CString::new(name).unwrap();
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// The kernel's socket cookie: the `sock` the views report.
+fn cookie(s: &UdpSocket) -> u64 {
+    const SO_COOKIE: libc::c_int = 57;
+    let mut value = 0u64;
+    let mut len = mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_COOKIE writes a u64 into `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_COOKIE,
+            (&mut value as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    value
+}
+
+fn recv_n(s: &UdpSocket, n: usize) {
+    let mut buf = [0u8; 2048];
+    for _ in 0..n {
+        s.recv_from(&mut buf).unwrap();
+    }
+}
+
+/// What `life --json` shows of a socket, but its lifetime.
+fn expected(
+    s: &UdpSocket,
+    remote: Option<(SocketAddr, &str)>,
+    tx: (u64, u64),
+    rx: (u64, u64),
+    from_creation: bool,
+    open: bool,
+) -> Value {
+    let local = s.local_addr().unwrap();
+    json!({
+        "pid": std::process::id(),
+        "comm": "life-test",
+        "sock": cookie(s),
+        "family": if local.is_ipv4() { 4 } else { 6 },
+        "laddr": local.ip().to_string(),
+        "lport": local.port(),
+        "raddr": remote.map(|(a, _)| a.ip().to_string()),
+        "rport": remote.map(|(a, _)| a.port()),
+        "remote_from": remote.map(|(_, from)| from),
+        "tx_packets": tx.0,
+        "tx_bytes": tx.1,
+        "rx_packets": rx.0,
+        "rx_bytes": rx.1,
+        "drops": 0,
+        "seen_from_creation": from_creation,
+        "open": open,
+    })
+}
+
+/// One socket connected before tracing began, an unconnected one talking to
+/// two peers (most to one), a connected IPv6 one, and their peers still open
+/// at exit: every line of `life --json --open` exact, and the text view's
+/// marks for a usual peer and a life seen only from tracing on.
+#[test]
+fn life_prints_every_socket_exactly() {
+    std::thread::spawn(|| {
+        set_comm("life-test");
+        let old = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (child, stderr) =
+            start(&["life", "--json", "--open", "--comm", "life-test", "-d", "2"]);
+        let (a, b) = (
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        );
+        let a6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+        let (pa, pb, pa6) = (
+            a.local_addr().unwrap(),
+            b.local_addr().unwrap(),
+            a6.local_addr().unwrap(),
+        );
+        old.connect(pa).unwrap();
+        for _ in 0..3 {
+            old.send(&[0; 10]).unwrap();
+        }
+        let unconnected = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        for _ in 0..3 {
+            unconnected.send_to(&[0; 20], pa).unwrap();
+        }
+        unconnected.send_to(&[0; 20], pb).unwrap();
+        let v6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+        v6.connect(pa6).unwrap();
+        for _ in 0..2 {
+            v6.send(&[0; 30]).unwrap();
+        }
+        recv_n(&a, 6);
+        recv_n(&b, 1);
+        recv_n(&a6, 2);
+        sleep(Duration::from_millis(100));
+        let (po, pu) = (old.local_addr().unwrap(), unconnected.local_addr().unwrap());
+        let want = [
+            expected(&old, Some((pa, "connected")), (3, 30), (0, 0), false, false),
+            expected(
+                &unconnected,
+                Some((pa, "usual_peer")),
+                (4, 80),
+                (0, 0),
+                true,
+                false,
+            ),
+            expected(&v6, Some((pa6, "connected")), (2, 60), (0, 0), true, false),
+            // a heard from `old` and `unconnected` three times each: no
+            // majority, so its usual peer is either (checked below).
+            expected(&a, None, (0, 0), (6, 90), true, true),
+            expected(&b, Some((pu, "usual_peer")), (0, 0), (1, 20), true, true),
+            expected(
+                &a6,
+                Some((v6.local_addr().unwrap(), "usual_peer")),
+                (0, 0),
+                (2, 60),
+                true,
+                true,
+            ),
+        ];
+        drop((old, unconnected, v6));
+        let (out, summary) = finish(child, stderr);
+        assert!(out.status.success());
+        assert_eq!(summary, ["3 sockets closed, 3 open; lost 0"]);
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), want.len(), "{lines:#?}");
+        for (i, (line, want)) in lines.iter().zip(&want).enumerate() {
+            let mut got = line.clone();
+            let ms = got.as_object_mut().unwrap().remove("duration_ms").unwrap();
+            let ms = ms.as_f64().unwrap();
+            assert!((100.0..3000.0).contains(&ms), "line {i}: lived {ms} ms");
+            if i == 3 {
+                let peer = (
+                    got["raddr"].take(),
+                    got["rport"].take(),
+                    got["remote_from"].take(),
+                );
+                let either =
+                    [po, pu].map(|p| (json!(p.ip()), json!(p.port()), json!("usual_peer")));
+                assert!(either.contains(&peer), "{peer:?}");
+            }
+            assert_eq!(&got, want, "line {i}");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// A line of the text view, by its columns.
+fn columns(line: &str) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn life_text_marks_usual_peers_and_lives_seen_from_tracing() {
+    std::thread::spawn(|| {
+        set_comm("life-text");
+        let old = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (child, stderr) = start(&["life", "--comm", "life-text", "-d", "1"]);
+        let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        old.send_to(&[0; 8], peer.local_addr().unwrap()).unwrap();
+        let (local, remote) = (old.local_addr().unwrap(), peer.local_addr().unwrap());
+        drop((old, peer));
+        let (out, summary) = finish(child, stderr);
+        assert_eq!(summary, ["2 sockets closed; lost 0"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let rows: Vec<Vec<String>> = text.lines().map(columns).collect();
+        assert_eq!(
+            rows[0],
+            [
+                "PID",
+                "COMM",
+                "LOCAL",
+                "REMOTE",
+                "TX_DGRAMS",
+                "TX_BYTES",
+                "RX_DGRAMS",
+                "RX_BYTES",
+                "DROPS",
+                "MS"
+            ]
+        );
+        let old_row = &rows[1];
+        assert_eq!(
+            old_row[..9],
+            [
+                std::process::id().to_string(),
+                "life-text".into(),
+                local.to_string(),
+                format!("{remote}*"),
+                "1".into(),
+                "8".into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+            ]
+        );
+        assert!(old_row[9].starts_with('>'), "{text}");
+        assert_eq!(
+            rows[2][2..4],
+            [remote.to_string(), "-".to_string()],
+            "{text}"
+        );
+        assert!(!rows[2][9].starts_with('>'), "{text}");
+    })
+    .join()
+    .unwrap();
+}
+
+/// `UdpRcvbufErrors` and `Udp6RcvbufErrors` of this thread's network namespace.
+fn rcvbuf_errors() -> HashMap<&'static str, u64> {
+    let v4 = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let udp: Vec<&str> = v4.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let names = udp[0].split_whitespace();
+    let values = udp[1].split_whitespace();
+    let v4 = names
+        .zip(values)
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    let v6 = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
+    let v6 = v6
+        .lines()
+        .find_map(|l| l.strip_prefix("Udp6RcvbufErrors"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    HashMap::from([("v4", v4), ("v6", v6)])
+}
+
+fn small_buffer(s: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: SO_RCVBUF takes an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            mem::size_of_val(&bytes) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// Two receivers, IPv4 and IPv6, with small buffers flooded while they
+/// sleep, and a third that keeps up: `rcvbuf --json` lists the two first,
+/// with the kernel's RcvbufErrors as their drops, and the one without drops
+/// last; the suggested buffers hold the same bursts with no drop.
+#[test]
+fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
+    std::thread::spawn(|| {
+        set_comm("rcvbuf-test");
+        let run = |sizes: [libc::c_int; 2]| {
+            let (child, stderr) =
+                start(&["rcvbuf", "--json", "--comm", "rcvbuf-test", "-d", "1.5"]);
+            let rx4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let rx6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+            let calm = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let tx4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let tx6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+            small_buffer(&rx4, sizes[0]);
+            small_buffer(&rx6, sizes[1]);
+            let before = rcvbuf_errors();
+            for _ in 0..50 {
+                tx4.send_to(&[1; 300], rx4.local_addr().unwrap()).unwrap();
+                tx6.send_to(&[2; 300], rx6.local_addr().unwrap()).unwrap();
+            }
+            tx4.send_to(&[3; 10], calm.local_addr().unwrap()).unwrap();
+            recv_n(&calm, 1);
+            let after = rcvbuf_errors();
+            let (out, summary) = finish(child, stderr);
+            assert!(out.status.success());
+            assert_eq!(summary, ["3 receiving sockets; lost 0"]);
+            let tables = json_lines(&out);
+            assert_eq!(tables.len(), 1);
+            let rows = tables[0]["sockets"].as_array().unwrap().clone();
+            let socks: Vec<u64> = rows.iter().map(|r| r["sock"].as_u64().unwrap()).collect();
+            let drops = [after["v4"] - before["v4"], after["v6"] - before["v6"]];
+            (
+                rows,
+                socks,
+                [cookie(&rx4), cookie(&rx6), cookie(&calm)],
+                drops,
+            )
+        };
+        let (rows, socks, [rx4, rx6, calm], drops) = run([2048, 2048]);
+        assert!(
+            drops[0] > 0 && drops[1] > 0,
+            "the bursts overflow: {drops:?}"
+        );
+        assert_eq!(socks[2], calm, "the calm receiver last: {rows:#?}");
+        let row = |sock| rows.iter().find(|r| r["sock"] == sock).unwrap();
+        let mut suggested = [0; 2];
+        for (i, sock) in [rx4, rx6].into_iter().enumerate() {
+            let r = row(sock);
+            assert_eq!(r["drops"], drops[i], "{r}");
+            assert_eq!(
+                (r["rx_packets"].as_u64(), r["open"].as_bool()),
+                (Some(0), Some(true))
+            );
+            let (rcvbuf, peak) = (
+                r["rcvbuf"].as_u64().unwrap(),
+                r["peak_queued"].as_u64().unwrap(),
+            );
+            // One datagram's truesize is more than its 300 bytes, less than 4 KiB.
+            assert!(
+                peak > rcvbuf.saturating_sub(4096) && peak <= rcvbuf + 4096,
+                "{r}"
+            );
+            suggested[i] = r["suggested_rcvbuf"].as_u64().unwrap();
+            assert!(suggested[i] > 50 * 300, "{r}");
+        }
+        let r = row(calm);
+        assert_eq!(
+            (r["drops"].as_u64(), r["rx_packets"].as_u64()),
+            (Some(0), Some(1))
+        );
+
+        // setsockopt takes half: the kernel doubles it.
+        let (rows, _, [rx4, rx6, _], drops) = run(suggested.map(|s| (s / 2) as libc::c_int));
+        assert_eq!(drops, [0, 0], "the suggested buffers hold the bursts");
+        for (i, sock) in [rx4, rx6].into_iter().enumerate() {
+            let r = rows.iter().find(|r| r["sock"] == sock).unwrap();
+            assert_eq!(
+                (r["drops"].as_u64(), r["rcvbuf"].as_u64()),
+                (Some(0), Some(suggested[i]))
+            );
+        }
+    })
+    .join()
+    .unwrap();
+}
