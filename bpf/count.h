@@ -2,8 +2,8 @@
 /*
  * `udptrace count`: events added up in the kernel instead of emitted.
  *
- * A key made of ports, pid, event kind and task name (anything but addresses
- * and drop reasons) is compact (struct compact_key), and counts in a slot of
+ * A key made of ports, pid, event kind and task name (anything but addresses,
+ * and drop reasons of drops) is compact (struct compact_key), and counts in a slot of
  * `count_slots`: a small per-CPU array where each key has one place, by a
  * hash of it, which the first event with that key on that CPU claims. That
  * costs an array index and a compare where a hash table costs a hash over
@@ -23,8 +23,8 @@
 const volatile bool count_mode = false;
 const volatile __u8 count_keys = 0;
 
-/* The keys that are never compact. */
-#define COUNT_WIDE_KEYS (COUNT_SADDR | COUNT_DADDR | COUNT_REASON)
+/* The keys that are never compact; a drop's reason neither (no other event has one). */
+#define COUNT_WIDE_KEYS (COUNT_SADDR | COUNT_DADDR)
 
 /*
  * The table of every key, per CPU: a sender and its receiver on two CPUs
@@ -60,9 +60,16 @@ struct {
 	__type(value, struct count_scratch);
 } scratch SEC(".maps");
 
+/* Whether sends and receives count under compact keys. */
 static __always_inline bool compact_keys(void)
 {
 	return !(count_keys & COUNT_WIDE_KEYS);
+}
+
+/* Whether an event of `kind` counts under a compact key. */
+static __always_inline bool compact_key_fits(__u8 kind)
+{
+	return compact_keys() && !(kind == UDP_EVENT_DROP && (count_keys & COUNT_REASON));
 }
 
 /*
@@ -204,7 +211,7 @@ static __always_inline void count_event(struct count_scratch *cs)
 	__u64 bytes = e->ret > 0 ? e->ret : 0;
 	bool in = is_inbound(e);
 
-	if (compact_keys()) {
+	if (compact_key_fits(e->kind)) {
 		struct compact_key ck;
 
 		compact_key_of(&ck, e->kind, in, e->lport, e->rport, e->pid, e->comm);

@@ -148,7 +148,7 @@ pub fn run(args: CountArgs) -> Result<()> {
 
 /// A key's value as the table shows it: a task name escaped, since a
 /// process chooses its own.
-fn cell(value: &CountValue) -> String {
+pub(crate) fn cell(value: &CountValue) -> String {
     match value {
         CountValue::Comm(name) => escape_text(name).into_owned(),
         other => other.to_string(),
@@ -201,7 +201,7 @@ fn write_table(out: &mut Sink, fields: &[CountField], rows: &[CountRow], stamped
     }
 }
 
-fn json_value(v: &CountValue) -> Value {
+pub(crate) fn json_value(v: &CountValue) -> Value {
     match v {
         CountValue::Port(p) => json!(p),
         CountValue::Pid(p) => json!(p),

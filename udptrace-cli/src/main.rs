@@ -9,7 +9,9 @@ mod parse;
 mod rcvbuf;
 mod sink;
 mod sockets;
+mod top;
 mod trace;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -64,6 +66,25 @@ enum Command {
         udptrace count --by comm,event -i 5 --top 10 # busiest processes, every 5 s\n  \
         udptrace count --by reason,dport -e drop     # drops by reason and port")]
     Count(count::CountArgs),
+    /// Show UDP traffic and drops by process (or by count keys, or socket),
+    /// live, counted in the kernel: the first screen to open
+    #[command(
+        long_about = "Show UDP traffic and drops by process (or by count keys, or by socket), \
+            refreshed every --interval, counted in the kernel (no event crosses to user \
+            space). Columns: datagrams and bytes per second received and sent, drops per \
+            second and the reason of most of them; by socket, also the receive queue's \
+            peak as a share of its buffer (RCVQ%).\n\n\
+            On a terminal: a live screen; keys: s (or the arrows) sorts by the next column, \
+            r reverses, p or space pauses, q quits. Otherwise, or with --batch: a plain \
+            table per interval, of counts (not rates), as top -b; --json: one object per \
+            interval.",
+        after_help = "Examples:\n  \
+            udptrace top                       # by process, every second\n  \
+            udptrace top --by dport -i 5       # by destination port, every 5 s\n  \
+            udptrace top --by socket           # by socket, with receive-queue peaks\n  \
+            udptrace top -b -d 10 --json       # ten JSON samples, for a script"
+    )]
+    Top(top::TopArgs),
     /// Print one line per UDP socket as it closes: its process, ends,
     /// datagrams and bytes each way, drops and lifetime (tcplife for UDP)
     #[command(
@@ -174,6 +195,7 @@ fn main() -> ExitCode {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Drops(args)) => trace::run_drops(args),
         Some(Command::Count(args)) => count::run(args),
+        Some(Command::Top(args)) => top::run(args),
         Some(Command::Life(args)) => life::run(args),
         Some(Command::Rcvbuf(args)) => rcvbuf::run(args),
         Some(Command::Doctor) => doctor::run(),
@@ -203,6 +225,9 @@ mod tests {
         "count",
         "life",
         "rcvbuf",
+        "top",
+        "-b",
+        "--batch",
         "doctor",
         "-p",
         "--pid",

@@ -352,3 +352,151 @@ fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
     .join()
     .unwrap();
 }
+
+/// Two sender threads at known counts and a receiver, to one port: what
+/// `top` must show of them, by (pid, comm).
+struct TopWorkload {
+    port: u16,
+    receiver: std::thread::JoinHandle<()>,
+    rx: UdpSocket,
+}
+
+impl TopWorkload {
+    fn new() -> TopWorkload {
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let reader = rx.try_clone().unwrap();
+        let receiver = std::thread::spawn(move || {
+            set_comm("top-rx");
+            recv_n(&reader, 75);
+        });
+        TopWorkload { port, receiver, rx }
+    }
+
+    /// `top-fast` sends 60 datagrams of 100 bytes, `top-slow` 15 of 50.
+    fn run(self) {
+        let dst = self.rx.local_addr().unwrap();
+        let senders: Vec<_> = [("top-fast", 60, 100), ("top-slow", 15, 50)]
+            .into_iter()
+            .map(|(comm, n, size)| {
+                std::thread::spawn(move || {
+                    set_comm(comm);
+                    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                    for _ in 0..n {
+                        tx.send_to(&vec![0u8; size], dst).unwrap();
+                        sleep(Duration::from_millis(10));
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        self.receiver.join().unwrap();
+    }
+}
+
+/// `top --json` (not a terminal): one object per interval, whose rows add
+/// up to the workload exactly; `--batch` prints the same as tables.
+#[test]
+fn top_batch_and_json_add_up_to_the_workload() {
+    let pid = std::process::id();
+    let expected = HashMap::from([
+        ("top-fast".to_string(), [0, 0, 60, 6000]),
+        ("top-slow".to_string(), [0, 0, 15, 750]),
+        ("top-rx".to_string(), [75, 6750, 0, 0]),
+    ]);
+
+    let work = TopWorkload::new();
+    let port = work.port.to_string();
+    let (child, stderr) = start(&["top", "--json", "-i", "0.3", "-d", "2", "--port", &port]);
+    work.run();
+    let (out, summary) = finish(child, stderr);
+    assert!(out.status.success());
+    assert_eq!(summary, ["lost 0"]);
+    let samples = json_lines(&out);
+    assert!(
+        samples.len() >= 5,
+        "a sample every 0.3 s: {}",
+        samples.len()
+    );
+    let mut totals: HashMap<String, [u64; 4]> = HashMap::new();
+    for s in &samples {
+        assert_eq!(s["lost"], 0);
+        for r in s["rows"].as_array().unwrap() {
+            assert_eq!(r["pid"], pid, "{r}");
+            let t = totals
+                .entry(r["comm"].as_str().unwrap().to_string())
+                .or_default();
+            for (i, k) in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"]
+                .iter()
+                .enumerate()
+            {
+                t[i] += r[k].as_u64().unwrap();
+            }
+            assert_eq!(
+                (r["drops"].as_u64(), r["top_drop_reason"].is_null()),
+                (Some(0), true)
+            );
+        }
+    }
+    assert_eq!(totals, expected);
+
+    let work = TopWorkload::new();
+    let port = work.port.to_string();
+    let (child, stderr) = start(&["top", "--batch", "-i", "5", "-d", "1.5", "--port", &port]);
+    work.run();
+    let (out, _) = finish(child, stderr);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<String>> = text.lines().map(columns).collect();
+    assert!(
+        text.lines().next().unwrap().contains(
+            "75 datagrams received (6750 bytes), 75 sent (6750 bytes), 0 dropped; lost 0"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        ["PID", "COMM", "RX", "RX_BYTES", "TX", "TX_BYTES", "DROPS", "TOP_DROP"]
+    );
+    let row = |comm: &str| {
+        let [rx, rxb, tx, txb] = expected[comm];
+        [
+            pid.to_string(),
+            comm.into(),
+            rx.to_string(),
+            rxb.to_string(),
+            tx.to_string(),
+            txb.to_string(),
+            "0".into(),
+            "-".into(),
+        ]
+        .to_vec()
+    };
+    // Busiest first: by datagrams, sent and received.
+    assert_eq!(
+        lines[2..5],
+        [row("top-rx"), row("top-fast"), row("top-slow")],
+        "{text}"
+    );
+}
+
+/// Bad `--by` values for top: one clear line and status 2.
+#[test]
+fn top_refuses_keys_it_shows_as_columns() {
+    for (by, needle) in [
+        ("event", "as its columns"),
+        ("comm,socket", "a key of its own"),
+        ("pid,pid", "given twice"),
+        ("bogus", "bogus"),
+    ] {
+        let out = std::process::Command::new(udptrace_bin())
+            .args(["top", "--by", by])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{by}: {err}");
+        assert!(err.contains(needle), "{by}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -109,7 +109,7 @@ impl TracerBuilder {
 
     /// How many distinct keys counting's table holds (default 65,536), beside
     /// the [`COUNT_SLOTS_PER_CPU`](crate::COUNT_SLOTS_PER_CPU) slots that
-    /// keys without addresses or drop reasons fill first. Events of keys
+    /// keys without addresses (nor a drop's reason) fill first. Events of keys
     /// beyond both are counted in [`Stats::count_full`](crate::Stats::count_full).
     pub fn count_table_size(mut self, keys: u32) -> Self {
         self.count_table_size = Some(keys);

@@ -14,7 +14,7 @@ use crate::event::{Comm, EventKind};
 /// slots per CPU, a key's slot found by a hash of it; a key whose slot
 /// another key holds counts in the table of
 /// [`count_table_size`](crate::TracerBuilder::count_table_size) keys, as
-/// every key with an address or a drop reason does.
+/// every key with an address does, and a drop's key with its reason.
 pub const COUNT_SLOTS_PER_CPU: usize = count_slots_size::COUNT_SLOTS.0 as usize;
 
 /// A field events can be counted by.
