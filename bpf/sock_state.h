@@ -170,7 +170,8 @@ static __always_inline void note_peer(struct sock_state *st, const struct sock_a
 
 /*
  * A datagram is about to be queued to `sk` (kernel pointers, read through
- * bpf_probe_read): the buffer and the queue's peak with it. The kernel
+ * bpf_probe_read): the buffer and the queue's peak with it, and the local
+ * address if not known yet. The kernel
  * refuses it when the queue is over the buffer already (or, since Linux
  * 6.15, would be with it): either way the peak stays within one datagram's
  * truesize of the buffer.
@@ -189,6 +190,15 @@ static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, 
 	rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
 	truesize = BPF_CORE_READ(skb, truesize);
 	st->life.rcvbuf = rcvbuf;
+	/* A socket that only receives may never call anything that shows its address. */
+	if (!st->life.lport) {
+		struct sock_addrs a;
+
+		probe_sock_addrs(sk, &a);
+		__builtin_memcpy(st->life.laddr, a.laddr, 16);
+		st->life.lport = a.lport;
+		st->life.family = a.family;
+	}
 	if (queued <= rcvbuf && queued + truesize > st->life.peak_queued)
 		st->life.peak_queued = queued + truesize;
 }

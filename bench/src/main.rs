@@ -97,6 +97,10 @@ enum Consume {
     Count,
     /// Drop events.
     Drops,
+    /// `udptrace top`: by process and event, drops by reason, in the kernel.
+    Top,
+    /// Sockets tracked (`udptrace life`, `rcvbuf`): close events only.
+    Sockets,
 }
 
 #[derive(serde::Serialize)]
@@ -390,6 +394,21 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
             kinds: vec![EventKind::Drop],
             ..Default::default()
         }),
+        Consume::Top => Tracer::builder()
+            .filter(Filter {
+                kinds: vec![EventKind::Send, EventKind::Recv, EventKind::Drop],
+                ..Default::default()
+            })
+            .count_by(vec![
+                CountField::Pid,
+                CountField::Comm,
+                CountField::Event,
+                CountField::Reason,
+            ]),
+        Consume::Sockets => Tracer::builder().track_sockets(true).filter(Filter {
+            kinds: vec![EventKind::Close],
+            ..Default::default()
+        }),
     }
 }
 
@@ -404,18 +423,30 @@ fn consume(what: Consume) -> Result<()> {
         let _ = writeln!(std::io::stdout(), "{line}");
     };
     say("ready");
-    let mut events = 0u64;
+    let (mut events, mut datagrams) = (0u64, 0u64);
+    let sent_and_received = |c: &udptrace::SockCounters| c.tx_packets + c.rx_packets;
     while !tracer.is_finished() {
         if let Some(ev) = tracer.recv_timeout(Duration::from_millis(100)) {
             // Touch the decoded event so the work is not optimised away.
             events += u64::from(ev.local.port() != 0 || ev.ret != i32::MIN);
+            datagrams += sent_and_received(&ev.counters);
         }
     }
     let stats = tracer.stats();
     let (events, lost) = match what {
-        Consume::Count => {
+        Consume::Count | Consume::Top => {
             let rows = tracer.take_counts()?;
             (rows.iter().map(|r| r.events).sum(), stats.count_full)
+        }
+        // Close events are few: report the datagrams the sockets accounted.
+        // (The table outlives the programs: the sockets still open are in it.)
+        Consume::Sockets => {
+            let open: u64 = tracer
+                .sockets()?
+                .iter()
+                .map(|s| sent_and_received(&s.counters))
+                .sum();
+            (datagrams + open, stats.lost)
         }
         _ => (events, stats.lost),
     };

@@ -25,12 +25,20 @@ pub enum Scenario {
     /// udptrace drop events alone, while the load drops nothing (or little):
     /// what watching for drops costs the traffic that is not dropped.
     UdptraceDrops,
+    /// `udptrace top`: sends, receives and drops counted by process and
+    /// event (and drop reason) in the kernel.
+    UdptraceTop,
+    /// Tracking sockets (`udptrace life` and `rcvbuf`): each socket's
+    /// counters, peer, drops and receive-queue peak, close events only.
+    UdptraceSockets,
     /// The hook floor of each udptrace mode: the cheapest program on each
     /// of the hooks that mode attaches.
     FloorEvents,
     FloorPackets,
     FloorCount,
     FloorDrops,
+    FloorTop,
+    FloorSockets,
     /// bpftrace printing every UDP send and receive from the same tracepoints.
     Bpftrace,
     /// tcpdump capturing UDP on loopback to /dev/null.
@@ -38,7 +46,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 15] = [
         Self::Untraced,
         Self::UdptraceEvents,
         Self::FloorEvents,
@@ -48,6 +56,10 @@ impl Scenario {
         Self::FloorCount,
         Self::UdptraceDrops,
         Self::FloorDrops,
+        Self::UdptraceTop,
+        Self::FloorTop,
+        Self::UdptraceSockets,
+        Self::FloorSockets,
         Self::Bpftrace,
         Self::Tcpdump,
     ];
@@ -60,6 +72,8 @@ impl Scenario {
                 | Self::UdptracePackets
                 | Self::UdptraceCount
                 | Self::UdptraceDrops
+                | Self::UdptraceTop
+                | Self::UdptraceSockets
         )
     }
 
@@ -76,6 +90,8 @@ impl Scenario {
             Self::UdptracePackets => Some(Self::FloorPackets),
             Self::UdptraceCount => Some(Self::FloorCount),
             Self::UdptraceDrops => Some(Self::FloorDrops),
+            Self::UdptraceTop => Some(Self::FloorTop),
+            Self::UdptraceSockets => Some(Self::FloorSockets),
             _ => None,
         }
     }
@@ -92,6 +108,10 @@ impl Scenario {
             Self::FloorCount => ("floor", "count"),
             Self::UdptraceDrops => ("consume", "drops"),
             Self::FloorDrops => ("floor", "drops"),
+            Self::UdptraceTop => ("consume", "top"),
+            Self::FloorTop => ("floor", "top"),
+            Self::UdptraceSockets => ("consume", "sockets"),
+            Self::FloorSockets => ("floor", "sockets"),
             _ => return None,
         })
     }
@@ -111,6 +131,10 @@ impl Scenario {
             Self::FloorCount => "hook floor of count",
             Self::UdptraceDrops => "udptrace drops",
             Self::FloorDrops => "hook floor of drops",
+            Self::UdptraceTop => "udptrace top",
+            Self::FloorTop => "hook floor of top",
+            Self::UdptraceSockets => "udptrace life/rcvbuf (sockets tracked)",
+            Self::FloorSockets => "hook floor of tracked sockets",
             Self::Bpftrace => "bpftrace printf per event",
             Self::Tcpdump => "tcpdump -w /dev/null",
         }

@@ -357,7 +357,6 @@ fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
 /// `top` must show of them, by (pid, comm).
 struct TopWorkload {
     port: u16,
-    receiver: std::thread::JoinHandle<()>,
     rx: UdpSocket,
 }
 
@@ -365,17 +364,19 @@ impl TopWorkload {
     fn new() -> TopWorkload {
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = rx.local_addr().unwrap().port();
-        let reader = rx.try_clone().unwrap();
-        let receiver = std::thread::spawn(move || {
-            set_comm("top-rx");
-            recv_n(&reader, 75);
-        });
-        TopWorkload { port, receiver, rx }
+        TopWorkload { port, rx }
     }
 
-    /// `top-fast` sends 60 datagrams of 100 bytes, `top-slow` 15 of 50.
+    /// `top-fast` sends 60 datagrams of 100 bytes, `top-slow` 15 of 50, and
+    /// `top-rx` receives them. (Its receives start now, once tracing: a
+    /// call already under way when fexit or a kretprobe attaches is not
+    /// seen returning.)
     fn run(self) {
         let dst = self.rx.local_addr().unwrap();
+        let receiver = std::thread::spawn(move || {
+            set_comm("top-rx");
+            recv_n(&self.rx, 75);
+        });
         let senders: Vec<_> = [("top-fast", 60, 100), ("top-slow", 15, 50)]
             .into_iter()
             .map(|(comm, n, size)| {
@@ -392,7 +393,7 @@ impl TopWorkload {
         for s in senders {
             s.join().unwrap();
         }
-        self.receiver.join().unwrap();
+        receiver.join().unwrap();
     }
 }
 
@@ -499,4 +500,54 @@ fn top_refuses_keys_it_shows_as_columns() {
         assert!(err.contains(needle), "{by}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// `top --by socket`: a receiver flooded past its small buffer shows its
+/// drops (the kernel's RcvbufErrors), their reason, and a queue peak at
+/// its buffer; its sender, the datagrams it sent.
+#[test]
+fn top_by_socket_shows_receive_queue_pressure() {
+    std::thread::spawn(|| {
+        set_comm("top-socket");
+        let (child, stderr) = start(&[
+            "top",
+            "--by",
+            "socket",
+            "--json",
+            "-i",
+            "0.5",
+            "-d",
+            "1.5",
+            "--comm",
+            "top-socket",
+        ]);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        small_buffer(&rx, 2048);
+        let before = rcvbuf_errors();
+        for _ in 0..40 {
+            tx.send_to(&[5; 300], rx.local_addr().unwrap()).unwrap();
+        }
+        let dropped = rcvbuf_errors()["v4"] - before["v4"];
+        assert!(dropped > 0);
+        let (out, summary) = finish(child, stderr);
+        assert_eq!(summary, ["lost 0"]);
+        let (mut drops, mut sent, mut peak) = (0, 0, 0.0f64);
+        for sample in json_lines(&out) {
+            for r in sample["rows"].as_array().unwrap() {
+                if r["sock"] == cookie(&rx) {
+                    drops += r["drops"].as_u64().unwrap();
+                    assert_eq!(r["top_drop_reason"], "SOCKET_RCVBUFF");
+                    assert_eq!(r["lport"], rx.local_addr().unwrap().port());
+                    peak = peak.max(r["rcvq_peak_share"].as_f64().unwrap());
+                } else if r["sock"] == cookie(&tx) {
+                    sent += r["tx_packets"].as_u64().unwrap();
+                }
+            }
+        }
+        assert_eq!((drops, sent), (dropped, 40));
+        assert!(peak > 0.5 && peak < 2.0, "peak {peak} of the buffer");
+    })
+    .join()
+    .unwrap();
 }
