@@ -188,9 +188,10 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	/*
 	 * Tracing programs read the task here, on the one path all events share:
 	 * where the paths have forked, the verifier walks task_struct's BTF once
-	 * per path, and loading took 20 ms longer per program.
+	 * per path, and loading took 20 ms longer per program. Not when this
+	 * kind is never emitted (tracking sockets for their close events).
 	 */
-	if (trusted)
+	if (trusted && kind_wanted(kind))
 		current_task_btf(&task);
 	read_addrs(sk, trusted, &a);
 	/* Before the peer below replaces what the socket itself is connected to. */

@@ -319,12 +319,14 @@ static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
 	struct pkt p = {};
 	__u64 cookie;
 
-	if (!parse_skb(skb, &p))
+	/* The headers only for the packet event: the notes need the socket alone. */
+	if (kind_wanted(UDP_EVENT_PACKET_RECV) && !parse_skb(skb, &p))
 		return 0;
 	cookie = probed_cookie(sk);
 	note_delivery((__u64)skb, cookie);
 	note_rcvqueue(sk, skb, cookie);
-	packet_received(cookie, &p);
+	if (kind_wanted(UDP_EVENT_PACKET_RECV))
+		packet_received(cookie, &p);
 	return 0;
 }
 

@@ -480,10 +480,12 @@ const volatile bool ingress_deliveries = true;
 SEC("cgroup_skb/ingress")
 int packet_ingress(struct __sk_buff *skb)
 {
+	/* The headers, only where something reads them. */
+	bool headers = senders_from_queue || (ingress_deliveries && kind_wanted(UDP_EVENT_PACKET_RECV));
 	struct pkt p = {};
 	__u64 cookie;
 
-	if (!skb_of_udp_sock(skb) || !parse_skb_data(skb, &p))
+	if (!skb_of_udp_sock(skb) || (headers && !parse_skb_data(skb, &p)))
 		return 1;
 	cookie = bpf_get_socket_cookie(skb);
 	if (senders_from_queue)
@@ -497,7 +499,8 @@ int packet_ingress(struct __sk_buff *skb)
 			if (kskb)
 				note_rcvqueue(BPF_CORE_READ(kskb, sk), kskb, cookie);
 		}
-		packet_received(cookie, &p);
+		if (kind_wanted(UDP_EVENT_PACKET_RECV))
+			packet_received(cookie, &p);
 	}
 	return 1;
 }

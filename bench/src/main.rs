@@ -27,7 +27,7 @@ use tracer::{Scenario, TracerRun};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// About two minutes: 3 rounds of 2 s per scenario
+    /// About three minutes: 3 rounds of 2 s per scenario
     #[arg(long, conflicts_with = "full")]
     quick: bool,
     /// 5 rounds of 10 s per scenario
@@ -99,8 +99,10 @@ enum Consume {
     Drops,
     /// `udptrace top`: by process and event, drops by reason, in the kernel.
     Top,
-    /// Sockets tracked (`udptrace life`, `rcvbuf`): close events only.
+    /// Sockets tracked (`udptrace life`): close events only.
     Sockets,
+    /// Receive buffers tracked (`udptrace rcvbuf`): close events only.
+    Rcvbuf,
 }
 
 #[derive(serde::Serialize)]
@@ -409,6 +411,12 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
             kinds: vec![EventKind::Close],
             ..Default::default()
         }),
+        Consume::Rcvbuf => Tracer::builder()
+            .track_receive_buffers(true)
+            .filter(Filter {
+                kinds: vec![EventKind::Close],
+                ..Default::default()
+            }),
     }
 }
 
@@ -423,13 +431,14 @@ fn consume(what: Consume) -> Result<()> {
         let _ = writeln!(std::io::stdout(), "{line}");
     };
     say("ready");
-    let (mut events, mut datagrams) = (0u64, 0u64);
+    let (mut events, mut datagrams, mut queueing) = (0u64, 0u64, 0u64);
     let sent_and_received = |c: &udptrace::SockCounters| c.tx_packets + c.rx_packets;
     while !tracer.is_finished() {
         if let Some(ev) = tracer.recv_timeout(Duration::from_millis(100)) {
             // Touch the decoded event so the work is not optimised away.
             events += u64::from(ev.local.port() != 0 || ev.ret != i32::MIN);
             datagrams += sent_and_received(&ev.counters);
+            queueing += u64::from(ev.life.is_some_and(|l| l.rcvbuf > 0));
         }
     }
     let stats = tracer.stats();
@@ -447,6 +456,15 @@ fn consume(what: Consume) -> Result<()> {
                 .map(|s| sent_and_received(&s.counters))
                 .sum();
             (datagrams + open, stats.lost)
+        }
+        // No traffic is counted: the sockets seen queueing datagrams.
+        Consume::Rcvbuf => {
+            let open = tracer
+                .sockets()?
+                .iter()
+                .filter(|s| s.life.rcvbuf > 0)
+                .count();
+            (queueing + open as u64, stats.lost)
         }
         _ => (events, stats.lost),
     };

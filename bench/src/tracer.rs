@@ -28,9 +28,12 @@ pub enum Scenario {
     /// `udptrace top`: sends, receives and drops counted by process and
     /// event (and drop reason) in the kernel.
     UdptraceTop,
-    /// Tracking sockets (`udptrace life` and `rcvbuf`): each socket's
-    /// counters, peer, drops and receive-queue peak, close events only.
+    /// Tracking sockets (`udptrace life`): each socket's counters, peer,
+    /// drops and receive-queue peak, close events only.
     UdptraceSockets,
+    /// Tracking receive buffers alone (`udptrace rcvbuf`): each socket's
+    /// drops and receive-queue peak, from the receive side's hooks.
+    UdptraceRcvbuf,
     /// The hook floor of each udptrace mode: the cheapest program on each
     /// of the hooks that mode attaches.
     FloorEvents,
@@ -39,6 +42,7 @@ pub enum Scenario {
     FloorDrops,
     FloorTop,
     FloorSockets,
+    FloorRcvbuf,
     /// bpftrace printing every UDP send and receive from the same tracepoints.
     Bpftrace,
     /// tcpdump capturing UDP on loopback to /dev/null.
@@ -46,7 +50,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Self::Untraced,
         Self::UdptraceEvents,
         Self::FloorEvents,
@@ -60,6 +64,8 @@ impl Scenario {
         Self::FloorTop,
         Self::UdptraceSockets,
         Self::FloorSockets,
+        Self::UdptraceRcvbuf,
+        Self::FloorRcvbuf,
         Self::Bpftrace,
         Self::Tcpdump,
     ];
@@ -74,6 +80,7 @@ impl Scenario {
                 | Self::UdptraceDrops
                 | Self::UdptraceTop
                 | Self::UdptraceSockets
+                | Self::UdptraceRcvbuf
         )
     }
 
@@ -92,6 +99,7 @@ impl Scenario {
             Self::UdptraceDrops => Some(Self::FloorDrops),
             Self::UdptraceTop => Some(Self::FloorTop),
             Self::UdptraceSockets => Some(Self::FloorSockets),
+            Self::UdptraceRcvbuf => Some(Self::FloorRcvbuf),
             _ => None,
         }
     }
@@ -112,6 +120,8 @@ impl Scenario {
             Self::FloorTop => ("floor", "top"),
             Self::UdptraceSockets => ("consume", "sockets"),
             Self::FloorSockets => ("floor", "sockets"),
+            Self::UdptraceRcvbuf => ("consume", "rcvbuf"),
+            Self::FloorRcvbuf => ("floor", "rcvbuf"),
             _ => return None,
         })
     }
@@ -133,8 +143,10 @@ impl Scenario {
             Self::FloorDrops => "hook floor of drops",
             Self::UdptraceTop => "udptrace top",
             Self::FloorTop => "hook floor of top",
-            Self::UdptraceSockets => "udptrace life/rcvbuf (sockets tracked)",
-            Self::FloorSockets => "hook floor of tracked sockets",
+            Self::UdptraceSockets => "udptrace life (sockets tracked)",
+            Self::FloorSockets => "hook floor of life",
+            Self::UdptraceRcvbuf => "udptrace rcvbuf (receive buffers)",
+            Self::FloorRcvbuf => "hook floor of rcvbuf",
             Self::Bpftrace => "bpftrace printf per event",
             Self::Tcpdump => "tcpdump -w /dev/null",
         }

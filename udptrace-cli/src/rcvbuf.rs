@@ -39,7 +39,7 @@ pub fn run(args: RcvbufArgs) -> Result<()> {
     let mut tracer = args
         .select
         .builder(vec![EventKind::Close])
-        .track_sockets(true)
+        .track_receive_buffers(true)
         .start()?;
     let stop = tracer.stop_handle();
     ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
@@ -187,7 +187,8 @@ fn text_row(out: &mut impl Write, row: &SocketRow) -> std::io::Result<()> {
 }
 
 fn json_row(row: &SocketRow) -> Value {
-    let mut m = row.core_json();
+    // Its traffic is not tracked: only its receive side's queue and drops.
+    let mut m = row.identity_json();
     let l = &row.life;
     m.insert("rcvbuf".into(), json!(l.rcvbuf));
     m.insert("peak_queued".into(), json!(l.peak_queued));

@@ -83,8 +83,8 @@ impl SocketRow {
         }
     }
 
-    /// The keys every socket view shares (as `trace --json` names them).
-    pub fn core_json(&self) -> Map<String, Value> {
+    /// The keys that say which socket (as `trace --json` names them).
+    pub fn identity_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("pid".into(), json!(self.pid));
         m.insert("comm".into(), json!(self.comm.to_string_lossy()));
@@ -102,12 +102,18 @@ impl SocketRow {
                 Remote::None => None,
             }),
         );
+        m.insert("open".into(), json!(self.closed_ns.is_none()));
+        m
+    }
+
+    /// Its identity and its traffic since tracing began.
+    pub fn core_json(&self) -> Map<String, Value> {
+        let mut m = self.identity_json();
         let c = &self.counters;
         m.insert("rx_bytes".into(), json!(c.rx_bytes));
         m.insert("tx_bytes".into(), json!(c.tx_bytes));
         m.insert("rx_packets".into(), json!(c.rx_packets));
         m.insert("tx_packets".into(), json!(c.tx_packets));
-        m.insert("open".into(), json!(self.closed_ns.is_none()));
         m
     }
 }

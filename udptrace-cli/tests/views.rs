@@ -316,10 +316,8 @@ fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
         for (i, sock) in [rx4, rx6].into_iter().enumerate() {
             let r = row(sock);
             assert_eq!(r["drops"], drops[i], "{r}");
-            assert_eq!(
-                (r["rx_packets"].as_u64(), r["open"].as_bool()),
-                (Some(0), Some(true))
-            );
+            assert_eq!(r["open"], true);
+            assert!(r.get("rx_packets").is_none(), "traffic is not tracked: {r}");
             let (rcvbuf, peak) = (
                 r["rcvbuf"].as_u64().unwrap(),
                 r["peak_queued"].as_u64().unwrap(),
@@ -333,10 +331,7 @@ fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
             assert!(suggested[i] > 50 * 300, "{r}");
         }
         let r = row(calm);
-        assert_eq!(
-            (r["drops"].as_u64(), r["rx_packets"].as_u64()),
-            (Some(0), Some(1))
-        );
+        assert_eq!(r["drops"], 0);
 
         // setsockopt takes half: the kernel doubles it.
         let (rows, _, [rx4, rx6, _], drops) = run(suggested.map(|s| (s / 2) as libc::c_int));

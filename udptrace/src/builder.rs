@@ -28,6 +28,7 @@ pub struct TracerBuilder {
     pub(crate) count_table_size: Option<u32>,
     pub(crate) assume_missing: Vec<String>,
     pub(crate) track_sockets: bool,
+    pub(crate) track_receive_buffers: bool,
 }
 
 impl Default for TracerBuilder {
@@ -44,6 +45,7 @@ impl Default for TracerBuilder {
             count_table_size: None,
             assume_missing: Vec::new(),
             track_sockets: false,
+            track_receive_buffers: false,
         }
     }
 }
@@ -124,6 +126,18 @@ impl TracerBuilder {
     /// delivered if wanted.
     pub fn track_sockets(mut self, on: bool) -> Self {
         self.track_sockets = on;
+        self
+    }
+
+    /// Keeps, for each socket, only what its receive side shows: its drops
+    /// and its receive buffer's peak ([`SockLife`](crate::SockLife)'s
+    /// `rcvbuf`, `peak_queued`, `drops`, `rcvbuf_drops`, `local`), from the
+    /// hooks where datagrams are queued and dropped alone: unless sends or
+    /// receives are wanted as events, their hooks are not loaded, and the
+    /// sockets' counters and peers stay empty. The cheap half of
+    /// [`track_sockets`](Self::track_sockets).
+    pub fn track_receive_buffers(mut self, on: bool) -> Self {
+        self.track_receive_buffers = on;
         self
     }
 

@@ -32,13 +32,21 @@ pub(crate) fn route_libbpf_log() {
 /// The programs a tracer configured by `b` loads on `backend`.
 pub(crate) fn plan(b: &TracerBuilder, backend: Backend) -> Plan {
     let f = &b.filter;
+    // Close events come from the release hook every mode loads; their
+    // counters need the send and receive hooks, unless only the receive
+    // buffers are tracked.
+    let socket_events = if b.track_receive_buffers && !b.track_sockets {
+        f.wants_any(&[EventKind::Send, EventKind::Recv, EventKind::Connect])
+    } else {
+        f.wants_any(&EventKind::SOCKET)
+    };
     let mut plan = Plan::new(
         backend,
         &b.assume_missing,
-        f.wants_any(&EventKind::SOCKET),
+        socket_events,
         f.wants_any(&[EventKind::PacketSend, EventKind::PacketRecv]),
         f.wants_any(&[EventKind::Drop]),
-        b.track_sockets,
+        b.track_sockets || b.track_receive_buffers,
     );
     // A count needs a send's peer only to key by destination, a receive's
     // only to key by source; a port or address filter needs both.

@@ -17,14 +17,28 @@ use udptrace::{Event, EventKind, Family, Filter, SocketInfo, Tracer};
 
 /// A tracer that tracks sockets and delivers close events alone.
 fn tracker() -> Tracer {
-    builder()
-        .track_sockets(true)
-        .filter(Filter {
-            kinds: vec![EventKind::Close],
-            ..Default::default()
-        })
-        .start()
-        .expect("tracer starts (the tests need root)")
+    tracking(Tracking::Sockets)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tracking {
+    /// Everything: counters, peers, drops and the receive queue.
+    Sockets,
+    /// The receive side alone, without the send and receive hooks.
+    ReceiveBuffers,
+}
+
+fn tracking(what: Tracking) -> Tracer {
+    let b = match what {
+        Tracking::Sockets => builder().track_sockets(true),
+        Tracking::ReceiveBuffers => builder().track_receive_buffers(true),
+    };
+    b.filter(Filter {
+        kinds: vec![EventKind::Close],
+        ..Default::default()
+    })
+    .start()
+    .expect("tracer starts (the tests need root)")
 }
 
 fn int_option(s: &UdpSocket, name: libc::c_int) -> u64 {
@@ -228,9 +242,19 @@ fn burst(rx: &UdpSocket, tx: &UdpSocket, v6: bool) -> u64 {
 /// and the buffer suggested holds the same burst with no drop.
 #[test]
 fn receive_buffer_pressure_matches_the_kernels_rcvbuf_errors() {
-    for v6 in [false, true] {
+    let cases = [Tracking::Sockets, Tracking::ReceiveBuffers].map(|t| [(t, false), (t, true)]);
+    for (what, v6) in cases.into_iter().flatten() {
         in_private_netns(|| {
-            let tracer = tracker();
+            let tracer = tracking(what);
+            if matches!(what, Tracking::ReceiveBuffers) {
+                let probes = tracer.probes();
+                assert!(
+                    !probes
+                        .iter()
+                        .any(|p| p.contains("msg") || p.contains("_length")),
+                    "no send or receive hook: {probes:?}"
+                );
+            }
             let (rx, tx) = receiver(v6);
             set_rcvbuf(&rx, 2048);
             let dropped = burst(&rx, &tx, v6);
