@@ -280,18 +280,29 @@ static __always_inline int on_transmit(struct sk_buff *skb)
 	return 0;
 }
 
+/*
+ * Whether drops need the deliveries noted: they are traced (or sockets
+ * tracked), and the kfree_skb tracepoint does not name the socket.
+ */
+const volatile bool note_deliveries = true;
+
 /* Notes the datagram this CPU is handing to a socket, for a drop that follows. */
 static __always_inline void note_delivery(__u64 skb, __u64 cookie)
 {
 	struct delivery *d;
 	__u32 zero = 0;
 
+	if (!note_deliveries)
+		return;
 	d = bpf_map_lookup_elem(&last_delivery, &zero);
 	if (d) {
 		d->skb = skb;
 		d->cookie = cookie;
 	}
 }
+
+/* Linux 6.3+: the kernel's sk_buff behind a program's context, BTF-typed. */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 /*
  * The sk_buff this CPU last noted, as a plain kernel address: cgroup_skb
@@ -308,13 +319,34 @@ static __always_inline struct sk_buff *delivered_skb(void)
 	return d ? (struct sk_buff *)*(volatile __u64 *)&d->skb : NULL;
 }
 
+/* A datagram about to be queued, seen by cgroup_skb ingress: its socket's queue. */
+static __always_inline void ingress_rcvqueue(struct __sk_buff *ctx, __u64 cookie)
+{
+	struct sk_buff *skb;
+
+	if (!track_sockets)
+		return;
+	if (bpf_ksym_exists(bpf_cast_to_kern_ctx)) {
+		struct sock *sk;
+
+		skb = bpf_cast_to_kern_ctx(ctx);
+		sk = skb->sk;
+		if (sk)
+			note_rcvqueue(sk, skb, cookie, true);
+		return;
+	}
+	skb = delivered_skb();
+	if (skb)
+		note_rcvqueue(BPF_CORE_READ(skb, sk), skb, cookie, false);
+}
+
 /*
  * The datagram passed its header and checksum checks and is about to be
  * queued. Also loaded for drops alone, to note the delivery, on kernels
  * whose kfree_skb tracepoint does not name the socket: the packet event is
  * then not wanted, and not emitted.
  */
-static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
+static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb, bool btf)
 {
 	struct pkt p = {};
 	__u64 cookie;
@@ -324,7 +356,7 @@ static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb)
 		return 0;
 	cookie = probed_cookie(sk);
 	note_delivery((__u64)skb, cookie);
-	note_rcvqueue(sk, skb, cookie);
+	note_rcvqueue(sk, skb, cookie, btf);
 	if (kind_wanted(UDP_EVENT_PACKET_RECV))
 		packet_received(cookie, &p);
 	return 0;

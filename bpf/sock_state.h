@@ -169,14 +169,15 @@ static __always_inline void note_peer(struct sock_state *st, const struct sock_a
 }
 
 /*
- * A datagram is about to be queued to `sk` (kernel pointers, read through
- * bpf_probe_read): the buffer and the queue's peak with it, and the local
+ * A datagram is about to be queued to `sk` (kernel pointers, BTF-typed if
+ * `btf`, else read through bpf_probe_read): the buffer and the queue's peak with it, and the local
  * address if not known yet. The kernel
  * refuses it when the queue is over the buffer already (or, since Linux
  * 6.15, would be with it): either way the peak stays within one datagram's
  * truesize of the buffer.
  */
-static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, __u64 cookie)
+static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, __u64 cookie,
+					  bool btf)
 {
 	struct sock_state *st;
 	__u32 queued, rcvbuf, truesize;
@@ -186,9 +187,16 @@ static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, 
 	st = bpf_map_lookup_elem(&sock_states, &cookie);
 	if (!st)
 		return;
-	queued = BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
-	rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
-	truesize = BPF_CORE_READ(skb, truesize);
+	/* Loads where the pointers are BTF-typed, else helper calls, each several times dearer. */
+	if (btf) {
+		queued = sk->sk_backlog.rmem_alloc.counter;
+		rcvbuf = sk->sk_rcvbuf;
+		truesize = skb->truesize;
+	} else {
+		queued = BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
+		rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
+		truesize = BPF_CORE_READ(skb, truesize);
+	}
 	st->life.rcvbuf = rcvbuf;
 	/* A socket that only receives may never call anything that shows its address. */
 	if (!st->life.lport) {

@@ -398,7 +398,7 @@ int BPF_PROG(fentry_ip6_send_skb, struct sk_buff *skb)
 SEC("fentry/__udp_enqueue_schedule_skb")
 int BPF_PROG(fentry_udp_enqueue, struct sock *sk, struct sk_buff *skb)
 {
-	return on_enqueue(sk, skb);
+	return on_enqueue(sk, skb, true);
 }
 
 /* kprobe backend: the same. */
@@ -417,7 +417,7 @@ int BPF_KPROBE(kp_ip6_send_skb, struct sk_buff *skb)
 SEC("kprobe/__udp_enqueue_schedule_skb")
 int BPF_KPROBE(kp_udp_enqueue, struct sock *sk, struct sk_buff *skb)
 {
-	return on_enqueue(sk, skb);
+	return on_enqueue(sk, skb, false);
 }
 
 /*
@@ -493,12 +493,7 @@ int packet_ingress(struct __sk_buff *skb)
 	if (ingress_deliveries) {
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);
-		if (track_sockets) {
-			struct sk_buff *kskb = delivered_skb();
-
-			if (kskb)
-				note_rcvqueue(BPF_CORE_READ(kskb, sk), kskb, cookie);
-		}
+		ingress_rcvqueue(skb, cookie);
 		if (kind_wanted(UDP_EVENT_PACKET_RECV))
 			packet_received(cookie, &p);
 	}

@@ -123,6 +123,7 @@ pub(crate) fn load<'obj>(
     }
     ro.kfree_skb_has_rx_sk = (plan.drops || plan.sockets) && backend::kfree_skb_has_rx_sk();
     ro.track_sockets = plan.sockets;
+    ro.note_deliveries = (plan.drops || plan.sockets) && !backend::kfree_skb_has_rx_sk();
     ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
     (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
     (ro.peers_of_sends, ro.peers_of_recvs) = (plan.peers.send, plan.peers.recv);
