@@ -2,14 +2,14 @@
 //! as a sorted table on exit or every `--interval`.
 
 use std::io::{self, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
 
-use crate::output::{escape_text, local_time};
+use crate::output::{escape_text, local_time, now_ns};
 use crate::parse::{parse_seconds, parse_top, unique};
 use crate::sink::Sink;
 use crate::trace::SelectArgs;
@@ -227,12 +227,6 @@ fn write_json(out: &mut impl Write, fields: &[CountField], rows: &[CountRow]) ->
         .collect();
     serde_json::to_writer(&mut *out, &json!({ "ts": now_ns(), "rows": rows }))?;
     writeln!(out)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

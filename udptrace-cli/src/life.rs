@@ -9,9 +9,9 @@ use clap::Args;
 use serde_json::{json, Value};
 use udptrace::{EventKind, Tracer};
 
-use crate::output::escape_text;
+use crate::output::{escape_text, now_ns};
 use crate::sink::Sink;
-use crate::sockets::{addr_text, now_ns, Remote, SocketRow};
+use crate::sockets::{addr_text, Remote, SocketRow};
 use crate::trace::SelectArgs;
 
 #[derive(Args, Debug)]

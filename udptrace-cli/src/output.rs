@@ -201,6 +201,13 @@ fn ip_text(addr: SocketAddr) -> String {
     addr.ip().to_string()
 }
 
+/// Wall-clock time, ns since the Unix epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// `HH:MM:SS.micros` in the local time zone.
 pub fn local_time(ts_ns: u64) -> String {
     let secs = (ts_ns / 1_000_000_000) as libc::time_t;

@@ -11,10 +11,10 @@ use clap::Args;
 use serde_json::{json, Value};
 use udptrace::{EventKind, Filter, Tracer};
 
-use crate::output::{escape_text, local_time};
+use crate::output::{escape_text, local_time, now_ns};
 use crate::parse::{parse_seconds, parse_top};
 use crate::sink::Sink;
-use crate::sockets::{addr_text, now_ns, SocketRow};
+use crate::sockets::{addr_text, SocketRow};
 use crate::trace::SelectArgs;
 
 #[derive(Args, Debug)]

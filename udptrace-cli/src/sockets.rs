@@ -2,7 +2,6 @@
 //! from the socket table while it is open.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use udptrace::{Comm, Event, Family, SockCounters, SockLife, SocketInfo};
@@ -121,10 +120,4 @@ impl SocketRow {
 /// `addr:port`, `[v6]:port`, or `-` when unknown.
 pub fn addr_text(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "-".to_string(), |a| a.to_string())
-}
-
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }

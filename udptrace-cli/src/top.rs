@@ -12,10 +12,10 @@ use serde_json::{json, Map, Value};
 use udptrace::{CountField, CountValue, EventKind, Filter, SocketInfo, Tracer};
 
 use crate::count::{cell, json_value};
-use crate::output::{escape_text, local_time};
+use crate::output::{escape_text, local_time, now_ns};
 use crate::parse::{parse_seconds, parse_top};
 use crate::sink::Sink;
-use crate::sockets::{addr_text, now_ns};
+use crate::sockets::addr_text;
 use crate::trace::SelectArgs;
 use crate::tui;
 

@@ -140,7 +140,7 @@ impl View {
                 cells
                     .into_iter()
                     .enumerate()
-                    .map(|(i, c)| cell(c, i >= keys)),
+                    .map(|(i, c)| cell(c, i >= keys && i < keys + SORT_COLUMNS.len())),
             )
         });
         let mut widths: Vec<Constraint> = key_widths(&self.headers, &s.rows)

@@ -101,14 +101,15 @@ fn run(args: &[String]) -> (Vec<String>, Vec<String>) {
     )
 }
 
-/// A line of column names: every word capitalised (DELTA(us) included).
+/// A line of column names: every word capitalised (DELTA(us), RX_BYTES,
+/// FILL% and RX/s included).
 fn is_header(line: &str) -> bool {
     let words: Vec<&str> = line.split_whitespace().collect();
     words.len() >= 2
         && words.iter().all(|w| {
             w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
                 && w.chars()
-                    .all(|c| c.is_ascii_alphabetic() || "()".contains(c))
+                    .all(|c| c.is_ascii_alphabetic() || "()_%/".contains(c))
                 && w.chars().filter(|c| c.is_ascii_uppercase()).count() >= 2
         })
 }
@@ -158,8 +159,11 @@ fn readme_examples_match_the_program() {
     for ex in &examples {
         let (stderr, stdout) = run(&ex.args);
         let cmd = format!("udptrace {}", ex.args.join(" "));
-        // count sizes its columns to the rows; the other views are fixed.
-        let fixed_columns = ex.args.first().map(String::as_str) != Some("count");
+        // count and top size their key columns to the rows; the other views are fixed.
+        let fixed_columns = !matches!(
+            ex.args.first().map(String::as_str),
+            Some("count") | Some("top")
+        );
         for line in ex.output.iter().filter(|l| is_header(l)) {
             let found = stdout.iter().any(|real| {
                 if fixed_columns {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +12,6 @@ use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn set_comm(name: &str) {
-    let name = CString::new(name).unwrap();
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-}
 
 /// A tmux server of this test's own, with one window of 160 x 30.
 struct Tmux {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -14,12 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn set_comm(name: &str) {
-    let name = CString::new(name).unwrap();
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-}
 
 /// The kernel's socket cookie: the `sock` the views report.
 fn cookie(s: &UdpSocket) -> u64 {
