@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::{json, Map, Value};
 use udptrace::{sort_rows, CountField, CountRow, CountValue, EventKind, Tracer};
@@ -72,14 +72,8 @@ impl CountArgs {
 
 pub fn run(args: CountArgs) -> Result<()> {
     let fields = args.by.clone();
-    let tracer = args
-        .select
-        .builder(unique(&args.events))
-        .count_by(fields.clone())
-        .start()?;
-    let stop = tracer.stop_handle();
-    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
-    args.select.announce(&tracer);
+    let builder = args.select.builder(unique(&args.events));
+    let tracer = args.select.start(builder.count_by(fields.clone()))?;
 
     let start = Instant::now();
     let deadline = args.select.duration.map(|d| start + d);

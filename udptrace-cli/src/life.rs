@@ -2,9 +2,9 @@
 //! its peer and how long it lived: tcplife for UDP.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::{json, Value};
 use udptrace::{EventKind, Tracer};
@@ -12,7 +12,7 @@ use udptrace::{EventKind, Tracer};
 use crate::output::{escape_text, now_ns};
 use crate::sink::Sink;
 use crate::sockets::{addr_text, Remote, SocketRow};
-use crate::trace::SelectArgs;
+use crate::trace::{next_event, SelectArgs};
 
 #[derive(Args, Debug)]
 pub struct LifeArgs {
@@ -26,17 +26,9 @@ pub struct LifeArgs {
     select: SelectArgs,
 }
 
-const TICK: Duration = Duration::from_millis(50);
-
 pub fn run(args: LifeArgs) -> Result<()> {
-    let mut tracer = args
-        .select
-        .builder(vec![EventKind::Close])
-        .track_sockets(true)
-        .start()?;
-    let stop = tracer.stop_handle();
-    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
-    args.select.announce(&tracer);
+    let builder = args.select.builder(vec![EventKind::Close]);
+    let mut tracer = args.select.start(builder.track_sockets(true))?;
 
     let deadline = args.select.duration.map(|d| Instant::now() + d);
     let mut out = Sink::stdout();
@@ -48,14 +40,7 @@ pub fn run(args: LifeArgs) -> Result<()> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracer.stop();
         }
-        let ev = match tracer.recv_timeout(Duration::ZERO) {
-            Some(ev) => Some(ev),
-            None => {
-                out.flush();
-                out.check_reader();
-                tracer.recv_timeout(TICK)
-            }
-        };
+        let ev = next_event(&mut tracer, &mut out);
         if let Some(row) = ev.as_ref().and_then(SocketRow::from_close) {
             closed += 1;
             out.record(|buf| line(buf, &row, args.json, args.open, 0));

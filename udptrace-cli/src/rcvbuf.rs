@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::{json, Value};
 use udptrace::{EventKind, Filter, Tracer};
@@ -36,14 +36,8 @@ pub struct RcvbufArgs {
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn run(args: RcvbufArgs) -> Result<()> {
-    let mut tracer = args
-        .select
-        .builder(vec![EventKind::Close])
-        .track_receive_buffers(true)
-        .start()?;
-    let stop = tracer.stop_handle();
-    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
-    args.select.announce(&tracer);
+    let builder = args.select.builder(vec![EventKind::Close]);
+    let mut tracer = args.select.start(builder.track_receive_buffers(true))?;
 
     let filter = args.select.filter(vec![EventKind::Close]);
     let start = Instant::now();

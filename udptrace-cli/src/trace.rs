@@ -116,6 +116,16 @@ impl SelectArgs {
         }
     }
 
+    /// Starts `builder`'s tracer, lets Ctrl-C and SIGTERM stop it (after
+    /// draining), and announces it.
+    pub fn start(&self, builder: TracerBuilder) -> Result<Tracer> {
+        let tracer = builder.start()?;
+        let stop = tracer.stop_handle();
+        ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
+        self.announce(&tracer);
+        Ok(tracer)
+    }
+
     /// The `Tracing` line on stderr (and with --verbose each probe).
     pub fn announce(&self, tracer: &Tracer) {
         let until = match self.duration {
@@ -178,11 +188,7 @@ fn stream(
     format: Format,
     kinds: &[EventKind],
 ) -> Result<()> {
-    let mut tracer = builder.start()?;
-    let stop = tracer.stop_handle();
-    ctrlc::set_handler(move || stop.stop()).context("installing the signal handler")?;
-    select.announce(&tracer);
-
+    let mut tracer = select.start(builder)?;
     let deadline = select.duration.map(|d| Instant::now() + d);
     let mut out = Sink::stdout();
     let mut writer = output::Writer::new(format);
@@ -191,16 +197,7 @@ fn stream(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracer.stop();
         }
-        // Flush only when caught up, so a flood is written in large blocks.
-        let ev = match tracer.recv_timeout(Duration::ZERO) {
-            Some(ev) => Some(ev),
-            None => {
-                out.flush();
-                out.check_reader();
-                tracer.recv_timeout(TICK)
-            }
-        };
-        if let Some(ev) = ev {
+        if let Some(ev) = next_event(&mut tracer, &mut out) {
             out.record(|buf| writer.event(buf, &ev));
         }
         // The reader went away (e.g. `| head`) or the output failed: stop,
@@ -219,6 +216,18 @@ fn stream(
         Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
         None => Ok(()),
     }
+}
+
+/// The next event: at once if one is waiting, else within a tick, after
+/// flushing the output (only when caught up, so that a flood is written in
+/// large blocks) and noticing whether its reader went away.
+pub(crate) fn next_event(tracer: &mut Tracer, out: &mut Sink) -> Option<udptrace::Event> {
+    if let Some(ev) = tracer.recv_timeout(Duration::ZERO) {
+        return Some(ev);
+    }
+    out.flush();
+    out.check_reader();
+    tracer.recv_timeout(TICK)
 }
 
 /// Counts of the kinds asked for (empty: the socket events), and every loss:
