@@ -17,6 +17,7 @@ trap 'dpkg -r udptrace >/dev/null 2>&1 || true' EXIT
 udptrace doctor >/dev/null || fail "udptrace doctor failed"
 # Every subcommand, from PATH.
 for run in "trace -d 0.3" "trace --packets -d 0.3" "drops -d 0.3" "count --by dport -d 0.3" \
+	"top -b -d 0.3" "life -d 0.3" "rcvbuf -d 0.3" \
 	"completions fish"; do
 	# shellcheck disable=SC2086
 	udptrace $run >/dev/null 2>&1 || fail "udptrace $run failed"

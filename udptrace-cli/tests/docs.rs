@@ -37,7 +37,16 @@ fn shell(sh: &str, script: &str) -> String {
     stdout(&out)
 }
 
-const SUBCOMMANDS: [&str; 5] = ["trace", "drops", "count", "doctor", "completions"];
+const SUBCOMMANDS: [&str; 8] = [
+    "trace",
+    "drops",
+    "count",
+    "top",
+    "life",
+    "rcvbuf",
+    "doctor",
+    "completions",
+];
 
 #[test]
 fn version_names_the_commit_it_was_built_from() {
