@@ -494,3 +494,46 @@ pub fn key_widths(headers: &[String], rows: &[Row]) -> Vec<usize> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, rx: u64, tx: u64, drops: u64) -> Row {
+        Row {
+            cells: vec![name.into()],
+            rx_packets: rx,
+            tx_packets: tx,
+            drops,
+            ..Default::default()
+        }
+    }
+
+    fn names(rows: &[Row]) -> Vec<&str> {
+        rows.iter().map(|r| r.cells[0].as_str()).collect()
+    }
+
+    #[test]
+    fn rows_sort_by_datagrams_or_a_column_and_reverse() {
+        let mut rows = vec![row("a", 5, 0, 0), row("b", 0, 9, 0), row("c", 1, 1, 7)];
+        sort_rows(&mut rows, None, false);
+        assert_eq!(names(&rows), ["b", "a", "c"]);
+        sort_rows(&mut rows, Some(0), false);
+        assert_eq!(names(&rows), ["a", "c", "b"]);
+        // By drops, reversed: the fewest first, ties by all datagrams.
+        sort_rows(&mut rows, Some(4), true);
+        assert_eq!(names(&rows), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn keys_are_count_fields_or_socket_alone() {
+        assert_eq!(
+            parse_top_keys("pid,comm"),
+            Ok(TopKeys::Fields(vec![CountField::Pid, CountField::Comm]))
+        );
+        assert_eq!(parse_top_keys("socket"), Ok(TopKeys::Socket));
+        for bad in ["event", "reason", "pid,socket", "dport,dport", "", "nope"] {
+            assert!(parse_top_keys(bad).is_err(), "{bad}");
+        }
+    }
+}
