@@ -168,6 +168,19 @@ static __always_inline void note_peer(struct sock_state *st, const struct sock_a
 	}
 }
 
+/* The burst a datagram of `truesize` arriving at a queue of `queued` bytes is in. */
+static __always_inline void note_burst(struct sock_life *l, __u32 queued, __u32 truesize)
+{
+	if (!queued) {
+		l->burst_drop_bytes = 0;
+		l->burst_peak = 0;
+	}
+	if (queued + truesize > l->burst_peak)
+		l->burst_peak = queued + truesize;
+	if (l->burst_peak + l->burst_drop_bytes > l->burst_need)
+		l->burst_need = l->burst_peak + l->burst_drop_bytes;
+}
+
 /*
  * A datagram is about to be queued to `sk` (kernel pointers, BTF-typed if
  * `btf`, else read through bpf_probe_read): the buffer and the queue's peak with it, and the local
@@ -209,6 +222,7 @@ static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, 
 	}
 	if (queued <= rcvbuf && queued + truesize > st->life.peak_queued)
 		st->life.peak_queued = queued + truesize;
+	note_burst(&st->life, queued, truesize);
 }
 
 /* The kernel dropped `skb`, a datagram of the socket `cookie`; `refused` by its full buffer. */
@@ -223,8 +237,15 @@ static __always_inline void note_sock_drop(__u64 cookie, bool refused, struct sk
 		return;
 	__sync_fetch_and_add(&st->life.drops, 1);
 	if (refused) {
-		__sync_fetch_and_add(&st->life.rcvbuf_drops, 1);
-		__sync_fetch_and_add(&st->life.rcvbuf_drop_bytes, BPF_CORE_READ(skb, truesize));
+		__u32 truesize = BPF_CORE_READ(skb, truesize);
+		struct sock_life *l = &st->life;
+
+		__sync_fetch_and_add(&l->rcvbuf_drops, 1);
+		__sync_fetch_and_add(&l->rcvbuf_drop_bytes, truesize);
+		/* Softirq on one CPU per datagram: plain updates, as at enqueue. */
+		l->burst_drop_bytes += truesize;
+		if (l->burst_peak + l->burst_drop_bytes > l->burst_need)
+			l->burst_need = l->burst_peak + l->burst_drop_bytes;
 	}
 }
 

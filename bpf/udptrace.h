@@ -109,7 +109,15 @@ struct sock_life {
 	__u64 born_ns; /* CLOCK_MONOTONIC: created, or first seen if not from_creation */
 	__u64 drops; /* datagrams of this socket the kernel dropped */
 	__u64 rcvbuf_drops; /* of which refused by a full receive buffer */
-	__u64 rcvbuf_drop_bytes; /* their truesize: what the buffer lacked */
+	__u64 rcvbuf_drop_bytes; /* their truesize */
+	/*
+	 * A burst: since the queue was last seen empty. What it refused, the
+	 * most it queued, and the most any burst needed (queued and refused):
+	 * the buffer that would have held every burst.
+	 */
+	__u64 burst_drop_bytes;
+	__u64 burst_peak;
+	__u64 burst_need;
 	__u64 peer_votes; /* majority vote for peer_addr/peer_port */
 	__u32 rcvbuf; /* sk_rcvbuf at the last datagram queued */
 	__u32 peak_queued; /* most bytes queued (sk_rmem_alloc) with a datagram queued */

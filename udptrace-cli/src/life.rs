@@ -123,10 +123,11 @@ fn line(
     with_state: bool,
     now_ns: u64,
 ) -> std::io::Result<()> {
-    let ms = row.lifetime_ns(now_ns) as f64 / 1e6;
+    let ms = row.lifetime_ns(now_ns).map(|ns| ns as f64 / 1e6);
     if json {
         let mut m = row.core_json();
-        m.insert("duration_ms".into(), json!((ms * 1000.0).round() / 1000.0));
+        let ms = ms.map(|ms| (ms * 1000.0).round() / 1000.0);
+        m.insert("duration_ms".into(), json!(ms));
         m.insert("drops".into(), json!(row.life.drops));
         m.insert("seen_from_creation".into(), json!(row.life.from_creation));
         serde_json::to_writer(&mut *out, &Value::Object(m))?;
@@ -138,7 +139,11 @@ fn line(
         Remote::Usual(a) => format!("{a}*"),
         _ => addr_text(row.remote_addr()),
     };
-    let ms = format!("{}{ms:.2}", if row.life.from_creation { "" } else { ">" });
+    let ms = match ms {
+        Some(ms) if row.life.from_creation => format!("{ms:.2}"),
+        Some(ms) => format!(">{ms:.2}"),
+        None => "-".to_string(),
+    };
     let c = &row.counters;
     write!(
         out,

@@ -74,7 +74,8 @@ enum Command {
             space). Columns: datagrams and bytes per second received and sent, drops per \
             second and the reason of most of them; by socket, also the receive queue's \
             peak as a share of its buffer (RCVQ%).\n\n\
-            On a terminal: a live screen; keys: s (or the arrows) sorts by the next column, \
+            On a terminal: a live screen; keys: s or the right arrow sorts by the next column \
+            (the left arrow, the previous one), \
             r reverses, p or space pauses, q quits. Otherwise, or with --batch: a plain \
             table per interval, of counts (not rates), as top -b; --json: one object per \
             interval.",
@@ -113,9 +114,10 @@ enum Command {
             datagram just queued (PEAK, in truesize: what the buffer counts), how full \
             that is with the datagrams it refused (FILL%, over 100 when it overflowed), \
             the datagrams refused (DROPS, the kernel's RcvbufErrors for that socket) \
-            and SUGGESTED: a buffer that would have held everything queued and refused. \
+            and SUGGESTED: a buffer that would have held the fullest burst, everything \
+            it queued and refused (a burst lasts until the queue is next seen empty). \
             To apply it, give setsockopt(SO_RCVBUF) half of it, and raise \
-            net.core.rmem_max if it is above that.",
+            net.core.rmem_max to at least that half if it is lower.",
         after_help = "Examples:\n  \
             udptrace rcvbuf -d 30              # who ran closest to the limit in 30 s\n  \
             udptrace rcvbuf -i 5 --top 10      # the ten fullest, every 5 s\n  \

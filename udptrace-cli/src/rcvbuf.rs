@@ -55,9 +55,9 @@ pub fn run(args: RcvbufArgs) -> Result<()> {
         if let Some(row) = tracer
             .recv_timeout(TICK)
             .and_then(|ev| SocketRow::from_close(&ev))
-            .filter(received)
+            .filter(worth_keeping)
         {
-            closed.insert(row.sock, row);
+            keep_closed(&mut closed, row);
         }
         out.check_reader();
         if !out.is_open() {
@@ -94,9 +94,34 @@ fn received(row: &SocketRow) -> bool {
     row.life.rcvbuf > 0 || row.life.rcvbuf_drops > 0
 }
 
-/// How full the buffer got, in thousandths (over 1000 when it overflowed).
+/// The most closed sockets kept for the table: a host that opens a socket
+/// per query closes thousands a second.
+const CLOSED_KEPT: usize = 4096;
+
+/// Closed sockets worth a row: those that overflowed or came within half of
+/// their buffer (the calm ones are many, and gone).
+fn worth_keeping(row: &SocketRow) -> bool {
+    received(row) && (row.life.rcvbuf_drops > 0 || fill(row) >= 500)
+}
+
+/// Keeps `row`, and the fullest CLOSED_KEPT closed sockets at most.
+fn keep_closed(closed: &mut BTreeMap<u64, SocketRow>, row: SocketRow) {
+    closed.insert(row.sock, row);
+    if closed.len() > CLOSED_KEPT {
+        let calmest = closed
+            .values()
+            .min_by_key(|r| (r.life.rcvbuf_drops, fill(r)))
+            .map(|r| r.sock);
+        if let Some(sock) = calmest {
+            closed.remove(&sock);
+        }
+    }
+}
+
+/// How full the buffer got in the fullest burst, with what it refused, in
+/// thousandths (over 1000 when it overflowed).
 fn fill(row: &SocketRow) -> u64 {
-    let needed = u64::from(row.life.peak_queued) + row.life.rcvbuf_drop_bytes;
+    let needed = u64::from(row.life.peak_queued).max(row.life.burst_need);
     needed * 1000 / u64::from(row.life.rcvbuf.max(1))
 }
 
@@ -181,8 +206,12 @@ fn text_row(out: &mut impl Write, row: &SocketRow) -> std::io::Result<()> {
 }
 
 fn json_row(row: &SocketRow) -> Value {
-    // Its traffic is not tracked: only its receive side's queue and drops.
+    // Its traffic is not tracked (only its receive side's queue and drops):
+    // the counters' keys are there, null.
     let mut m = row.identity_json();
+    for key in ["rx_bytes", "tx_bytes", "rx_packets", "tx_packets"] {
+        m.insert(key.into(), Value::Null);
+    }
     let l = &row.life;
     m.insert("rcvbuf".into(), json!(l.rcvbuf));
     m.insert("peak_queued".into(), json!(l.peak_queued));

@@ -68,11 +68,10 @@ impl SocketRow {
         }
     }
 
-    /// From its birth (or first sight) to its close, or to `now_ns` if open.
-    pub fn lifetime_ns(&self, now_ns: u64) -> u64 {
-        self.closed_ns
-            .unwrap_or(now_ns)
-            .saturating_sub(self.life.born_ns)
+    /// From its birth (or first sight) to its close, or to `now_ns` if open;
+    /// `None` if its birth is unknown.
+    pub fn lifetime_ns(&self, now_ns: u64) -> Option<u64> {
+        self.life.lifetime_ns(self.closed_ns.unwrap_or(now_ns))
     }
 
     pub fn remote_addr(&self) -> Option<SocketAddr> {

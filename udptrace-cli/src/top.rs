@@ -187,8 +187,8 @@ pub fn run(args: TopArgs) -> Result<()> {
     };
     if interactive {
         let deadline = args.select.duration.map(|d| Instant::now() + d);
-        let view = tui::View::new(&args.by, sampler.backend_name(), args.interval);
-        tui::run(view, &mut sampler, deadline, args.interval, args.top)?;
+        let view = tui::View::new(&args.by, sampler.backend_name(), args.interval, args.top);
+        tui::run(view, &mut sampler, deadline, args.interval)?;
         // The screen is gone: what it cannot show any more goes to stderr.
         let stats = sampler.tracer.stats();
         eprintln!(
@@ -221,7 +221,10 @@ fn batch(args: &TopArgs, sampler: &mut Sampler) -> Result<()> {
         }
         // The last interval, however short, so that every event is shown.
         if now >= next || sampler.tracer.stop_requested() {
-            let sample = sampler.sample(args.top)?;
+            let mut sample = sampler.sample()?;
+            if let Some(n) = args.top {
+                sample.rows.truncate(n);
+            }
             write_sample(&mut out, args, sampler.backend_name(), &sample);
             out.flush();
             next += args.interval;
@@ -264,18 +267,32 @@ impl Sampler {
     }
 
     /// What happened since the last sample, busiest first.
-    pub fn sample(&mut self, top: Option<usize>) -> Result<Sample> {
+    pub fn sample(&mut self) -> Result<Sample> {
         let now = Instant::now();
         let seconds = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         let mut rows = match &mut self.source {
             Source::Counts(fields) => count_rows(&self.tracer, fields)?,
-            Source::Sockets(last) => socket_rows(&self.tracer, &self.filter, last)?,
+            Source::Sockets(last) => {
+                // The sockets closed meanwhile, from their close events.
+                let mut closed = Vec::new();
+                while let Some(ev) = self.tracer.recv_timeout(Duration::ZERO) {
+                    if let Some(life) = ev.life {
+                        closed.push(SocketInfo {
+                            sock: ev.sock,
+                            pid: ev.pid,
+                            uid: ev.uid,
+                            comm: ev.comm,
+                            cgroup: ev.cgroup,
+                            counters: ev.counters,
+                            life,
+                        });
+                    }
+                }
+                socket_rows(&self.tracer, &self.filter, last, closed)?
+            }
         };
         sort_rows(&mut rows, None, false);
-        if let Some(n) = top {
-            rows.truncate(n);
-        }
         let lost = self.tracer.stats().lost;
         let sample = Sample {
             ts_ns: now_ns(),
@@ -335,16 +352,19 @@ fn count_rows(tracer: &Tracer, fields: &[CountField]) -> Result<Vec<Row>> {
         .collect())
 }
 
-/// Each open socket's traffic since the last sample, from the socket table.
+/// Each socket's traffic since the last sample: those open from the socket
+/// table, and those `closed` meanwhile (the kernel filtered their events).
 fn socket_rows(
     tracer: &Tracer,
     filter: &Filter,
     last: &mut HashMap<u64, SocketInfo>,
+    closed: Vec<SocketInfo>,
 ) -> Result<Vec<Row>> {
-    let now: HashMap<u64, SocketInfo> = tracer
-        .sockets()?
+    let open: Vec<SocketInfo> = tracer.sockets()?;
+    let now: HashMap<u64, SocketInfo> = open
         .into_iter()
         .filter(|s| filter.keeps_socket(s))
+        .chain(closed.iter().copied())
         .map(|s| (s.sock, s))
         .collect();
     let mut rows = Vec::new();
@@ -370,8 +390,10 @@ fn socket_rows(
             tx_packets: c.tx_packets - was(|b| b.counters.tx_packets),
             tx_bytes: c.tx_bytes - was(|b| b.counters.tx_bytes),
             drops: s.life.drops - was(|b| b.life.drops),
-            top_drop: (s.life.rcvbuf_drops > was(|b| b.life.rcvbuf_drops))
-                .then(|| "SOCKET_RCVBUFF".to_string()),
+            top_drop: top_socket_drop(
+                s.life.drops - was(|b| b.life.drops),
+                s.life.rcvbuf_drops - was(|b| b.life.rcvbuf_drops),
+            ),
             rcvq: (s.life.rcvbuf > 0)
                 .then(|| f64::from(s.life.peak_queued) / f64::from(s.life.rcvbuf)),
         };
@@ -380,8 +402,22 @@ fn socket_rows(
             rows.push(row);
         }
     }
+    // A closed socket's last interval is shown; it has no next one.
     *last = now;
+    for s in &closed {
+        last.remove(&s.sock);
+    }
     Ok(rows)
+}
+
+/// A socket's table tells its receive-buffer drops from the others, whose
+/// reasons it does not keep.
+fn top_socket_drop(drops: u64, rcvbuf_drops: u64) -> Option<String> {
+    match drops {
+        0 => None,
+        _ if rcvbuf_drops * 2 >= drops => Some("SOCKET_RCVBUFF".into()),
+        _ => Some("other".into()),
+    }
 }
 
 /// The key columns' headers.
@@ -428,7 +464,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
     out.text(|buf| {
         writeln!(
             buf,
-            "{} over {:.2} s: {} datagrams received ({} bytes), {} sent ({} bytes), {} dropped; lost {}",
+            "{} over {:.2} s: {} datagrams received ({} bytes), {} sent ({} bytes), {} dropped; lost {}; {} backend",
             local_time(s.ts_ns),
             s.seconds,
             t.rx_packets,
@@ -436,7 +472,8 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
             t.tx_packets,
             t.tx_bytes,
             t.drops,
-            s.lost
+            s.lost,
+            backend
         )
     });
     let headers = key_headers(&args.by);

@@ -11,7 +11,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table};
 use ratatui::Frame;
 
-use crate::output::local_time;
+use crate::output::{local_time, now_ns};
 use crate::top::{key_headers, key_widths, sort_rows, Sample, Sampler, TopKeys, SORT_COLUMNS};
 
 pub struct View {
@@ -23,11 +23,18 @@ pub struct View {
     sort: Option<usize>,
     reverse: bool,
     paused: bool,
+    /// Only this many rows, the first in the order shown.
+    top: Option<usize>,
     sample: Sample,
 }
 
 impl View {
-    pub fn new(by: &TopKeys, backend: &'static str, interval: Duration) -> View {
+    pub fn new(
+        by: &TopKeys,
+        backend: &'static str,
+        interval: Duration,
+        top: Option<usize>,
+    ) -> View {
         View {
             headers: key_headers(by),
             socket: *by == TopKeys::Socket,
@@ -36,7 +43,11 @@ impl View {
             sort: None,
             reverse: false,
             paused: false,
-            sample: Sample::default(),
+            top,
+            sample: Sample {
+                ts_ns: now_ns(),
+                ..Default::default()
+            },
         }
     }
 
@@ -122,7 +133,8 @@ impl View {
         if self.socket {
             header.push("RCVQ%".into());
         }
-        let rows = s.rows.iter().map(|r| {
+        let shown = &s.rows[..self.top.unwrap_or(usize::MAX).min(s.rows.len())];
+        let rows = shown.iter().map(|r| {
             let mut cells: Vec<String> = r.cells.clone();
             cells.extend([
                 format!("{:.1}", rate(r.rx_packets)),
@@ -172,7 +184,7 @@ impl View {
         };
         frame.render_widget(
             Paragraph::new(Line::from(format!(
-                "{order} | s/<-/->: sort column  r: reverse  p/space: pause  q: quit"
+                "{order} | s/->: next sort column  <-: previous  r: reverse  p/space: pause  q: quit"
             ))),
             help,
         );
@@ -205,7 +217,6 @@ pub fn run(
     sampler: &mut Sampler,
     deadline: Option<Instant>,
     interval: Duration,
-    top: Option<usize>,
 ) -> Result<()> {
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
     let result = (|| -> Result<()> {
@@ -225,7 +236,7 @@ pub fn run(
                 }
             }
             if Instant::now() >= next {
-                view.show(sampler.sample(top)?);
+                view.show(sampler.sample()?);
                 next += interval;
             }
         }

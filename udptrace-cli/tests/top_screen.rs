@@ -157,7 +157,7 @@ fn top_shows_two_senders_at_their_rates_and_obeys_its_keys() {
         "busiest first:\n{screen}"
     );
     assert!(screen.contains(
-        "sorted by datagrams | s/<-/->: sort column  r: reverse  p/space: pause  q: quit"
+        "sorted by datagrams | s/->: next sort column  <-: previous  r: reverse  p/space: pause  q: quit"
     ));
 
     // r reverses the order.
@@ -171,16 +171,29 @@ fn top_shows_two_senders_at_their_rates_and_obeys_its_keys() {
         "{screen}"
     );
 
-    // s sorts by the next column: RX/s, marked in the header.
+    // s sorts by the next column: RX/s, marked in the header; twice more,
+    // TX/s, by which the receiver, which sends nothing, comes last.
     tmux.press("r");
     tmux.press("s");
     let screen = tmux.wait_for("the sort column", |s| s.contains("sorted by RX/s |"));
     assert!(screen.contains("[RX/s]"), "{screen}");
+    tmux.press("s");
+    tmux.press("s");
+    let screen = tmux.wait_for("TX/s", |s| s.contains("sorted by TX/s |"));
+    assert!(
+        screen.contains("[TX/s]") && !screen.contains("[RX/s]"),
+        "{screen}"
+    );
     let line = |comm| row_of(&screen, comm).unwrap().0;
     assert!(
-        line("top-rx") < line("top-fast"),
-        "the receiver first by RX/s:\n{screen}"
+        line("top-fast") < line("top-slow") && line("top-slow") < line("top-rx"),
+        "by TX/s:\n{screen}"
     );
+    // <- goes back a column.
+    tmux.press("Left");
+    tmux.wait_for("RXB/s", |s| {
+        s.contains("sorted by RXB/s |") && s.contains("[RXB/s]")
+    });
 
     // p pauses: the screen stops changing across a refresh.
     tmux.press("p");

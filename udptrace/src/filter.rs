@@ -82,8 +82,9 @@ impl Filter {
         kinds.iter().fold(0, |m, k| m | (1 << k.wire()))
     }
 
-    /// Whether an open socket is one the filters select, as the kernel
-    /// would its events: by its owner, and its local side or usual peer.
+    /// Whether an open socket is one the filters select: by its owner (not,
+    /// as the kernel's filters, the task of each event) and by its local
+    /// address or usual peer (not the addresses of each event).
     pub fn keeps_socket(&self, s: &SocketInfo) -> bool {
         let ends = [s.life.local, s.life.peer];
         let ends = ends.iter().flatten();

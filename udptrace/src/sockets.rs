@@ -16,6 +16,7 @@ pub struct SockLife {
     /// Wall-clock time (ns since the Unix epoch) the socket was created, or,
     /// unless [`from_creation`](Self::from_creation), first seen: it existed
     /// before tracing began, or its creation was not seen.
+    /// 0 when unknown: the socket table had no room for the socket.
     pub born_ns: u64,
     pub from_creation: bool,
     /// The socket's family (meaningful once `local` is known).
@@ -30,8 +31,11 @@ pub struct SockLife {
     pub drops: u64,
     /// Of those, refused because its receive buffer was full (`SOCKET_RCVBUFF`).
     pub rcvbuf_drops: u64,
-    /// The truesize of the refused datagrams: what the buffer lacked.
+    /// The truesize of the refused datagrams.
     pub rcvbuf_drop_bytes: u64,
+    /// The most a burst needed: the bytes it queued and refused, a burst
+    /// lasting until the queue is next seen empty.
+    pub burst_need: u64,
     /// The receive buffer (`SO_RCVBUF` as the kernel holds it: twice what
     /// `setsockopt` was given) at its last queued datagram; 0 before any.
     pub rcvbuf: u32,
@@ -42,15 +46,22 @@ pub struct SockLife {
 
 impl SockLife {
     /// A receive buffer (as the kernel holds it) that would have held every
-    /// datagram seen queued or refused, rounded up to 4 KiB; the current one
-    /// if it did. `setsockopt(SO_RCVBUF)` takes half of it (the kernel
-    /// doubles what it is given), within `net.core.rmem_max`.
+    /// burst seen, all it queued and refused, rounded up to 4 KiB; the
+    /// current one if it never overflowed. `setsockopt(SO_RCVBUF)` takes
+    /// half of it (the kernel doubles what it is given), within
+    /// `net.core.rmem_max`. A reader that never catches up makes one burst
+    /// that grows with the overload: no buffer holds that.
     pub fn suggested_rcvbuf(&self) -> u64 {
-        let needed = u64::from(self.peak_queued) + self.rcvbuf_drop_bytes;
         if self.rcvbuf_drops == 0 {
-            return u64::from(self.rcvbuf).max(needed);
+            return u64::from(self.rcvbuf).max(u64::from(self.peak_queued));
         }
-        needed.div_ceil(4096) * 4096
+        self.burst_need.div_ceil(4096) * 4096
+    }
+
+    /// How long the socket lived, from `born_ns` to `end_ns`; `None` when its
+    /// birth is unknown (the socket table had no room for it).
+    pub fn lifetime_ns(&self, end_ns: u64) -> Option<u64> {
+        (self.born_ns != 0).then(|| end_ns.saturating_sub(self.born_ns))
     }
 
     /// `born_ns` is CLOCK_MONOTONIC in the record.
@@ -61,7 +72,11 @@ impl SockLife {
         };
         let addr = |ip, port| SocketAddr::new(ip_of(family, ip), port);
         SockLife {
-            born_ns: raw.born_ns.saturating_add_signed(mono_to_wall_ns),
+            // 0: no entry in the table (full), so no birth known.
+            born_ns: match raw.born_ns {
+                0 => 0,
+                mono => mono.saturating_add_signed(mono_to_wall_ns),
+            },
             from_creation: raw.from_creation != 0,
             family,
             local: (raw.lport != 0).then(|| addr(raw.laddr, raw.lport)),
@@ -69,6 +84,7 @@ impl SockLife {
             drops: raw.drops,
             rcvbuf_drops: raw.rcvbuf_drops,
             rcvbuf_drop_bytes: raw.rcvbuf_drop_bytes,
+            burst_need: raw.burst_need,
             rcvbuf: raw.rcvbuf,
             peak_queued: raw.peak_queued,
         }
@@ -164,6 +180,7 @@ mod tests {
             drops,
             rcvbuf_drops: drops,
             rcvbuf_drop_bytes: drop_bytes,
+            burst_need: u64::from(peak) + drop_bytes,
             rcvbuf,
             peak_queued: peak,
         }
