@@ -144,7 +144,9 @@ static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
  * A datagram of `st`'s socket went to or came from the peer in `a` (none if
  * its port is 0): a Boyer-Moore majority vote, so that the socket's peer is
  * the one of most of its datagrams whenever one had more than half, for one
- * compare per datagram. Also keeps the local address, set once bound.
+ * compare per datagram. Also keeps the local address, set once bound. Plain
+ * updates: two CPUs on one socket at once may mix a vote (or an address with
+ * another's port); a lock per datagram would cost more than the vote.
  */
 static __always_inline void note_peer(struct sock_state *st, const struct sock_addrs *a)
 {
@@ -187,7 +189,8 @@ static __always_inline void note_burst(struct sock_life *l, __u32 queued, __u32 
  * address if not known yet. The kernel
  * refuses it when the queue is over the buffer already (or, since Linux
  * 6.15, would be with it): either way the peak stays within one datagram's
- * truesize of the buffer.
+ * truesize of the buffer. Plain updates: datagrams queued to one socket on
+ * two CPUs at once may lose the higher of two peaks (by one datagram).
  */
 static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, __u64 cookie,
 					  bool btf)
