@@ -1,14 +1,15 @@
-//! `udptrace top` on a real terminal: tmux runs it, the test reads the
-//! screen with `capture-pane` and presses its keys. Needs root and tmux
+//! `udptrace top` on a real terminal: tmux runs it beside two sender
+//! processes at known rates, the test reads the screen with `capture-pane`
+//! and presses its keys. Needs root and tmux
 //! (host only: the kernel matrix's VMs have no tmux).
 
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{sleep, JoinHandle};
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -67,25 +68,36 @@ impl Drop for Tmux {
     }
 }
 
-/// Sends `rate` datagrams a second to `dst` until told to stop, paced by
-/// absolute deadlines so that the average rate is exact whatever the delays.
-fn paced_sender(
-    comm: &'static str,
-    rate: u32,
-    dst: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        set_comm(comm);
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let period = Duration::from_secs(1) / rate;
-        let mut next = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            tx.send_to(&[0u8; 64], dst).unwrap();
-            next += period;
-            sleep(next.saturating_duration_since(Instant::now()));
-        }
-    })
+/// A process of its own, named `comm`, that sends `rate` datagrams a second
+/// to `dst` until killed, paced by absolute deadlines so that its average
+/// rate is exact whatever the delays.
+fn paced_sender(comm: &str, rate: u32, dst: std::net::SocketAddr) -> Child {
+    let script = format!(
+        "import ctypes, socket, time\n\
+         ctypes.CDLL(None).prctl(15, b'{comm}', 0, 0, 0)\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         t = time.monotonic()\n\
+         while True:\n\
+         \x20   s.sendto(bytes(64), ('{ip}', {port}))\n\
+         \x20   t += 1 / {rate}\n\
+         \x20   time.sleep(max(0, t - time.monotonic()))\n",
+        ip = dst.ip(),
+        port = dst.port(),
+    );
+    Command::new("python3")
+        .args(["-c", &script])
+        .spawn()
+        .expect("python3 runs")
+}
+
+/// A sender process, killed when the test ends, whether it passes or not.
+struct Sender(Child);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The row of `comm` on the screen, by its columns, and its line number.
@@ -119,9 +131,10 @@ fn top_shows_two_senders_at_their_rates_and_obeys_its_keys() {
         })
     };
     let senders = [
-        paced_sender("top-fast", 200, dst, stop.clone()),
-        paced_sender("top-slow", 50, dst, stop.clone()),
+        Sender(paced_sender("top-fast", 200, dst)),
+        Sender(paced_sender("top-slow", 50, dst)),
     ];
+    let pids = senders.each_ref().map(|c| c.0.id().to_string());
     let cmd = format!("{} top -i 1 --port {}", udptrace_bin(), dst.port());
     let tmux = Tmux::start(&cmd);
 
@@ -147,6 +160,8 @@ fn top_shows_two_senders_at_their_rates_and_obeys_its_keys() {
     );
     let (fast_line, fast) = row_of(&screen, "top-fast").unwrap();
     let (slow_line, slow) = row_of(&screen, "top-slow").unwrap();
+    // Two processes: a row each, under its own pid.
+    assert_eq!([&fast[0], &slow[0]], [&pids[0], &pids[1]], "{screen}");
     let (rx_line, rx) = row_of(&screen, "top-rx").unwrap();
     assert!((150.0..=250.0).contains(&tx_rate(&fast)), "{screen}");
     assert!((37.5..=62.5).contains(&tx_rate(&slow)), "{screen}");
@@ -219,9 +234,7 @@ fn top_shows_two_senders_at_their_rates_and_obeys_its_keys() {
         sleep(Duration::from_millis(100));
     }
 
+    drop(senders);
     stop.store(true, Ordering::Relaxed);
-    for s in senders {
-        s.join().unwrap();
-    }
     reader.join().unwrap();
 }
