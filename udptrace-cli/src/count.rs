@@ -134,10 +134,7 @@ pub fn run(args: CountArgs) -> Result<()> {
         line += &format!("; rows not written {rows}");
     }
     eprintln!("{line}");
-    match failure {
-        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
-        None => Ok(()),
-    }
+    crate::trace::outcome(&tracer, &out)
 }
 
 /// A key's value as the table shows it: a task name escaped, since a

@@ -82,13 +82,7 @@ fn finish(tracer: &Tracer, out: &Sink, closed: u64, open: Option<usize>) -> Resu
     }
     summary += &crate::trace::table_shortfalls(&stats);
     eprintln!("{summary}");
-    if let Some(err) = tracer.error() {
-        anyhow::bail!("tracing stopped early: {err}");
-    }
-    match out.failure() {
-        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
-        None => Ok(()),
-    }
+    crate::trace::outcome(tracer, out)
 }
 
 const ADDR_WIDTH: usize = 24;

@@ -80,13 +80,7 @@ pub fn run(args: RcvbufArgs) -> Result<()> {
         summary += &format!("; not written {n}");
     }
     eprintln!("{summary}");
-    if let Some(err) = tracer.error() {
-        anyhow::bail!("tracing stopped early: {err}");
-    }
-    match out.failure() {
-        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
-        None => Ok(()),
-    }
+    crate::trace::outcome(&tracer, &out)
 }
 
 /// Sockets that had a datagram queued or refused: the others have no buffer to show.

@@ -243,10 +243,7 @@ fn batch(args: &TopArgs, sampler: &mut Sampler) -> Result<()> {
         summary += &format!("; rows not written {n}");
     }
     eprintln!("{summary}");
-    match out.failure() {
-        Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
-        None => Ok(()),
-    }
+    crate::trace::outcome(&sampler.tracer, &out)
 }
 
 pub struct Sampler {

@@ -207,12 +207,17 @@ fn stream(
         }
     }
     out.flush();
-    let failure = out.failure();
-    print_summary(&tracer.stats(), kinds, failure.map(|(_, n)| n));
+    print_summary(&tracer.stats(), kinds, out.failure().map(|(_, n)| n));
+    outcome(&tracer, &out)
+}
+
+/// How a run ends, once its summary is out: an error if the tracer stopped
+/// early or the output failed.
+pub(crate) fn outcome(tracer: &Tracer, out: &Sink) -> Result<()> {
     if let Some(err) = tracer.error() {
         anyhow::bail!("tracing stopped early: {err}");
     }
-    match failure {
+    match out.failure() {
         Some((e, _)) => Err(anyhow::anyhow!("writing the output: {e}")),
         None => Ok(()),
     }
