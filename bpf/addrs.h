@@ -9,6 +9,7 @@
 #include <bpf/bpf_endian.h>
 
 struct sock_addrs {
+	__u32 netns; /* the socket's network namespace: its inode number */
 	__u8 family;
 	__u8 laddr[16];
 	__u8 raddr[16];
@@ -33,9 +34,21 @@ static __always_inline bool is_unspecified(const __u8 addr[16])
 	return w[0] == 0 && w[1] == 0 && (w[2] == 0 || w[2] == bpf_htonl(0xffff)) && w[3] == 0;
 }
 
+/* Only sockets of this network namespace (inode number); written before load like filter.h's. */
+const volatile __u32 filter_netns = 0;
+
+/* The network namespace of a socket known by BTF, or else through bpf_probe_read. */
+static __always_inline __u32 sock_netns(struct sock *sk, bool trusted)
+{
+	if (trusted)
+		return sk->__sk_common.skc_net.net->ns.inum;
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
 /* Addresses of a socket as it stands; the remote is unset for unconnected sockets. */
 static __always_inline void read_sock_addrs(struct sock *sk, struct sock_addrs *a)
 {
+	a->netns = sock_netns(sk, true);
 	a->family = sk->__sk_common.skc_family;
 	a->lport = sk->__sk_common.skc_num;
 	a->rport = bpf_ntohs(sk->__sk_common.skc_dport);
@@ -53,6 +66,7 @@ static __always_inline void probe_sock_addrs(struct sock *sk, struct sock_addrs 
 {
 	__be32 v4;
 
+	a->netns = sock_netns(sk, false);
 	a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	a->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	a->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
@@ -79,6 +93,8 @@ static __always_inline void read_addrs(struct sock *sk, bool trusted, struct soc
 /* The family and ports alone, where nothing reads the addresses. */
 static __always_inline void read_ports(struct sock *sk, bool trusted, struct sock_addrs *a)
 {
+	/* Where nothing reads the addresses, the namespace is only read for its filter. */
+	a->netns = filter_netns ? sock_netns(sk, trusted) : 0;
 	if (trusted) {
 		a->family = sk->__sk_common.skc_family;
 		a->lport = sk->__sk_common.skc_num;

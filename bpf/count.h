@@ -21,10 +21,13 @@
 
 /* Aggregate events by these fields (enum count_field) instead of emitting them. */
 const volatile bool count_mode = false;
-const volatile __u8 count_keys = 0;
+const volatile __u16 count_keys = 0;
 
-/* The keys that are never compact; a drop's reason neither (no other event has one). */
-#define COUNT_WIDE_KEYS (COUNT_SADDR | COUNT_DADDR)
+/*
+ * The keys that are never compact; a drop's reason neither (no other event
+ * has one), nor a failed call's errno.
+ */
+#define COUNT_WIDE_KEYS (COUNT_SADDR | COUNT_DADDR | COUNT_CGROUP | COUNT_NETNS)
 
 /*
  * The table of every key, per CPU: a sender and its receiver on two CPUs
@@ -66,10 +69,14 @@ static __always_inline bool compact_keys(void)
 	return !(count_keys & COUNT_WIDE_KEYS);
 }
 
-/* Whether an event of `kind` counts under a compact key. */
-static __always_inline bool compact_key_fits(__u8 kind)
+/* Whether an event of `kind` that returned `ret` counts under a compact key. */
+static __always_inline bool compact_key_fits(__u8 kind, __s32 ret)
 {
-	return compact_keys() && !(kind == UDP_EVENT_DROP && (count_keys & COUNT_REASON));
+	if (!compact_keys())
+		return false;
+	if (kind == UDP_EVENT_DROP)
+		return !(count_keys & COUNT_REASON);
+	return !((count_keys & COUNT_ERRNO) && ret < 0);
 }
 
 /*
@@ -211,7 +218,7 @@ static __always_inline void count_event(struct count_scratch *cs)
 	__u64 bytes = e->ret > 0 ? e->ret : 0;
 	bool in = is_inbound(e);
 
-	if (compact_key_fits(e->kind)) {
+	if (compact_key_fits(e->kind, e->ret)) {
 		struct compact_key ck;
 
 		compact_key_of(&ck, e->kind, in, e->lport, e->rport, e->pid, e->comm);
@@ -239,6 +246,12 @@ static __always_inline void count_event(struct count_scratch *cs)
 		k->reason = e->detail.packet.drop_reason;
 		k->is_drop = 1;
 	}
+	if (count_keys & COUNT_CGROUP)
+		k->cgroup = e->cgroup_id;
+	if (count_keys & COUNT_NETNS)
+		k->netns = e->netns;
+	if ((count_keys & COUNT_ERRNO) && e->ret < 0 && e->kind != UDP_EVENT_DROP)
+		k->err = -e->ret;
 	count_in_table(k, bytes);
 }
 

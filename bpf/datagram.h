@@ -150,7 +150,7 @@ static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, i
 		pid_tgid = bpf_get_current_pid_tgid();
 	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;
-	if (!compact_keys()) {
+	if (!compact_key_fits(kind, ret)) {
 		emit(kind, cookie, &a, &no_counters, ret, NULL);
 		return 0;
 	}

@@ -106,6 +106,8 @@ static __always_inline void fill_socket(struct udp_event *e, __u8 kind, __u64 co
 	e->family = a->family;
 	e->pad[0] = 0;
 	e->pad[1] = 0;
+	e->netns = a->netns;
+	e->pad2 = 0;
 }
 
 /* An event's task part, from a task seen earlier. */
@@ -129,6 +131,8 @@ static __always_inline void fill_current_task(struct udp_event *e)
 		/* Of the task, only the pid and name can be a count's key. */
 		if (count_keys & COUNT_COMM)
 			bpf_get_current_comm(e->comm, sizeof(e->comm));
+		if (count_keys & COUNT_CGROUP)
+			e->cgroup_id = bpf_get_current_cgroup_id();
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();

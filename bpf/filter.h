@@ -51,7 +51,7 @@ static __always_inline bool task_wanted(__u64 pid_tgid)
 		if (!comm_matches(comm))
 			return false;
 	}
-	return true;
+	return current_in_cgroup();
 }
 
 /* task_wanted() for a task seen earlier. */
@@ -59,11 +59,15 @@ static __always_inline bool stored_task_wanted(const struct task_ctx *t)
 {
 	if (filter_pid && (t->pid_tgid >> 32) != filter_pid)
 		return false;
+	if (filter_cgroup_id && !t->in_cgroup)
+		return false;
 	return !filter_comm_on || comm_matches(t->comm);
 }
 
 static __always_inline bool addrs_wanted(const struct sock_addrs *a)
 {
+	if (filter_netns && a->netns != filter_netns)
+		return false;
 	if (filter_family && a->family != filter_family)
 		return false;
 	if (filter_port && a->lport != filter_port && a->rport != filter_port)
@@ -76,6 +80,8 @@ static __always_inline bool addrs_wanted(const struct sock_addrs *a)
 /* The filters on the local side alone: for a receive whose sender is unknown. */
 static __always_inline bool local_side_wanted(const struct sock_addrs *a)
 {
+	if (filter_netns && a->netns != filter_netns)
+		return false;
 	if (filter_family && a->family != filter_family)
 		return false;
 	if (filter_port && a->lport != filter_port)
@@ -93,7 +99,8 @@ static __always_inline bool kind_wanted(__u8 kind)
 /* Whether a filter on the task or the addresses is set (constant after load). */
 static __always_inline bool filtering(void)
 {
-	return filter_pid || filter_comm_on || filter_family || filter_port || filter_addr_on;
+	return filter_pid || filter_comm_on || filter_family || filter_port || filter_addr_on ||
+	       filter_netns || filter_cgroup_id;
 }
 
 #endif /* __UDPTRACE_FILTER_H */

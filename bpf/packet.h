@@ -65,6 +65,7 @@ struct pkt {
 	__u16 gso_segs;
 	__u8 ip_ver;
 	__u8 ip_hlen; /* bytes of IP header before the UDP header */
+	__u32 netns; /* where it happened: its socket's network namespace, else its device's */
 };
 
 /* `len` bytes at `off` past the IP header: of `ctx_skb` if given, else at `ip`. */
@@ -194,6 +195,7 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	struct udp_event *e;
 	void *ring;
 
+	a.netns = p->netns;
 	a.family = p->ip_ver == 6 ? AF_INET6 : AF_INET;
 	__builtin_memcpy(a.laddr, inbound ? p->daddr : p->saddr, 16);
 	__builtin_memcpy(a.raddr, inbound ? p->saddr : p->daddr, 16);
@@ -248,6 +250,16 @@ static __always_inline __u64 probed_cookie(struct sock *sk)
 	return sk ? BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) : 0;
 }
 
+/* A datagram's network namespace: its socket's, else (no socket) its device's. */
+static __always_inline __u32 skb_netns(struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+
+	if (sk)
+		return sock_netns(sk, false);
+	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+}
+
 /*
  * The last datagram each CPU handed to a socket, so that the drop that
  * follows when the socket refuses it (receive buffer or protocol memory
@@ -276,6 +288,7 @@ static __always_inline int on_transmit(struct sk_buff *skb)
 		return 0;
 	/* IP fills in its length field after this point; the skb starts at the IP header. */
 	p.ip_plength = BPF_CORE_READ(skb, len) - p.ip_hlen;
+	p.netns = sock_netns(sk, false);
 	packet_sent(probed_cookie(sk), &p);
 	return 0;
 }
@@ -303,6 +316,41 @@ static __always_inline void note_delivery(__u64 skb, __u64 cookie)
 
 /* Linux 6.3+: the kernel's sk_buff behind a program's context, BTF-typed. */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+/* A cgroup_skb context's address, laundered into a number (kernel_skb_of()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ctx_addr SEC(".maps");
+
+/*
+ * The kernel's sk_buff behind a cgroup_skb context, to read through
+ * bpf_probe_read: BTF-typed where the kernel casts it (6.3+), else its
+ * address as a number, read back from a map as delivered_skb() does.
+ */
+static __always_inline struct sk_buff *kernel_skb_of(struct __sk_buff *ctx)
+{
+	__u32 zero = 0;
+	__u64 *addr;
+
+	if (bpf_ksym_exists(bpf_cast_to_kern_ctx))
+		return bpf_cast_to_kern_ctx(ctx);
+	addr = bpf_map_lookup_elem(&ctx_addr, &zero);
+	if (!addr)
+		return NULL;
+	*addr = (__u64)(long)ctx;
+	return (struct sk_buff *)*(volatile __u64 *)addr;
+}
+
+/* The network namespace of a cgroup_skb program's datagram. */
+static __always_inline __u32 ctx_netns(struct __sk_buff *ctx)
+{
+	struct sk_buff *skb = kernel_skb_of(ctx);
+
+	return skb ? skb_netns(skb) : 0;
+}
 
 /*
  * The sk_buff this CPU last noted, as a plain kernel address: cgroup_skb
@@ -357,8 +405,10 @@ static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb, bool
 	cookie = probed_cookie(sk);
 	note_delivery((__u64)skb, cookie);
 	note_rcvqueue(sk, skb, cookie, btf);
-	if (kind_wanted(UDP_EVENT_PACKET_RECV))
+	if (kind_wanted(UDP_EVENT_PACKET_RECV)) {
+		p.netns = sock_netns(sk, false);
 		packet_received(cookie, &p);
+	}
 	return 0;
 }
 

@@ -156,6 +156,7 @@ static __always_inline void note_peer(struct sock_state *st, const struct sock_a
 		__builtin_memcpy(l->laddr, a->laddr, 16);
 		l->lport = a->lport;
 		l->family = a->family;
+		l->netns = a->netns;
 	}
 	if (!a->rport)
 		return;
@@ -222,6 +223,7 @@ static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, 
 		__builtin_memcpy(st->life.laddr, a.laddr, 16);
 		st->life.lport = a.lport;
 		st->life.family = a.family;
+		st->life.netns = a.netns;
 	}
 	if (queued <= rcvbuf && queued + truesize > st->life.peak_queued)
 		st->life.peak_queued = queued + truesize;

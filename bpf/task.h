@@ -8,7 +8,15 @@
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include "udptrace.h"
+
+/*
+ * Only tasks in this cgroup (v2 id) or below it, at this depth below the
+ * root: written into .rodata before load, like filter.h's filters.
+ */
+const volatile __u64 filter_cgroup_id = 0;
+const volatile __u32 filter_cgroup_level = 0;
 
 /* A task as an event reports it. */
 struct task_ctx {
@@ -17,7 +25,34 @@ struct task_ctx {
 	__u64 cgroup_id;
 	__u32 uid;
 	char comm[TASK_COMM_LEN];
+	__u8 in_cgroup; /* in the filter's cgroup (or there is no such filter) */
 };
+
+/*
+ * Whether `task` is in the filter's cgroup or below it: its cgroup's
+ * ancestor at the filter's depth is that cgroup. Read through bpf_probe_read,
+ * which every program type may call, for any task pointer.
+ */
+static __always_inline bool task_in_cgroup(struct task_struct *task)
+{
+	struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp), *ancestor = NULL;
+	__u64 at;
+
+	if (!filter_cgroup_id)
+		return true;
+	if (!cg || BPF_CORE_READ(cg, level) < (int)filter_cgroup_level)
+		return false;
+	at = (__u64)cg + bpf_core_field_offset(struct cgroup, ancestors) +
+	     filter_cgroup_level * sizeof(ancestor);
+	if (bpf_probe_read_kernel(&ancestor, sizeof(ancestor), (void *)at) || !ancestor)
+		return false;
+	return BPF_CORE_READ(ancestor, kn, id) == filter_cgroup_id;
+}
+
+static __always_inline bool current_in_cgroup(void)
+{
+	return !filter_cgroup_id || task_in_cgroup((struct task_struct *)bpf_get_current_task());
+}
 
 static __always_inline void current_task(struct task_ctx *t)
 {
@@ -26,6 +61,7 @@ static __always_inline void current_task(struct task_ctx *t)
 	t->cgroup_id = bpf_get_current_cgroup_id();
 	t->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
+	t->in_cgroup = current_in_cgroup();
 }
 
 /*
@@ -36,24 +72,24 @@ static __always_inline void current_task(struct task_ctx *t)
  * are the helpers': the default hierarchy's cgroup id, the subjective uid as
  * the initial namespace sees it.
  */
-static __always_inline void read_task(struct task_struct *task, __u64 *cgroup_id, __u32 *uid,
-				      char comm[TASK_COMM_LEN])
+static __always_inline void read_task(struct task_struct *task, struct task_ctx *t)
 {
-	*cgroup_id = task->cgroups->dfl_cgrp->kn->id;
-	*uid = task->cred->uid.val;
-	__builtin_memcpy(comm, task->comm, TASK_COMM_LEN);
+	t->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	t->uid = task->cred->uid.val;
+	__builtin_memcpy(t->comm, task->comm, TASK_COMM_LEN);
+	t->in_cgroup = task_in_cgroup(task);
 }
 
-static __always_inline void read_task_btf(__u64 *cgroup_id, __u32 *uid, char comm[TASK_COMM_LEN])
+static __always_inline void read_task_btf(struct task_ctx *t)
 {
-	read_task(bpf_get_current_task_btf(), cgroup_id, uid, comm);
+	read_task(bpf_get_current_task_btf(), t);
 }
 
 static __always_inline void current_task_btf(struct task_ctx *t)
 {
 	t->ts_ns = bpf_ktime_get_ns();
 	t->pid_tgid = bpf_get_current_pid_tgid();
-	read_task_btf(&t->cgroup_id, &t->uid, t->comm);
+	read_task_btf(t);
 }
 
 #endif /* __UDPTRACE_TASK_H */

@@ -310,7 +310,7 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	if (!st)
 		return 0; /* known already, or the table is full */
 	st->owner.pid_tgid = (__u64)task->tgid << 32 | (__u32)task->pid;
-	read_task(task, &st->owner.cgroup_id, &st->owner.uid, st->owner.comm);
+	read_task(task, &st->owner);
 	return 0;
 }
 
@@ -456,12 +456,14 @@ int packet_egress(struct __sk_buff *skb)
 	t.ts_ns = 0;
 	t.pid_tgid = bpf_get_current_pid_tgid();
 	if (cgroup_skb_task_btf) {
-		read_task_btf(&t.cgroup_id, &t.uid, t.comm);
+		read_task_btf(&t);
 	} else {
 		t.cgroup_id = bpf_get_current_cgroup_id();
 		t.uid = bpf_get_socket_uid(skb);
 		BPF_CORE_READ_INTO(&t.comm, (struct task_struct *)bpf_get_current_task(), comm);
+		t.in_cgroup = current_in_cgroup();
 	}
+	p.netns = ctx_netns(skb);
 	emit_packet(UDP_EVENT_PACKET_SEND, false, bpf_get_socket_cookie(skb), &p, 0, &t);
 	return 1; /* never interfere with the traffic */
 }
@@ -494,8 +496,10 @@ int packet_ingress(struct __sk_buff *skb)
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);
 		ingress_rcvqueue(skb, cookie);
-		if (kind_wanted(UDP_EVENT_PACKET_RECV))
+		if (kind_wanted(UDP_EVENT_PACKET_RECV)) {
+			p.netns = ctx_netns(skb);
 			packet_received(cookie, &p);
+		}
 	}
 	return 1;
 }
@@ -537,6 +541,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 		d->skb = 0;
 	}
 	note_sock_drop(cookie, reason == reason_rcvbuff, skb);
+	p.netns = sk ? sock_netns(sk, false) : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 	if (inbound)
 		owner_of(cookie, &t);
 	else

@@ -80,7 +80,7 @@ union event_detail {
 	struct packet_info packet; /* packet and drop events */
 };
 
-/* One event, 128 bytes. */
+/* One event, 136 bytes. */
 struct udp_event {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 sock_cookie;
@@ -98,6 +98,8 @@ struct udp_event {
 	__u8 family; /* AF_INET or AF_INET6: the socket's (packets: the IP header's) */
 	__u8 pad[2];
 	char comm[TASK_COMM_LEN];
+	__u32 netns; /* the socket's network namespace (its inode number); 0 if unknown */
+	__u32 pad2;
 };
 
 /*
@@ -128,6 +130,8 @@ struct sock_life {
 	__u8 from_creation; /* born_ns is the socket's creation */
 	__u8 family; /* AF_INET or AF_INET6, with laddr */
 	__u8 pad[2];
+	__u32 netns; /* with laddr */
+	__u32 pad2;
 };
 
 /* A close event: the event, and what the socket table knew of the socket. */
@@ -155,6 +159,10 @@ enum count_field {
 	COUNT_COMM = 32,
 	COUNT_EVENT = 64,
 	COUNT_REASON = 128,
+	COUNT_CGROUP = 256,
+	COUNT_NETNS = 512,
+	/* Failed sends and receives: their errno (`err`); the others count under 0. */
+	COUNT_ERRNO = 1024,
 };
 
 /* Unselected fields stay zero. Source and destination as the datagram travels. */
@@ -170,6 +178,10 @@ struct count_key {
 	__u8 is_drop; /* with COUNT_REASON: `reason` is set */
 	__u8 pad;
 	char comm[TASK_COMM_LEN];
+	__u64 cgroup;
+	__u32 netns;
+	__u16 err; /* with COUNT_ERRNO: the positive errno of a failed send or receive */
+	__u16 pad2;
 };
 
 struct count_value {

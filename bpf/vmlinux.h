@@ -152,6 +152,16 @@ typedef struct {
 	__s64 counter;
 } atomic64_t;
 
+/* A network namespace, known by its inode number as /proc/PID/ns/net shows it. */
+struct ns_common {
+	unsigned int inum;
+};
+struct net {
+	struct ns_common ns;
+};
+typedef struct {
+	struct net *net;
+} possible_net_t;
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
@@ -161,6 +171,7 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	atomic64_t skc_cookie;
+	possible_net_t skc_net;
 };
 
 struct bpf_local_storage;
@@ -191,6 +202,8 @@ struct kernfs_node {
 
 struct cgroup {
 	struct kernfs_node *kn;
+	int level; /* depth below the root, which is 0 */
+	struct cgroup *ancestors[]; /* Linux 6.0+: ancestors[level] is the cgroup itself */
 };
 
 struct css_set {
@@ -231,9 +244,13 @@ struct skb_shared_info {
 	unsigned short gso_segs;
 };
 
+struct net_device {
+	possible_net_t nd_net;
+};
 /* Anonymous unions and struct groups of the real layout are found by name. */
 struct sk_buff {
 	struct sock *sk;
+	struct net_device *dev;
 	unsigned int len;
 	unsigned char *head;
 	unsigned int end;

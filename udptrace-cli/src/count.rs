@@ -199,7 +199,9 @@ pub(crate) fn json_value(v: &CountValue) -> Value {
         CountValue::Addr(a) => json!(a.to_string()),
         CountValue::Comm(c) => json!(c),
         CountValue::Event(k) => json!(k.name()),
-        CountValue::Reason(r) => json!(r),
+        CountValue::Reason(r) | CountValue::Errno(r) => json!(r),
+        CountValue::Cgroup(id) => json!(id),
+        CountValue::Netns(ns) => json!(ns),
     }
 }
 

@@ -22,19 +22,38 @@ const ADDR_WIDTH: usize = 24;
 
 pub struct Writer {
     format: Format,
+    /// Text and drop lines end with the container and network namespace.
+    wide: bool,
     /// Time of the previous packet line (ns), for DTrace's DELTA(us) column.
     last_ts: Option<u64>,
 }
 
 impl Writer {
-    pub fn new(format: Format) -> Writer {
+    pub fn new(format: Format, wide: bool) -> Writer {
         Writer {
             format,
+            wide,
             last_ts: None,
         }
     }
 
     pub fn header(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if self.wide && matches!(self.format, Format::Text | Format::Drops) {
+            let mut line = Vec::new();
+            self.plain_header(&mut line)?;
+            line.pop(); // the newline
+            return writeln!(
+                out,
+                "{} {:<12} {:>10}",
+                String::from_utf8_lossy(&line),
+                "CONTAINER",
+                "NETNS"
+            );
+        }
+        self.plain_header(out)
+    }
+
+    fn plain_header(&mut self, out: &mut impl Write) -> io::Result<()> {
         match self.format {
             Format::Json => Ok(()),
             Format::Text => writeln!(
@@ -71,6 +90,27 @@ impl Writer {
     }
 
     pub fn event(&mut self, out: &mut impl Write, ev: &Event) -> io::Result<()> {
+        if self.wide && matches!(self.format, Format::Text | Format::Drops) {
+            let mut line = Vec::new();
+            self.plain_event(&mut line, ev)?;
+            line.pop(); // the newline
+            let container = ev
+                .cgroup_info
+                .as_deref()
+                .and_then(|i| i.short_container_id());
+            let netns = (ev.netns != 0).then(|| ev.netns.to_string());
+            out.write_all(&line)?;
+            return writeln!(
+                out,
+                " {:<12} {:>10}",
+                container.unwrap_or("-"),
+                netns.as_deref().unwrap_or("-")
+            );
+        }
+        self.plain_event(out, ev)
+    }
+
+    fn plain_event(&mut self, out: &mut impl Write, ev: &Event) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 serde_json::to_writer(&mut *out, ev)?;

@@ -274,17 +274,7 @@ impl Sampler {
                 // The sockets closed meanwhile, from their close events.
                 let mut closed = Vec::new();
                 while let Some(ev) = self.tracer.recv_timeout(Duration::ZERO) {
-                    if let Some(life) = ev.life {
-                        closed.push(SocketInfo {
-                            sock: ev.sock,
-                            pid: ev.pid,
-                            uid: ev.uid,
-                            comm: ev.comm,
-                            cgroup: ev.cgroup,
-                            counters: ev.counters,
-                            life,
-                        });
-                    }
+                    closed.extend(SocketInfo::closed_by(&ev));
                 }
                 socket_rows(&self.tracer, &self.filter, last, closed)?
             }

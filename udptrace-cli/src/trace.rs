@@ -1,12 +1,14 @@
 //! `udptrace trace` and `udptrace drops`: stream events as text columns,
 //! DTrace's packet lines, or NDJSON; the filter arguments all commands share.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use udptrace::{
-    parse_addr_filter, Backend, EventKind, Family, Filter, IpNet, Stats, Tracer, TracerBuilder,
+    parse_addr_filter, parse_netns, Backend, EventKind, Family, Filter, IpNet, Stats, Tracer,
+    TracerBuilder,
 };
 
 use crate::output::{self, Format};
@@ -29,6 +31,19 @@ pub struct SelectArgs {
     /// Only traffic with an address in this network on either side (10.0.0.1, 10.0.0.0/8, fd00::/8)
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_net)]
     addr: Option<IpNet>,
+    /// Only tasks in this cgroup v2 or below it: a path below the cgroup
+    /// mount (/system.slice/nginx.service) or under it (/sys/fs/cgroup/...)
+    #[arg(long, value_name = "PATH", conflicts_with = "container")]
+    cgroup: Option<PathBuf>,
+    /// Only tasks of the container whose id starts with this (as docker
+    /// takes ids: docker, containerd, CRI-O and Podman cgroups)
+    #[arg(long, value_name = "ID")]
+    container: Option<String>,
+    /// Only sockets of this network namespace: its inode number (as
+    /// `ls -l /proc/PID/ns/net` shows it), net:[N], or a file of it
+    /// (/proc/PID/ns/net, /run/netns/NAME)
+    #[arg(long, value_name = "NETNS", value_parser = parse_netns_arg)]
+    netns: Option<u32>,
     /// Only IPv4 sockets (packets and drops: IPv4 headers)
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     ipv4: bool,
@@ -62,6 +77,9 @@ pub struct TraceArgs {
     /// Also show receives that failed with EAGAIN (busy-polling servers make millions)
     #[arg(long)]
     show_eagain: bool,
+    /// Add CONTAINER (short id) and NETNS (inode number) columns to the text
+    #[arg(long)]
+    wide: bool,
     #[command(flatten)]
     select: SelectArgs,
 }
@@ -71,8 +89,15 @@ pub struct DropsArgs {
     /// Write one JSON object per drop (NDJSON) instead of text columns
     #[arg(long)]
     json: bool,
+    /// Add CONTAINER (short id) and NETNS (inode number) columns to the text
+    #[arg(long)]
+    wide: bool,
     #[command(flatten)]
     select: SelectArgs,
+}
+
+fn parse_netns_arg(s: &str) -> Result<u32, String> {
+    parse_netns(s).map_err(|e| e.to_string())
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -103,6 +128,9 @@ impl SelectArgs {
             },
             port: self.port,
             addr: self.addr,
+            cgroup: self.cgroup.clone(),
+            container: self.container.clone(),
+            netns: self.netns,
             kinds,
         }
     }
@@ -163,7 +191,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .select
         .builder(kinds.clone())
         .report_eagain(args.show_eagain);
-    stream(builder, &args.select, format, &kinds)
+    stream(
+        builder,
+        &args.select,
+        output::Writer::new(format, args.wide),
+        &kinds,
+    )
 }
 
 pub fn run_drops(args: DropsArgs) -> Result<()> {
@@ -176,7 +209,7 @@ pub fn run_drops(args: DropsArgs) -> Result<()> {
     stream(
         args.select.builder(kinds.clone()),
         &args.select,
-        format,
+        output::Writer::new(format, args.wide),
         &kinds,
     )
 }
@@ -185,13 +218,12 @@ pub fn run_drops(args: DropsArgs) -> Result<()> {
 fn stream(
     builder: TracerBuilder,
     select: &SelectArgs,
-    format: Format,
+    mut writer: output::Writer,
     kinds: &[EventKind],
 ) -> Result<()> {
     let mut tracer = select.start(builder)?;
     let deadline = select.duration.map(|d| Instant::now() + d);
     let mut out = Sink::stdout();
-    let mut writer = output::Writer::new(format);
     out.text(|buf| writer.header(buf));
     while !tracer.is_finished() {
         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::backend::Backend;
+use crate::cgroups::{cgroup_target, container_cgroup, CgroupTarget};
 use crate::count::CountField;
 use crate::filter::Filter;
 use crate::reader::{ReaderCtx, Shared, BATCHES_IN_FLIGHT};
@@ -29,6 +30,8 @@ pub struct TracerBuilder {
     pub(crate) assume_missing: Vec<String>,
     pub(crate) track_sockets: bool,
     pub(crate) track_receive_buffers: bool,
+    /// The filter's cgroup or container, found at start.
+    pub(crate) cgroup_target: Option<CgroupTarget>,
 }
 
 impl Default for TracerBuilder {
@@ -44,6 +47,7 @@ impl Default for TracerBuilder {
             socket_table_size: None,
             count_table_size: None,
             assume_missing: Vec::new(),
+            cgroup_target: None,
             track_sockets: false,
             track_receive_buffers: false,
         }
@@ -151,8 +155,13 @@ impl TracerBuilder {
     }
 
     /// Loads and attaches the programs; returns once every probe is attached.
-    pub fn start(self) -> Result<Tracer, Error> {
+    pub fn start(mut self) -> Result<Tracer, Error> {
         self.filter.check()?;
+        self.cgroup_target = match (&self.filter.cgroup, &self.filter.container) {
+            (Some(path), _) => Some(cgroup_target(path)?),
+            (None, Some(id)) => Some(cgroup_target(&container_cgroup(id)?)?),
+            (None, None) => None,
+        };
         if self.count_by.as_ref().is_some_and(|f| f.is_empty()) {
             return Err(Error::InvalidFilter(
                 "counting needs at least one field to count by".into(),

@@ -8,6 +8,7 @@ use crate::bpf::types::{
     compact_key, compact_key_bits, count_field, count_key, count_slots_size, count_value,
 };
 use crate::drop_reason::drop_reason_name;
+use crate::errno::errno_text;
 use crate::event::{Comm, EventKind};
 
 /// Keys of ports, pid, event kind and task name count first in this many
@@ -30,10 +31,16 @@ pub enum CountField {
     Event,
     /// The drop reason (drops only).
     Reason,
+    /// The task's cgroup v2 id ([`CgroupResolver`](crate::CgroupResolver) names it).
+    Cgroup,
+    /// The socket's network namespace (inode number).
+    Netns,
+    /// The errno of a failed send or receive; none for the others.
+    Errno,
 }
 
 impl CountField {
-    pub const ALL: [CountField; 8] = [
+    pub const ALL: [CountField; 11] = [
         Self::Dport,
         Self::Sport,
         Self::Daddr,
@@ -42,6 +49,9 @@ impl CountField {
         Self::Comm,
         Self::Event,
         Self::Reason,
+        Self::Cgroup,
+        Self::Netns,
+        Self::Errno,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,11 +64,14 @@ impl CountField {
             Self::Comm => "comm",
             Self::Event => "event",
             Self::Reason => "reason",
+            Self::Cgroup => "cgroup",
+            Self::Netns => "netns",
+            Self::Errno => "errno",
         }
     }
 
     /// Its bit in the BPF programs' `count_keys`.
-    pub(crate) fn bit(self) -> u8 {
+    pub(crate) fn bit(self) -> u16 {
         let field = match self {
             Self::Dport => count_field::COUNT_DPORT,
             Self::Sport => count_field::COUNT_SPORT,
@@ -68,8 +81,11 @@ impl CountField {
             Self::Comm => count_field::COUNT_COMM,
             Self::Event => count_field::COUNT_EVENT,
             Self::Reason => count_field::COUNT_REASON,
+            Self::Cgroup => count_field::COUNT_CGROUP,
+            Self::Netns => count_field::COUNT_NETNS,
+            Self::Errno => count_field::COUNT_ERRNO,
         };
-        field.0 as u8
+        field.0 as u16
     }
 }
 
@@ -89,7 +105,7 @@ impl std::str::FromStr for CountField {
             .ok_or_else(|| {
                 format!(
                     "unknown count key '{}' (expected dport, sport, daddr, saddr, pid, comm, \
-                 event or reason)",
+                 event, reason, cgroup, netns or errno)",
                     s.escape_debug()
                 )
             })
@@ -106,6 +122,12 @@ pub enum CountValue {
     Event(EventKind),
     /// A drop reason; `-` for events that are not drops.
     Reason(Option<String>),
+    /// A cgroup v2 id.
+    Cgroup(u64),
+    /// A network namespace's inode number.
+    Netns(u32),
+    /// The errno name of a failed call; `-` for the others.
+    Errno(Option<String>),
 }
 
 impl fmt::Display for CountValue {
@@ -116,7 +138,9 @@ impl fmt::Display for CountValue {
             Self::Pid(p) => fmt::Display::fmt(p, f),
             Self::Comm(c) => f.pad(c),
             Self::Event(k) => fmt::Display::fmt(k, f),
-            Self::Reason(r) => f.pad(r.as_deref().unwrap_or("-")),
+            Self::Reason(r) | Self::Errno(r) => f.pad(r.as_deref().unwrap_or("-")),
+            Self::Cgroup(id) => fmt::Display::fmt(id, f),
+            Self::Netns(ns) => fmt::Display::fmt(ns, f),
         }
     }
 }
@@ -179,6 +203,11 @@ pub(crate) fn row_of(fields: &[CountField], k: &count_key, v: &count_value) -> O
             CountField::Event => EventKind::from_wire(k.kind).map(CountValue::Event),
             CountField::Reason => Some(CountValue::Reason(
                 (k.is_drop != 0).then(|| drop_reason_name(k.reason)),
+            )),
+            CountField::Cgroup => Some(CountValue::Cgroup(k.cgroup)),
+            CountField::Netns => Some(CountValue::Netns(k.netns)),
+            CountField::Errno => Some(CountValue::Errno(
+                (k.err != 0).then(|| errno_text(i32::from(k.err))),
             )),
         })
         .collect::<Option<Vec<_>>>()?;

@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::bpf::types::{udp_close_event, udp_event, udp_event_kind};
+use crate::cgroups::CgroupInfo;
 use crate::drop_reason::drop_reason_name;
 use crate::errno::errno_text;
 use crate::sockets::SockLife;
@@ -202,7 +204,7 @@ impl fmt::Display for Comm {
 }
 
 /// One UDP socket event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Wall-clock time, ns since the Unix epoch.
     pub ts_ns: u64,
@@ -216,6 +218,13 @@ pub struct Event {
     pub comm: Comm,
     /// cgroup v2 id of the task.
     pub cgroup: u64,
+    /// What `cgroup` is: its path, container and pod. `None` where unknown
+    /// (id 0, or the cgroup was removed before udptrace first saw it).
+    pub cgroup_info: Option<Arc<CgroupInfo>>,
+    /// The network namespace it happened in: the socket's (a drop without
+    /// one, the device's), by inode number as `ls -l /proc/PID/ns/net`
+    /// shows it; 0 where unknown.
+    pub netns: u32,
     /// The kernel's socket cookie: a unique id of the socket.
     pub sock: u64,
     pub family: Family,
@@ -333,6 +342,8 @@ impl Event {
             uid: raw.uid,
             comm: Comm(raw.comm.map(|c| c as u8)),
             cgroup: raw.cgroup_id,
+            cgroup_info: None,
+            netns: raw.netns,
             sock: raw.sock_cookie,
             family,
             local: SocketAddr::new(ip_of(family, raw.laddr), raw.lport),
@@ -356,6 +367,8 @@ pub(crate) fn test_event(ts_ns: u64) -> Event {
         uid: 0,
         comm: Comm([0; 16]),
         cgroup: 0,
+        cgroup_info: None,
+        netns: 0,
         sock: 0,
         family: Family::V4,
         local: any,
@@ -392,6 +405,11 @@ impl Serialize for Event {
         m.serialize_entry("uid", &self.uid)?;
         m.serialize_entry("comm", &self.comm.to_string_lossy())?;
         m.serialize_entry("cgroup", &self.cgroup)?;
+        let info = self.cgroup_info.as_deref();
+        m.serialize_entry("cgroup_path", &info.map(|i| &i.path))?;
+        m.serialize_entry("container_id", &info.and_then(|i| i.container_id.as_ref()))?;
+        m.serialize_entry("pod_uid", &info.and_then(|i| i.pod_uid.as_ref()))?;
+        m.serialize_entry("netns", &(self.netns != 0).then_some(self.netns))?;
         m.serialize_entry("sock", &self.sock)?;
         m.serialize_entry("family", &self.family.number())?;
         m.serialize_entry("laddr", &self.local.ip())?;

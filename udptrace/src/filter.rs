@@ -2,6 +2,8 @@
 //! from `.rodata`, so an unset filter costs nothing.
 
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 
@@ -22,6 +24,15 @@ pub struct Filter {
     pub port: Option<u16>,
     /// Only traffic with an address in this network on either side.
     pub addr: Option<IpNet>,
+    /// Only tasks in this cgroup v2 or below it: a path below the cgroup
+    /// mount (`/system.slice/nginx.service`) or under it.
+    pub cgroup: Option<PathBuf>,
+    /// Only tasks of the container whose id starts with this (at least one
+    /// hex digit, as `docker` takes ids): in its cgroup or below.
+    pub container: Option<String>,
+    /// Only sockets of this network namespace (its inode number, as
+    /// `ls -l /proc/PID/ns/net` shows it; [`parse_netns`]).
+    pub netns: Option<u32>,
     /// Only these kinds of event; empty means the socket events
     /// ([`EventKind::SOCKET`]). Packet events and drops are only produced
     /// (their hooks only attached) when asked for here.
@@ -40,6 +51,27 @@ pub fn parse_addr_filter(s: &str) -> Result<IpNet, Error> {
             s.escape_debug()
         ))
     })
+}
+
+/// Parses a network namespace: its inode number (`4026531840`), as `ls`
+/// shows it (`net:[4026531840]`), or a file that is one (`/proc/PID/ns/net`,
+/// `/run/netns/NAME`).
+pub fn parse_netns(s: &str) -> Result<u32, Error> {
+    let number = s
+        .strip_prefix("net:[")
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    if let Ok(inode) = number.parse::<u32>() {
+        return Ok(inode);
+    }
+    let bad = |why: String| Error::InvalidFilter(format!("netns '{}': {why}", s.escape_debug()));
+    if !s.contains('/') {
+        return Err(bad(
+            "expected an inode number, net:[N] or a namespace file".into()
+        ));
+    }
+    let meta = std::fs::metadata(s).map_err(|e| bad(e.to_string()))?;
+    u32::try_from(meta.ino()).map_err(|_| bad("not a network namespace".into()))
 }
 
 /// The 16-byte address and mask the kernel compares against. IPv4 networks
@@ -69,6 +101,16 @@ impl Filter {
         if self.port == Some(0) {
             return Err(Error::InvalidFilter("port must be 1 to 65535".into()));
         }
+        if self.netns == Some(0) {
+            return Err(Error::InvalidFilter(
+                "netns must be an inode number above 0".into(),
+            ));
+        }
+        if self.cgroup.is_some() && self.container.is_some() {
+            return Err(Error::InvalidFilter(
+                "a cgroup and a container filter cannot be combined".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -88,7 +130,9 @@ impl Filter {
     pub fn keeps_socket(&self, s: &SocketInfo) -> bool {
         let ends = [s.life.local, s.life.peer];
         let ends = ends.iter().flatten();
-        self.pid.is_none_or(|pid| pid == s.pid)
+        s.in_cgroup
+            && self.netns.is_none_or(|ns| ns == s.life.netns)
+            && self.pid.is_none_or(|pid| pid == s.pid)
             && self
                 .comm
                 .as_ref()

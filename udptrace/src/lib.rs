@@ -20,6 +20,7 @@ mod bpf {
     include!(concat!(env!("OUT_DIR"), "/udptrace.skel.rs"));
 }
 mod builder;
+mod cgroups;
 mod clock;
 mod count;
 mod count_table;
@@ -40,12 +41,13 @@ mod wakeup;
 
 pub use backend::Backend;
 pub use builder::TracerBuilder;
+pub use cgroups::{container_id_in, pod_uid_in, CgroupInfo, CgroupResolver, CGROUP_CACHE_SIZE};
 pub use count::{sort_rows, CountField, CountRow, CountValue, COUNT_SLOTS_PER_CPU};
 pub use drop_reason::drop_reason_name;
 pub use errno::{errno_name, errno_text};
 pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
-pub use filter::{parse_addr_filter, Filter};
+pub use filter::{parse_addr_filter, parse_netns, Filter};
 pub use ipnet::IpNet;
 pub use sockets::{SockLife, SocketInfo};
 pub use stats::{Stats, StatsReader};

@@ -114,6 +114,11 @@ pub(crate) fn load<'obj>(
         ro.filter_addr = addr;
         ro.filter_addr_mask = mask;
     }
+    ro.filter_netns = f.netns.unwrap_or(0);
+    if let Some(target) = b.cgroup_target {
+        ro.filter_cgroup_id = target.id;
+        ro.filter_cgroup_level = target.level;
+    }
     ro.event_kinds = f.kind_mask();
     ro.emit_eagain = b.report_eagain;
     ro.wakeup_bytes = b.wakeup_bytes;

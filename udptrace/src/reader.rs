@@ -15,6 +15,7 @@ use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::backend::{self, Backend};
 use crate::builder::TracerBuilder;
+use crate::cgroups::{CgroupInfo, CgroupResolver};
 use crate::event::Event;
 use crate::merge::{TimeMerge, SETTLE};
 use crate::stats::KINDS;
@@ -55,6 +56,27 @@ pub(crate) struct ReaderCtx {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Names events' cgroups: most events in a row share a cgroup, so the last
+/// one is kept beside the resolver's cache.
+#[derive(Default)]
+struct CgroupNames {
+    resolver: CgroupResolver,
+    last: Option<(u64, Option<Arc<CgroupInfo>>)>,
+}
+
+impl CgroupNames {
+    fn resolve(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
+        match &self.last {
+            Some((last, info)) if *last == id => info.clone(),
+            _ => {
+                let info = self.resolver.resolve(id);
+                self.last = Some((id, info.clone()));
+                info
+            }
+        }
+    }
+}
+
 impl ReaderCtx {
     pub fn run(self, ready_tx: SyncSender<Result<Ready, Error>>, batch_tx: SyncSender<Vec<Event>>) {
         let mut storage = MaybeUninit::uninit();
@@ -77,9 +99,13 @@ impl ReaderCtx {
         let offset = clock::monotonic_to_wall_offset_ns();
         // Events are decoded straight into the merge, which sorts them in place.
         let merge = RefCell::new(TimeMerge::default());
+        let cgroups = RefCell::new(CgroupNames::default());
         let decode = |data: &[u8]| {
             match Event::decode(data, offset) {
-                Some(ev) => merge.borrow_mut().push(ev),
+                Some(mut ev) => {
+                    ev.cgroup_info = cgroups.borrow_mut().resolve(ev.cgroup);
+                    merge.borrow_mut().push(ev)
+                }
                 None => {
                     self.shared.undecodable.fetch_add(1, Ordering::Relaxed);
                 }

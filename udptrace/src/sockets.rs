@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::types::{sock_life, sock_state};
-use crate::event::{ip_of, Comm, Family, SockCounters};
+use crate::event::{ip_of, Comm, Event, Family, SockCounters};
 use crate::{clock, Error};
 
 /// A socket's life as the socket table kept it.
@@ -42,6 +42,8 @@ pub struct SockLife {
     /// The most bytes (truesize) its receive queue held with a datagram just
     /// queued: within one datagram's truesize of `rcvbuf` when it overflowed.
     pub peak_queued: u32,
+    /// Its network namespace (inode number), with `local`; 0 before any datagram.
+    pub netns: u32,
 }
 
 impl SockLife {
@@ -87,6 +89,7 @@ impl SockLife {
             burst_need: raw.burst_need,
             rcvbuf: raw.rcvbuf,
             peak_queued: raw.peak_queued,
+            netns: raw.netns,
         }
     }
 }
@@ -104,9 +107,26 @@ pub struct SocketInfo {
     /// Traffic since tracing began.
     pub counters: SockCounters,
     pub life: SockLife,
+    /// Its owner is in the cgroup a filter named (or no filter named one).
+    pub(crate) in_cgroup: bool,
 }
 
 impl SocketInfo {
+    /// The socket a close event closed, as the table held it; `None` for
+    /// other events. The event passed the filters, its socket with it.
+    pub fn closed_by(ev: &Event) -> Option<SocketInfo> {
+        Some(SocketInfo {
+            sock: ev.sock,
+            pid: ev.pid,
+            uid: ev.uid,
+            comm: ev.comm,
+            cgroup: ev.cgroup,
+            counters: ev.counters,
+            life: ev.life?,
+            in_cgroup: true,
+        })
+    }
+
     /// The socket's family, once a datagram showed its local address.
     pub fn family(&self) -> Option<Family> {
         self.life.local.map(|_| self.life.family)
@@ -160,6 +180,7 @@ impl SocketTable {
                     tx_packets: c.tx_packets,
                 },
                 life: SockLife::from_raw(&st.life, offset),
+                in_cgroup: st.owner.in_cgroup != 0,
             });
         }
         Ok(out)
@@ -172,6 +193,7 @@ mod tests {
 
     fn life(rcvbuf: u32, peak: u32, drops: u64, drop_bytes: u64) -> SockLife {
         SockLife {
+            netns: 0,
             born_ns: 0,
             from_creation: true,
             family: Family::V4,

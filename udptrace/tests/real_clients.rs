@@ -93,7 +93,7 @@ fn dig_against_dnsmasq() {
         events
             .iter()
             .filter(|e| e.pid == pid && e.kind == kind)
-            .copied()
+            .cloned()
             .collect()
     };
     let dns_pid = dnsmasq.id();

@@ -83,7 +83,7 @@ fn of_ports(events: &[Event], ports: &[u16]) -> Vec<Event> {
     events
         .iter()
         .filter(|e| ports.contains(&e.local.port()))
-        .copied()
+        .cloned()
         .collect()
 }
 

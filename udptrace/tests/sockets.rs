@@ -81,7 +81,7 @@ fn close_of(events: &[Event], sock: u64) -> Event {
         .filter(|e| e.kind == EventKind::Close && e.sock == sock)
         .collect();
     assert_eq!(closes.len(), 1, "one close event of socket {sock}");
-    *closes[0]
+    closes[0].clone()
 }
 
 fn open_socket(tracer: &Tracer, sock: u64) -> SocketInfo {
