@@ -2,8 +2,8 @@
 # Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs, senders.rs,
 # packet_events.rs, limits.rs, sockets.rs and attribution.rs) inside pinned Debian kernels under QEMU (TCG:
 # KVM guests hang on these hosts) once per backend, then, with the backend
-# `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs and
-# startup.rs and views.rs) and the C library's (udpevent/tests/foreign.rs, with its C
+# `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs,
+# startup.rs, views.rs and serve.rs, which runs on every backend too) and the C library's (udpevent/tests/foreign.rs, with its C
 # programs built here); and
 # the kernel suites on the host kernel; and the static binary (./dev.sh
 # static) alone with busybox in each kernel. Prints kernel x backend -> result
@@ -46,6 +46,7 @@ done
 tests[cli]=$(test_binary udptrace-cli cli)
 tests[startup]=$(test_binary udptrace-cli startup)
 tests[views]=$(test_binary udptrace-cli views)
+tests[serve]=$(test_binary udptrace-cli serve)
 tests[foreign]=$(test_binary udpevent foreign)
 # The C library's test programs, built here: the guest has no compiler.
 sh udpevent/tests/c/build.sh "$WORK/cbin" target/debug
@@ -90,6 +91,28 @@ kernel_image() {
 	rm -rf "$WORK/x-$pkg"
 	dpkg -x "$deb" "$WORK/x-$pkg"
 	ls "$WORK/x-$pkg"/boot/vmlinuz-*
+}
+
+# The kernel's initramfs: the suites' one, and the modules the suites need
+# that this kernel builds as modules (veth, for the attribution suite's
+# namespace pair), loaded by vm/init. The kernel unpacks concatenated archives.
+kernel_initrd() { # package=version
+	local pkg=${1%%=*} root=$WORK/modules-root out=$WORK/initrd-${1%%=*}.cpio.gz module
+	rm -rf "$root"
+	mkdir -p "$root/lib/modules"
+	for module in veth; do
+		module=$(find "$WORK/x-$pkg/lib/modules" -name "$module.ko*" | head -1)
+		case $module in
+		"") ;;
+		*.xz) xz -dc "$module" >"$root/lib/modules/$(basename "$module" .xz)" ;;
+		*) cp "$module" "$root/lib/modules/" ;;
+		esac
+	done
+	{
+		cat "$initrd"
+		(cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1
+	} >"$out"
+	echo "$out"
 }
 
 # The self-contained binary, in VMs of its own whose initramfs holds it and
@@ -170,6 +193,7 @@ cell() {
 
 for spec in "${KERNELS[@]}"; do
 	vmlinuz=$(kernel_image "$spec")
+	kernel_initrd=$(kernel_initrd "$spec")
 	log=$WORK/${spec%%=*}.log
 	# One host thread runs both vCPUs: with a thread each, a vCPU executing
 	# udp_sendmsg while the other patches in its fentry trampoline once read
@@ -177,7 +201,7 @@ for spec in "${KERNELS[@]}"; do
 	# cross-modifying code).
 	timeout 1500 qemu-system-x86_64 -accel tcg,thread=single -cpu max -m 2048 -smp 2 \
 		-nographic -no-reboot \
-		-kernel "$vmlinuz" -initrd "$initrd" \
+		-kernel "$vmlinuz" -initrd "$kernel_initrd" \
 		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
 	for backend in $CELLS; do

@@ -7,6 +7,7 @@ mod life;
 mod output;
 mod parse;
 mod rcvbuf;
+mod serve;
 mod sink;
 mod sockets;
 mod top;
@@ -124,6 +125,32 @@ enum Command {
             udptrace rcvbuf --port 514 --json  # a syslog receiver, as JSON"
     )]
     Rcvbuf(rcvbuf::RcvbufArgs),
+    /// Serve Prometheus metrics: datagrams, bytes, drops by reason and
+    /// errors by errno, counted in the kernel, labelled by process or pod
+    #[command(
+        long_about = "Serve Prometheus metrics on http://ADDR:PORT/metrics (text format 0.0.4, \
+            or OpenMetrics when the scraper asks for it): udptrace_datagrams_total and \
+            udptrace_bytes_total (label direction: send or recv), udptrace_drops_total \
+            (label reason, as drop events name it), udptrace_errors_total (failed sends \
+            and receives, labels direction and errno), udptrace_lost_events_total, \
+            udptrace_kernel_table_full_events_total, udptrace_series_overflow_events_total, \
+            udptrace_series and udptrace_build_info (version, backend).\n\n\
+            Events are counted in the kernel, by the --by labels, and read at each scrape \
+            (and every second between scrapes, so that the kernel's table never fills): \
+            no event crosses to user space. Counters are cumulative from the start and \
+            never go backwards; a series whose process or socket went away keeps its \
+            last value. At most --max-series label sets are kept; the datagrams of \
+            newer ones count in one series labelled overflow=\"true\", and \
+            udptrace_series_overflow_events_total says how many.\n\n\
+            container_id, pod_uid and cgroup_path come from the task's cgroup (Docker, \
+            containerd, CRI-O and Podman layouts; empty where the cgroup shows none). \
+            / answers with a page that links /metrics; other paths get 404.",
+        after_help = "Examples:\n  \
+            udptrace serve                                  # by process, on port 10050\n  \
+            udptrace serve --by pod_uid,container_id        # by Kubernetes pod and container\n  \
+            udptrace serve --listen 127.0.0.1:10050 --by comm,dport --port 53"
+    )]
+    Serve(serve::ServeArgs),
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes
     Doctor,
@@ -148,6 +175,7 @@ impl Cli {
     fn check(&self) -> Result<(), (&'static str, String)> {
         match &self.command {
             Some(Command::Count(args)) => args.check().map_err(|msg| ("count", msg)),
+            Some(Command::Serve(args)) => args.check().map_err(|msg| ("serve", msg)),
             _ => Ok(()),
         }
     }
@@ -200,6 +228,7 @@ fn main() -> ExitCode {
         Some(Command::Top(args)) => top::run(args),
         Some(Command::Life(args)) => life::run(args),
         Some(Command::Rcvbuf(args)) => rcvbuf::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Doctor) => doctor::run(),
         Some(Command::Completions { shell }) => docs::completions(shell),
         Some(Command::ManPages { dir }) => docs::man_pages(&dir),
@@ -228,6 +257,13 @@ mod tests {
         "life",
         "rcvbuf",
         "top",
+        "serve",
+        "--listen",
+        "--max-series",
+        "--cgroup",
+        "--container",
+        "--netns",
+        "--wide",
         "-b",
         "--batch",
         "doctor",

@@ -37,13 +37,14 @@ fn shell(sh: &str, script: &str) -> String {
     stdout(&out)
 }
 
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 9] = [
     "trace",
     "drops",
     "count",
     "top",
     "life",
     "rcvbuf",
+    "serve",
     "doctor",
     "completions",
 ];

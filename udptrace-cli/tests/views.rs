@@ -243,20 +243,6 @@ fn rcvbuf_errors() -> HashMap<&'static str, u64> {
     HashMap::from([("v4", v4), ("v6", v6)])
 }
 
-fn small_buffer(s: &UdpSocket, bytes: libc::c_int) {
-    // SAFETY: SO_RCVBUF takes an int.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            mem::size_of_val(&bytes) as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 /// Two receivers, IPv4 and IPv6, with small buffers flooded while they
 /// sleep, and a third that keeps up: `rcvbuf --json` lists the two first,
 /// with the kernel's RcvbufErrors as their drops, and the one without drops

@@ -2,6 +2,9 @@
 #![allow(dead_code)] // each test binary uses its own share of them
 
 use std::io::{BufRead, BufReader, Read};
+use std::mem;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -100,4 +103,19 @@ pub fn set_comm(name: &str) {
     let name = std::ffi::CString::new(name).unwrap();
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Sets the socket's receive buffer (the kernel doubles what it is given).
+pub fn small_buffer(s: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: SO_RCVBUF takes an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            mem::size_of_val(&bytes) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
 }

@@ -1,0 +1,607 @@
+//! `udptrace serve`: a Prometheus exporter. Sends, receives and drops are
+//! counted in the kernel (as `count` does) and read when Prometheus scrapes
+//! `/metrics`: no event crosses to user space. Each read takes what the
+//! kernel counted since the last one and adds it to cumulative series, so
+//! counters never go backwards while the process lives.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use udptrace::{CgroupResolver, CountField, CountRow, CountValue, EventKind, Tracer};
+
+use crate::trace::SelectArgs;
+
+/// A port no other exporter is known to use by default.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10050";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port to serve /metrics on
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    listen: SocketAddr,
+    /// Labels of each series (comma-separated, each once): comm, pid, dport,
+    /// sport, daddr, saddr, netns, container_id, pod_uid, cgroup_path
+    #[arg(long, value_name = "LABEL[,LABEL...]", value_delimiter = ',', default_value = "comm", value_parser = parse_label)]
+    by: Vec<Label>,
+    /// Most label sets kept; beyond it, new ones count in one series
+    /// labelled overflow="true" (1 or more)
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_max_series)]
+    max_series: usize,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+impl ServeArgs {
+    /// Labels given twice, which the parser cannot see alone.
+    pub fn check(&self) -> Result<(), String> {
+        match self
+            .by
+            .iter()
+            .find(|l| self.by.iter().filter(|m| m == l).count() > 1)
+        {
+            Some(twice) => Err(format!("label '{}' is given twice", twice.name())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A label of the series: a count key, or what the task's cgroup shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Key(CountField),
+    ContainerId,
+    PodUid,
+    CgroupPath,
+}
+
+const KEY_LABELS: [CountField; 7] = [
+    CountField::Comm,
+    CountField::Pid,
+    CountField::Dport,
+    CountField::Sport,
+    CountField::Daddr,
+    CountField::Saddr,
+    CountField::Netns,
+];
+
+impl Label {
+    fn name(self) -> &'static str {
+        match self {
+            Label::Key(f) => f.name(),
+            Label::ContainerId => "container_id",
+            Label::PodUid => "pod_uid",
+            Label::CgroupPath => "cgroup_path",
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<Label, String> {
+    match s {
+        "container_id" => Ok(Label::ContainerId),
+        "pod_uid" => Ok(Label::PodUid),
+        "cgroup_path" => Ok(Label::CgroupPath),
+        _ => KEY_LABELS
+            .into_iter()
+            .find(|f| f.name() == s)
+            .map(Label::Key)
+            .ok_or_else(|| {
+                format!(
+                    "unknown label '{}' (expected comm, pid, dport, sport, daddr, saddr, netns, \
+                     container_id, pod_uid or cgroup_path)",
+                    s.escape_debug()
+                )
+            }),
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "'{}' is not ADDR:PORT (e.g. 0.0.0.0:10050, 127.0.0.1:10050 or [::1]:10050)",
+            s.escape_debug()
+        )
+    })
+}
+
+fn parse_max_series(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "'{}' is not a number of series of 1 or more",
+            s.escape_debug()
+        )),
+    }
+}
+
+/// What a series counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Measure {
+    /// Datagrams and their payload bytes, by direction.
+    Datagrams(&'static str),
+    /// Failed sends or receives, by direction and errno.
+    Errors(&'static str, String),
+    /// Drops, by reason.
+    Drops(String),
+}
+
+/// One series: what it counts, and its label values (empty: the overflow).
+type SeriesKey = (Measure, Vec<String>);
+
+/// The cumulative series, and what reads them from the kernel.
+struct Exporter {
+    tracer: Tracer,
+    labels: Vec<Label>,
+    /// The count keys the kernel counts by: the labels', then event, reason, errno.
+    fields: Vec<CountField>,
+    max_series: usize,
+    series: HashMap<SeriesKey, (u64, u64)>,
+    label_sets: HashSet<Vec<String>>,
+    overflow_events: u64,
+    cgroups: CgroupResolver,
+    backend: String,
+}
+
+impl Exporter {
+    fn new(tracer: Tracer, labels: Vec<Label>, fields: Vec<CountField>, max_series: usize) -> Self {
+        let backend = tracer.backend().to_string();
+        Exporter {
+            tracer,
+            labels,
+            fields,
+            max_series,
+            series: HashMap::new(),
+            label_sets: HashSet::new(),
+            overflow_events: 0,
+            cgroups: CgroupResolver::new(),
+            backend,
+        }
+    }
+
+    /// Adds what the kernel counted since the last read.
+    fn drain(&mut self) -> Result<(), udptrace::Error> {
+        for row in self.tracer.take_counts()? {
+            self.add(row);
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, row: CountRow) {
+        let value = |field: CountField| {
+            let at = self.fields.iter().position(|f| *f == field)?;
+            row.key.get(at)
+        };
+        let measure = match (
+            value(CountField::Event),
+            value(CountField::Reason),
+            value(CountField::Errno),
+        ) {
+            (Some(CountValue::Event(EventKind::Drop)), Some(CountValue::Reason(r)), _) => {
+                Measure::Drops(r.clone().unwrap_or_default())
+            }
+            (Some(CountValue::Event(kind)), _, Some(CountValue::Errno(errno))) => {
+                let direction = if *kind == EventKind::Recv {
+                    "recv"
+                } else {
+                    "send"
+                };
+                match errno {
+                    Some(e) => Measure::Errors(direction, e.clone()),
+                    None => Measure::Datagrams(direction),
+                }
+            }
+            _ => return,
+        };
+        let cgroup = match value(CountField::Cgroup) {
+            Some(CountValue::Cgroup(id)) => self.cgroups.resolve(*id),
+            _ => None,
+        };
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|l| match l {
+                Label::Key(f) => value(*f).map(|v| v.to_string()).unwrap_or_default(),
+                Label::ContainerId => cgroup
+                    .as_ref()
+                    .and_then(|c| c.container_id.clone())
+                    .unwrap_or_default(),
+                Label::PodUid => cgroup
+                    .as_ref()
+                    .and_then(|c| c.pod_uid.clone())
+                    .unwrap_or_default(),
+                Label::CgroupPath => cgroup.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+            })
+            .collect();
+        let labels = if self.label_sets.contains(&labels) {
+            labels
+        } else if self.label_sets.len() < self.max_series {
+            self.label_sets.insert(labels.clone());
+            labels
+        } else {
+            self.overflow_events += row.events;
+            Vec::new()
+        };
+        let total = self.series.entry((measure, labels)).or_default();
+        total.0 += row.events;
+        total.1 += row.bytes;
+    }
+
+    /// The label pairs of a series, with what it counts by.
+    fn label_pairs(&self, first: &[(&str, &str)], values: &[String]) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = first
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if values.is_empty() && !self.labels.is_empty() {
+            pairs.push(("overflow".into(), "true".into()));
+        } else {
+            pairs.extend(
+                self.labels
+                    .iter()
+                    .zip(values)
+                    .map(|(l, v)| (l.name().to_string(), v.clone())),
+            );
+        }
+        pairs
+    }
+
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut series: Vec<(&SeriesKey, &(u64, u64))> = self.series.iter().collect();
+        series.sort_by(|a, b| a.0 .1.cmp(&b.0 .1));
+        let datagrams = || {
+            series.iter().filter_map(|((m, values), v)| match m {
+                Measure::Datagrams(d) => Some((*d, values, *v)),
+                _ => None,
+            })
+        };
+        let mut family = encoder.encode_descriptor(
+            "udptrace_datagrams",
+            "UDP datagrams sent and received by sockets (sends and receives that succeeded)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, values, (events, _)) in datagrams() {
+            let labels = self.label_pairs(&[("direction", direction)], values);
+            ConstCounter::new(*events).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "udptrace_bytes",
+            "UDP payload bytes of the datagrams sent and received",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, values, (_, bytes)) in datagrams() {
+            let labels = self.label_pairs(&[("direction", direction)], values);
+            ConstCounter::new(*bytes).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "udptrace_drops",
+            "UDP datagrams the kernel dropped, by reason (as drop events name it)",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((m, values), (events, _)) in &series {
+            if let Measure::Drops(reason) = m {
+                let labels = self.label_pairs(&[("reason", reason)], values);
+                ConstCounter::new(*events).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "udptrace_errors",
+            "UDP sends and receives that failed, by errno",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((m, values), (events, _)) in &series {
+            if let Measure::Errors(direction, errno) = m {
+                let labels =
+                    self.label_pairs(&[("direction", direction), ("errno", errno)], values);
+                ConstCounter::new(*events).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let stats = self.tracer.stats();
+        let counters = [
+            (
+                "udptrace_lost_events",
+                "Events the kernel could not count or follow (kprobes' table of calls in flight was full)",
+                stats.lost,
+            ),
+            (
+                "udptrace_kernel_table_full_events",
+                "Events the kernel could not count: its table of keys was full between two reads",
+                stats.count_full,
+            ),
+            (
+                "udptrace_series_overflow_events",
+                "Events counted in the overflow series: their label set came past --max-series",
+                self.overflow_events,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let g = ConstGauge::new(self.label_sets.len() as i64);
+        g.encode(encoder.encode_descriptor(
+            "udptrace_series",
+            "Label sets in use (at most --max-series, besides the overflow)",
+            None,
+            g.metric_type(),
+        )?)?;
+        let info = Info::new(vec![
+            ("version".to_string(), env!("UDPTRACE_VERSION").to_string()),
+            ("backend".to_string(), self.backend.clone()),
+        ]);
+        info.encode(encoder.encode_descriptor(
+            "udptrace_build",
+            "udptrace's version and the probe backend it runs",
+            None,
+            info.metric_type(),
+        )?)
+    }
+}
+
+/// The registry's view of the exporter: each scrape reads the kernel first.
+#[derive(Clone)]
+struct Scrape(Arc<Mutex<Exporter>>);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut exporter = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A failed read leaves the last values: counters stay as they were.
+        let _ = exporter.drain();
+        exporter.encode(encoder)
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    OpenMetrics,
+    Text,
+}
+
+/// The format an `Accept` header prefers: its supported media range of the
+/// highest quality; text 0.0.4 without one.
+fn negotiate(accept: Option<&str>) -> Format {
+    let mut best: Option<(f32, Format)> = None;
+    for range in accept.unwrap_or("").split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let mime = parts.next().unwrap_or("").to_ascii_lowercase();
+        let (mut q, mut version) = (1.0f32, None);
+        for p in parts {
+            match p
+                .split_once('=')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"')))
+            {
+                Some((k, v)) if k == "q" => q = v.parse().unwrap_or(0.0),
+                Some((k, v)) if k == "version" => version = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        let format = match (mime.as_str(), version.as_deref()) {
+            ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => {
+                Format::OpenMetrics
+            }
+            ("text/plain", None | Some("0.0.4")) => Format::Text,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, format));
+        }
+    }
+    best.map_or(Format::Text, |(_, f)| f)
+}
+
+fn render(registry: &Registry, format: Format) -> Result<(String, &'static str), std::fmt::Error> {
+    let mut body = String::with_capacity(16 * 1024);
+    Ok(match format {
+        Format::OpenMetrics => {
+            text::encode(&mut body, registry)?;
+            (body, OPENMETRICS)
+        }
+        Format::Text => {
+            prometheus_text::encode(&mut body, registry)?;
+            (body, prometheus_text::CONTENT_TYPE)
+        }
+    })
+}
+
+const INDEX: &str = "<html><head><title>udptrace</title></head><body><h1>udptrace</h1>\
+    <p>UDP traffic and drops, counted in the kernel: <a href=\"/metrics\">/metrics</a></p>\
+    </body></html>\n";
+
+async fn handle(
+    registry: Arc<Registry>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status, content_type: &str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(v) = content_type.parse() {
+            response.headers_mut().insert(CONTENT_TYPE, v);
+        }
+        response
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", INDEX.into()),
+        "/metrics" => {
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            // Reading the kernel's tables blocks: off the thread that serves connections.
+            let format = negotiate(accept);
+            let rendered = tokio::task::spawn_blocking(move || render(&registry, format)).await;
+            match rendered {
+                Ok(Ok((body, content_type))) => reply(StatusCode::OK, content_type, body),
+                _ => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "encoding failed\n".into(),
+                ),
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "404 page not found\n".into(),
+        ),
+    })
+}
+
+/// How often the kernel's table is read between scrapes, so that it never fills.
+const DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// A client that has not sent its request headers by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    // Bound first: a port in use fails before any probe is loaded.
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("setting up the listener")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let mut fields: Vec<CountField> = args
+        .by
+        .iter()
+        .filter_map(|l| match l {
+            Label::Key(f) => Some(*f),
+            _ => None,
+        })
+        .collect();
+    if args.by.iter().any(|l| !matches!(l, Label::Key(_))) {
+        fields.push(CountField::Cgroup);
+    }
+    fields.extend([CountField::Event, CountField::Reason, CountField::Errno]);
+    let kinds = vec![EventKind::Send, EventKind::Recv, EventKind::Drop];
+    let builder = args.select.builder(kinds).count_by(fields.clone());
+    let tracer = args.select.start(builder)?;
+    let stop = tracer.stop_handle();
+    eprintln!("Serving Prometheus metrics on http://{local}/metrics");
+    let exporter = Arc::new(Mutex::new(Exporter::new(
+        tracer,
+        args.by.clone(),
+        fields,
+        args.max_series,
+    )));
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(exporter.clone())));
+    let registry = Arc::new(registry);
+    let deadline = args.select.duration.map(|d| Instant::now() + d);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP server")?;
+    let served: Result<()> = runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::from_std(listener).context("starting the HTTP server")?;
+        loop {
+            let ended = {
+                let mut exporter = exporter.lock().unwrap_or_else(|e| e.into_inner());
+                // Counting delivers no event: this only notices a reader that stopped.
+                let _ = exporter.tracer.recv_timeout(Duration::ZERO);
+                exporter.tracer.stop_requested() || exporter.tracer.is_finished()
+            };
+            if ended || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
+            }
+            match tokio::time::timeout(DRAIN_EVERY, listener.accept()).await {
+                Ok(Ok((stream, _))) => {
+                    let registry = registry.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| handle(registry.clone(), req));
+                        let _ = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                // Out of file descriptors and the like: let it pass.
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => {
+                    let exporter = exporter.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = exporter.lock().unwrap_or_else(|e| e.into_inner()).drain();
+                    })
+                    .await;
+                }
+            }
+        }
+    });
+    stop.stop();
+    served?;
+    let exporter = exporter.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(err) = exporter.tracer.error() {
+        anyhow::bail!("tracing stopped early: {err}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_as_prometheus_asks() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+            version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            negotiate(Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::Text
+        );
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+        assert_eq!(negotiate(None), Format::Text);
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text; version=2.0.0")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn labels_parse_by_name() {
+        assert_eq!(parse_label("comm"), Ok(Label::Key(CountField::Comm)));
+        assert_eq!(parse_label("pod_uid"), Ok(Label::PodUid));
+        assert!(parse_label("event")
+            .unwrap_err()
+            .contains("unknown label 'event'"));
+        assert!(parse_max_series("0").is_err());
+        assert!(parse_listen("localhost").is_err());
+        assert_eq!(parse_listen("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
+    }
+}

@@ -1,0 +1,581 @@
+//! `udptrace serve`: its metrics against a workload of known counts in a
+//! network namespace of its own (whose SNMP counters are the kernel's truth
+//! for its drops), scraped directly and by a real Prometheus server (the
+//! distribution's package), `promtool check metrics` on a scrape, the
+//! overflow past --max-series, clients that stall or come a hundred at once,
+//! and bad input. Needs root.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `serve` on a free loopback port with `args`, on the backend under test
+/// (`UDPTRACE_TEST_BACKEND`, as the kernel matrix runs each). Its address,
+/// once it serves.
+fn serve(args: &[&str]) -> (Child, mpsc::Receiver<String>, SocketAddr) {
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+    let mut cmd = Command::new(udptrace_bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .args(args);
+    if let Ok(backend) = std::env::var("UDPTRACE_TEST_BACKEND") {
+        cmd.args(["--backend", &backend]);
+    }
+    let (child, stderr) = start_cmd(&mut cmd);
+    let serving = stderr
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the Serving line");
+    assert_eq!(
+        serving,
+        format!("Serving Prometheus metrics on http://{listen}/metrics")
+    );
+    (child, stderr, listen)
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A GET of `path` with these headers: the status, headers and body.
+fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
+    try_get(addr, path, headers).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+fn try_get(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n"
+    )?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let bad = || std::io::Error::other(format!("not an HTTP reply: {reply:?}"));
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// The samples of a text-format scrape: `name{labels}` -> value.
+fn samples(body: &str) -> HashMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, head, body) = get(addr, "/metrics", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    samples(&body)
+}
+
+/// The sum of the samples of `name` whose labels include each of `labels`.
+fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The counter `name` of the `Udp:` table of this thread's network namespace.
+fn udp_counter(name: &str) -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    udp[0]
+        .split_whitespace()
+        .zip(udp[1].split_whitespace())
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap()
+}
+
+/// Runs `work` on a thread in a new network namespace with `lo` up, once
+/// `ready` (given the namespace's inode number) returns.
+fn in_netns<R: Send + 'static, T>(
+    ready: impl FnOnce(u32) -> T,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> (T, R) {
+    let (ns_tx, ns_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        // SAFETY: unshare affects only this thread.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        lo_up();
+        let ns = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
+        ns_tx
+            .send(std::os::unix::fs::MetadataExt::ino(&ns) as u32)
+            .unwrap();
+        go_rx.recv().unwrap();
+        work()
+    });
+    let t = ready(ns_rx.recv().unwrap());
+    go_tx.send(()).unwrap();
+    (t, worker.join().expect("the workload"))
+}
+
+fn lo_up() {
+    // SAFETY: plain socket and ioctl calls on a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
+        libc::close(fd);
+    }
+}
+
+const FLOOD: u64 = 300;
+const PAYLOAD: usize = 100;
+const UNANSWERED: u64 = 7;
+const RECEIVER_PORT: u16 = 4400;
+const CLOSED_PORT: u16 = 4401;
+
+/// What the workload did, and the kernel's own count of its drops.
+#[derive(Debug)]
+struct Truth {
+    received: u64,
+    rcvbuf_errors: u64,
+    no_ports: u64,
+}
+
+/// Sends FLOOD datagrams to a receiver with a small buffer that reads only
+/// afterwards, UNANSWERED to a closed port, and one send too large (EMSGSIZE).
+fn workload() -> Truth {
+    set_comm("serve-work");
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, RECEIVER_PORT)).unwrap();
+    small_buffer(&rx, 4096);
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (rcvbuf_before, no_ports_before) = (udp_counter("RcvbufErrors"), udp_counter("NoPorts"));
+    for _ in 0..FLOOD {
+        tx.send_to(&[7; PAYLOAD], (Ipv4Addr::LOCALHOST, RECEIVER_PORT))
+            .unwrap();
+    }
+    for _ in 0..UNANSWERED {
+        tx.send_to(&[8; PAYLOAD], (Ipv4Addr::LOCALHOST, CLOSED_PORT))
+            .unwrap();
+    }
+    let too_big = tx.send_to(&vec![0; 70_000], (Ipv4Addr::LOCALHOST, RECEIVER_PORT));
+    assert_eq!(too_big.unwrap_err().raw_os_error(), Some(libc::EMSGSIZE));
+    rx.set_nonblocking(true).unwrap();
+    let mut received = 0;
+    let mut buf = [0u8; 2048];
+    while rx.recv(&mut buf).is_ok() {
+        received += 1;
+    }
+    Truth {
+        received,
+        rcvbuf_errors: udp_counter("RcvbufErrors") - rcvbuf_before,
+        no_ports: udp_counter("NoPorts") - no_ports_before,
+    }
+}
+
+/// The series the workload must have made, labelled by comm and dport.
+fn expected(t: &Truth) -> Vec<(String, f64)> {
+    let work = r#"comm="serve-work""#;
+    let to = |port: u16| format!(r#"dport="{port}""#);
+    vec![
+        (
+            format!(
+                r#"udptrace_datagrams_total{{direction="send",{work},{}}}"#,
+                to(RECEIVER_PORT)
+            ),
+            FLOOD as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_bytes_total{{direction="send",{work},{}}}"#,
+                to(RECEIVER_PORT)
+            ),
+            (FLOOD * PAYLOAD as u64) as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_datagrams_total{{direction="send",{work},{}}}"#,
+                to(CLOSED_PORT)
+            ),
+            UNANSWERED as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_bytes_total{{direction="send",{work},{}}}"#,
+                to(CLOSED_PORT)
+            ),
+            (UNANSWERED * PAYLOAD as u64) as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_datagrams_total{{direction="recv",{work},{}}}"#,
+                to(RECEIVER_PORT)
+            ),
+            t.received as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_bytes_total{{direction="recv",{work},{}}}"#,
+                to(RECEIVER_PORT)
+            ),
+            (t.received * PAYLOAD as u64) as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_drops_total{{reason="SOCKET_RCVBUFF",{work},{}}}"#,
+                to(RECEIVER_PORT)
+            ),
+            t.rcvbuf_errors as f64,
+        ),
+        (
+            format!(
+                r#"udptrace_drops_total{{reason="NO_SOCKET",comm="",{}}}"#,
+                to(CLOSED_PORT)
+            ),
+            t.no_ports as f64,
+        ),
+        (
+            // UDP refuses the size before it reads the address: no destination port.
+            format!(
+                r#"udptrace_errors_total{{direction="send",errno="EMSGSIZE",{work},{}}}"#,
+                to(0)
+            ),
+            1.0,
+        ),
+    ]
+}
+
+/// Checks the workload's truth itself: it dropped, and every datagram is accounted for.
+fn check_truth(t: &Truth) {
+    assert!(t.rcvbuf_errors > 0 && t.received > 0, "{t:?}");
+    assert_eq!(t.received + t.rcvbuf_errors, FLOOD, "{t:?}");
+    assert_eq!(t.no_ports, UNANSWERED);
+}
+
+#[test]
+fn scrape_counts_the_workload_exactly() {
+    let ((child, stderr, addr), truth) = in_netns(
+        |ns| serve(&["--by", "comm,dport", "--netns", &ns.to_string()]),
+        workload,
+    );
+    check_truth(&truth);
+    let got = scrape(addr);
+    for (series, value) in expected(&truth) {
+        assert_eq!(got.get(&series), Some(&value), "{series} in {got:#?}");
+    }
+    // Nothing else: the namespace had no other traffic.
+    let series = got.keys().filter(|s| s.contains("comm=")).count();
+    assert_eq!(series, expected(&truth).len(), "{got:#?}");
+    assert_eq!(got["udptrace_lost_events_total"], 0.0);
+    assert_eq!(got["udptrace_series_overflow_events_total"], 0.0);
+    // (serve-work, 4400), (serve-work, 4401), (serve-work, 0): the failed send,
+    // and ("", 4401): drops without a socket.
+    assert_eq!(got["udptrace_series"], 4.0);
+    assert!(got
+        .keys()
+        .any(|s| s.starts_with("udptrace_build_info{version=")));
+    // A second scrape: the same, not reset.
+    assert_eq!(scrape(addr), got);
+
+    // OpenMetrics, as Prometheus asks for it.
+    let accept = "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                  version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n";
+    let (status, head, body) = get(addr, "/metrics", accept);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(
+        body.contains("# TYPE udptrace_datagrams counter\n"),
+        "{body}"
+    );
+    let open = samples(&body.replace("# EOF\n", ""));
+    assert_eq!(open, got);
+
+    // The index links the metrics; anything else is not found.
+    let (status, _, body) = get(addr, "/", "");
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"href="/metrics""#), "{body}");
+    assert_eq!(get(addr, "/metrics/x", "").0, 404);
+    assert_eq!(get(addr, "/favicon.ico", "").0, 404);
+    stop(child);
+    drop(stderr);
+}
+
+#[test]
+fn series_past_the_limit_fold_into_the_overflow() {
+    let ports = [4410u16, 4411, 4412, 4413, 4414, 4415];
+    let ((child, _stderr, addr), ()) = in_netns(
+        |ns| {
+            serve(&[
+                "--by",
+                "dport",
+                "--max-series",
+                "3",
+                "--netns",
+                &ns.to_string(),
+            ])
+        },
+        move || {
+            let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            for port in ports {
+                tx.send_to(b"x", (Ipv4Addr::LOCALHOST, port)).unwrap();
+            }
+        },
+    );
+    let got = scrape(addr);
+    stop(child);
+    assert_eq!(got["udptrace_series"], 3.0, "{got:#?}");
+    // Each port made a send and a drop (no socket): 3 ports' worth overflowed.
+    assert_eq!(
+        got["udptrace_series_overflow_events_total"], 6.0,
+        "{got:#?}"
+    );
+    assert_eq!(sum(&got, "udptrace_datagrams_total", &[]), 6.0);
+    assert_eq!(
+        sum(&got, "udptrace_datagrams_total", &[r#"overflow="true""#]),
+        3.0
+    );
+    assert_eq!(
+        sum(&got, "udptrace_drops_total", &[r#"overflow="true""#]),
+        3.0
+    );
+    let kept = ports
+        .iter()
+        .filter(|p| {
+            got.contains_key(&format!(
+                r#"udptrace_datagrams_total{{direction="send",dport="{p}"}}"#
+            ))
+        })
+        .count();
+    assert_eq!(kept, 3, "{got:#?}");
+}
+
+#[test]
+fn stalled_clients_do_not_stall_scrapes() {
+    let (child, _stderr, addr) = serve(&["--by", "comm"]);
+    // Connected, and never a byte; and one that stops halfway through its headers.
+    let idle = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+    let started = Instant::now();
+    let scrapes: Vec<_> = (0..100)
+        .map(|_| std::thread::spawn(move || get(addr, "/metrics", "").0))
+        .collect();
+    for s in scrapes {
+        assert_eq!(s.join().unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop((idle, half));
+    stop(child);
+}
+
+/// Runs `udptrace serve` with `args`; its status and stderr.
+fn serve_fails(args: &[&str]) -> (i32, String) {
+    let out = Command::new(udptrace_bin())
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_failure() {
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &["--listen", "localhost"],
+            2,
+            "'localhost' is not ADDR:PORT",
+        ),
+        (&["--listen", "127.0.0.1:99999"], 2, "is not ADDR:PORT"),
+        (&["--listen", &taken], 1, "cannot listen on"),
+        (&["--by", "comm,event"], 2, "unknown label 'event'"),
+        (&["--by", "comm,comm"], 2, "label 'comm' is given twice"),
+        (
+            &["--max-series", "0"],
+            2,
+            "'0' is not a number of series of 1 or more",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let (status, stderr) = serve_fails(args);
+        assert_eq!(status, code, "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(message), "{args:?}: {stderr}");
+        if code == 1 {
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("Address already in use"), "{stderr}");
+        }
+    }
+}
+
+/// `promtool check metrics` (the Prometheus package's) finds nothing to say
+/// about a scrape.
+#[test]
+fn prometheus_promtool_finds_a_scrape_clean() {
+    let ((child, _stderr, addr), truth) = in_netns(
+        |ns| {
+            serve(&[
+                "--by",
+                "comm,dport,container_id,pod_uid,cgroup_path,netns",
+                "--netns",
+                &ns.to_string(),
+            ])
+        },
+        workload,
+    );
+    check_truth(&truth);
+    let (_, _, body) = get(addr, "/metrics", "");
+    stop(child);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (the prometheus package)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{said}\n{body}"
+    );
+}
+
+/// A real Prometheus server scrapes `serve` every second: its query API
+/// returns exactly the workload's counts and the kernel's drop counts.
+#[test]
+fn prometheus_server_sees_exact_counts() {
+    let dir = std::env::temp_dir().join(format!("udptrace-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ((child, _stderr, addr), truth) = in_netns(
+        |ns| serve(&["--by", "comm,dport", "--netns", &ns.to_string()]),
+        workload,
+    );
+    check_truth(&truth);
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: udptrace\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .unwrap();
+    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (the prometheus package)");
+    let query = |q: &str| -> Option<f64> {
+        let (status, _, body) =
+            try_get(web, &format!("/api/v1/query?query={}", url_encode(q)), "").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        let value = result.first()?["value"][1].as_str()?;
+        value.parse().ok()
+    };
+    let wanted = expected(&truth);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // PromQL selects a series as the exposition names it (comm="" matches no comm).
+    let promql = |series: &str| series.to_string();
+    loop {
+        let all = wanted
+            .iter()
+            .all(|(series, value)| query(&promql(series)) == Some(*value));
+        if all || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let results: Vec<(String, Option<f64>, f64)> = wanted
+        .iter()
+        .map(|(series, value)| (series.clone(), query(&promql(series)), *value))
+        .collect();
+    let up = query(r#"up{job="udptrace"}"#);
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    stop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(up, Some(1.0));
+    for (series, got, want) in results {
+        assert_eq!(got, Some(want), "{series}");
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
