@@ -92,6 +92,8 @@ test)
 	bash deploy/test-package.sh "$deb"
 	bash deploy/test-container.sh
 	# The benchmark's quick mode, as a smoke test: it ran, and lost nothing.
+	# (Its serve scenario runs the CLI binary built beside it.)
+	cargo build --release --locked -p udptrace-cli
 	cargo run --release --locked -p udptrace-bench -- --quick --check
 	;;
 static)
@@ -105,6 +107,7 @@ package)
 bench)
 	require_root "bench"
 	install_deps "${BUILD_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
+	cargo build --release --locked -p udptrace-cli
 	cargo run --release --locked -p udptrace-bench -- "$@"
 	;;
 *)

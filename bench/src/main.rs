@@ -7,6 +7,7 @@
 
 mod floor;
 mod load;
+mod serve;
 mod tracer;
 
 use std::io::Write;
@@ -231,12 +232,26 @@ fn run(cli: Cli) -> Result<()> {
         .collect();
     let mut rows = rows;
     against_floors(&mut rows);
+    // serve's scale, with no other load running.
+    let scale = serve::scale(SCALE_SERIES).context("measuring serve's scrape of many series")?;
 
-    let table = markdown(&rows, &spec, rounds);
+    let mut table = markdown(&rows, &spec, rounds);
+    table += &format!(
+        "\nudptrace serve with {} series: a scrape takes {:.1} ms (median of {}), peak RSS {:.1} MiB\n",
+        scale.series,
+        scale.scrape_ms,
+        scale.scrapes_ms.len(),
+        scale.peak_rss_mib
+    );
     println!("{table}");
     std::fs::create_dir_all(&cli.out)?;
     std::fs::write(cli.out.join("results.md"), &table)?;
-    let json = serde_json::json!({ "load": spec, "rounds": rounds, "scenarios": rows });
+    let json = serde_json::json!({
+        "load": spec,
+        "rounds": rounds,
+        "scenarios": rows,
+        "serve_scale": scale,
+    });
     std::fs::write(
         cli.out.join("results.json"),
         serde_json::to_string_pretty(&json)?,
@@ -244,9 +259,17 @@ fn run(cli: Cli) -> Result<()> {
     eprintln!("wrote {}/results.md and results.json", cli.out.display());
     if cli.check {
         check(&rows, rounds)?;
+        anyhow::ensure!(
+            scale.series >= u64::from(SCALE_SERIES),
+            "serve showed {} series of the {SCALE_SERIES} made",
+            scale.series
+        );
     }
     Ok(())
 }
+
+/// Label sets the scale check makes `serve` hold.
+const SCALE_SERIES: u16 = 10_000;
 
 fn check(rows: &[Row], rounds: usize) -> Result<()> {
     for r in rows {

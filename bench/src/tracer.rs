@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::serve::{self, Scraper};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -28,6 +30,9 @@ pub enum Scenario {
     /// `udptrace top`: sends, receives and drops counted by process and
     /// event (and drop reason) in the kernel.
     UdptraceTop,
+    /// `udptrace serve` (the binary), scraped every second: `top`'s hooks
+    /// counting by task name, event, drop reason and errno.
+    UdptraceServe,
     /// Tracking sockets (`udptrace life`): each socket's counters, peer,
     /// drops and receive-queue peak, close events only.
     UdptraceSockets,
@@ -50,7 +55,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 18] = [
         Self::Untraced,
         Self::UdptraceEvents,
         Self::FloorEvents,
@@ -62,6 +67,7 @@ impl Scenario {
         Self::FloorDrops,
         Self::UdptraceTop,
         Self::FloorTop,
+        Self::UdptraceServe,
         Self::UdptraceSockets,
         Self::FloorSockets,
         Self::UdptraceRcvbuf,
@@ -79,6 +85,7 @@ impl Scenario {
                 | Self::UdptraceCount
                 | Self::UdptraceDrops
                 | Self::UdptraceTop
+                | Self::UdptraceServe
                 | Self::UdptraceSockets
                 | Self::UdptraceRcvbuf
         )
@@ -97,7 +104,8 @@ impl Scenario {
             Self::UdptracePackets => Some(Self::FloorPackets),
             Self::UdptraceCount => Some(Self::FloorCount),
             Self::UdptraceDrops => Some(Self::FloorDrops),
-            Self::UdptraceTop => Some(Self::FloorTop),
+            // The same hooks as top's.
+            Self::UdptraceTop | Self::UdptraceServe => Some(Self::FloorTop),
             Self::UdptraceSockets => Some(Self::FloorSockets),
             Self::UdptraceRcvbuf => Some(Self::FloorRcvbuf),
             _ => None,
@@ -143,6 +151,7 @@ impl Scenario {
             Self::FloorDrops => "hook floor of drops",
             Self::UdptraceTop => "udptrace top",
             Self::FloorTop => "hook floor of top",
+            Self::UdptraceServe => "udptrace serve, scraped every 1 s",
             Self::UdptraceSockets => "udptrace life (sockets tracked)",
             Self::FloorSockets => "hook floor of life",
             Self::UdptraceRcvbuf => "udptrace rcvbuf (receive buffers)",
@@ -187,6 +196,8 @@ pub struct Running {
     started_boottime: Duration,
     attach_ms: f64,
     cpu_at_ready: f64,
+    /// `serve`: what scrapes it.
+    scraper: Option<Scraper>,
 }
 
 /// Reads a tool's output: per-event lines (bpftrace's printf) are only
@@ -223,6 +234,7 @@ pub fn ensure_tracefs() -> Result<()> {
 
 /// Starts the tool and waits until it has attached; `None` for `Untraced`.
 pub fn start(scenario: Scenario) -> Result<Option<Running>> {
+    let mut serve_addr = None;
     let (mut cmd, ready): (Command, &str) = match scenario {
         Scenario::Untraced => return Ok(None),
         Scenario::Bpftrace => {
@@ -234,6 +246,10 @@ pub fn start(scenario: Scenario) -> Result<Option<Running>> {
             let mut c = Command::new("tcpdump");
             c.args(["-i", "lo", "-n", "-w", "/dev/null", "udp"]);
             (c, "listening on")
+        }
+        Scenario::UdptraceServe => {
+            serve_addr = Some(serve::listen_addr()?);
+            (serve::command(serve_addr.unwrap(), &[])?, serve::READY)
         }
         ours => {
             let (command, what) = ours.own_command().expect("run by the benchmark");
@@ -280,12 +296,15 @@ pub fn start(scenario: Scenario) -> Result<Option<Running>> {
         started_boottime,
         attach_ms,
         cpu_at_ready,
+        scraper: serve_addr.map(Scraper::start),
     }))
 }
 
 impl Running {
     /// Stops the tool and collects what it delivered and lost.
     pub fn stop(mut self) -> Result<TracerRun> {
+        // What serve counted, as a scrape shows it, before it stops.
+        let scraped = self.scraper.take().map(Scraper::finish).transpose()?;
         let pid = self.child.id();
         let cpu = cpu_seconds(pid) - self.cpu_at_ready;
         let peak_rss_kib = status_kib(pid, "VmHWM:");
@@ -312,6 +331,13 @@ impl Running {
                     .filter_map(|l| number_before(l, " events"))
                     .sum();
             }
+            Scenario::UdptraceServe => {
+                let body = scraped.unwrap_or_default();
+                run.events = serve::total(&body, "udptrace_datagrams_total")
+                    + serve::total(&body, "udptrace_drops_total");
+                run.lost = serve::total(&body, "udptrace_lost_events_total")
+                    + serve::total(&body, "udptrace_kernel_table_full_events_total");
+            }
             Scenario::Tcpdump => {
                 run.events = lines
                     .iter()
@@ -331,7 +357,9 @@ impl Running {
                 run.lost = v["lost"].as_u64().unwrap_or(0);
             }
         }
-        if !status.success() && self.scenario.is_ours() {
+        if !status.success()
+            && (self.scenario.is_ours() || self.scenario == Scenario::UdptraceServe)
+        {
             bail!(
                 "{} failed after {:?}",
                 self.scenario.name(),

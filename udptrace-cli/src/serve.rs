@@ -321,7 +321,7 @@ impl Exporter {
         let counters = [
             (
                 "udptrace_lost_events",
-                "Events the kernel could not count or follow (kprobes' table of calls in flight was full)",
+                "Events the kernel could not follow (kprobes: its table of calls in flight was full)",
                 stats.lost,
             ),
             (
