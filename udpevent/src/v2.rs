@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use udptrace::{
-    parse_addr_filter, Backend, Event, EventKind, Family, Filter, StatsReader, StopHandle, Tracer,
+    parse_addr_filter, Backend, CgroupResolver, Event, EventKind, Family, Filter, StatsReader,
+    StopHandle, Tracer,
 };
 
 use crate::copy_cstr;
@@ -91,6 +92,21 @@ pub struct udptrace_event {
     pub comm: [c_char; 16],
 }
 
+/// One event and where it happened, for `udptrace_next_ex`.
+#[repr(C)]
+pub struct udptrace_event_ex {
+    pub event: udptrace_event,
+    /// The network namespace it happened in (its inode number, as
+    /// `ls -l /proc/PID/ns/net` shows it); 0 if unknown.
+    pub netns: u32,
+    pub _pad: u32,
+    /// The container (64 hex digits) and Kubernetes pod UID the task's
+    /// cgroup shows, NUL-terminated; empty where it shows none.
+    pub container_id: [c_char; 65],
+    pub pod_uid: [c_char; 37],
+    pub _pad2: [u8; 2],
+}
+
 /// Counts since the tracer started.
 #[repr(C)]
 pub struct udptrace_stats {
@@ -127,6 +143,8 @@ pub struct udptrace_handle {
     stats: StatsReader,
     backend: CString,
     probes: Vec<CString>,
+    /// For `udptrace_cgroup_path`.
+    cgroups: Mutex<CgroupResolver>,
 }
 
 thread_local! {
@@ -225,6 +243,7 @@ pub unsafe extern "C" fn udptrace_open(cfg: *const udptrace_config) -> *mut udpt
                 stats,
                 backend,
                 probes,
+                cgroups: Mutex::new(CgroupResolver::new()),
             }))
         }
         Err(e) => {
@@ -273,6 +292,32 @@ fn to_c_event(ev: &Event) -> udptrace_event {
     out
 }
 
+/// Waits up to `timeout_ms` (negative: forever) for the next event of `h`.
+fn next_event(h: &udptrace_handle, timeout_ms: i32) -> Result<Event, i32> {
+    let mut tracer = h.tracer.lock().unwrap_or_else(|p| p.into_inner());
+    let forever = timeout_ms < 0;
+    let mut left = Duration::from_millis(timeout_ms.max(0) as u64);
+    loop {
+        let wait = if forever {
+            Duration::from_millis(500)
+        } else {
+            left
+        };
+        if let Some(ev) = tracer.recv_timeout(wait) {
+            return Ok(ev);
+        }
+        if tracer.is_finished() {
+            return Err(UDPTRACE_FINISHED);
+        }
+        if !forever {
+            left = left.saturating_sub(wait);
+            if left.is_zero() {
+                return Err(UDPTRACE_TIMEOUT);
+            }
+        }
+    }
+}
+
 /// Waits up to `timeout_ms` (negative: forever) for the next event and
 /// writes it to `*event`. Returns UDPTRACE_EVENT, UDPTRACE_TIMEOUT,
 /// UDPTRACE_FINISHED or UDPTRACE_EINVAL.
@@ -289,29 +334,99 @@ pub unsafe extern "C" fn udptrace_next(
         set_error("udptrace_next: NULL handle or event");
         return UDPTRACE_EINVAL;
     };
-    let mut tracer = h.tracer.lock().unwrap_or_else(|p| p.into_inner());
-    let forever = timeout_ms < 0;
-    let mut left = Duration::from_millis(timeout_ms.max(0) as u64);
-    loop {
-        let wait = if forever {
-            Duration::from_millis(500)
-        } else {
-            left
-        };
-        if let Some(ev) = tracer.recv_timeout(wait) {
+    match next_event(h, timeout_ms) {
+        Ok(ev) => {
             event.write(to_c_event(&ev));
-            return UDPTRACE_EVENT;
+            UDPTRACE_EVENT
         }
-        if tracer.is_finished() {
-            return UDPTRACE_FINISHED;
-        }
-        if !forever {
-            left = left.saturating_sub(wait);
-            if left.is_zero() {
-                return UDPTRACE_TIMEOUT;
-            }
-        }
+        Err(rc) => rc,
     }
+}
+
+/// `udptrace_next`, with where the event happened: its network namespace,
+/// container and pod. `size` is `sizeof(udptrace_event_ex)` as the caller
+/// knows it, so that later versions can grow the struct; no more than that
+/// is written.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed; `event` is writable
+/// for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_next_ex(
+    h: *mut udptrace_handle,
+    event: *mut udptrace_event_ex,
+    size: usize,
+    timeout_ms: i32,
+) -> i32 {
+    let (Some(h), false) = (h.as_ref(), event.is_null()) else {
+        set_error("udptrace_next_ex: NULL handle or event");
+        return UDPTRACE_EINVAL;
+    };
+    if size < std::mem::size_of::<udptrace_event>() {
+        set_error("udptrace_next_ex: size is smaller than udptrace_event");
+        return UDPTRACE_EINVAL;
+    }
+    let ev = match next_event(h, timeout_ms) {
+        Ok(ev) => ev,
+        Err(rc) => return rc,
+    };
+    // SAFETY: all-zero is a valid udptrace_event_ex.
+    let mut out: udptrace_event_ex = std::mem::zeroed();
+    out.event = to_c_event(&ev);
+    out.netns = ev.netns;
+    if let Some(info) = ev.cgroup_info.as_deref() {
+        copy_cstr(
+            &mut out.container_id,
+            info.container_id.as_deref().unwrap_or("").as_bytes(),
+        );
+        copy_cstr(
+            &mut out.pod_uid,
+            info.pod_uid.as_deref().unwrap_or("").as_bytes(),
+        );
+    }
+    let size = size.min(std::mem::size_of::<udptrace_event_ex>());
+    ptr::copy_nonoverlapping(
+        (&out as *const udptrace_event_ex).cast::<u8>(),
+        event.cast::<u8>(),
+        size,
+    );
+    UDPTRACE_EVENT
+}
+
+/// Writes the path of cgroup `cgroup` (an event's `cgroup`) below the
+/// cgroup v2 mount, e.g. "/system.slice/nginx.service", into `buf` (of
+/// `len` bytes), NUL-terminated and cut to fit. Returns the path's full
+/// length (so a result of `len` or more means it was cut), or -1 if the
+/// cgroup is unknown: removed before it was first seen.
+///
+/// # Safety
+/// `h` comes from `udptrace_open` and is not closed; `buf` is writable for
+/// `len` bytes (or NULL with `len` 0, to ask for the length).
+#[no_mangle]
+pub unsafe extern "C" fn udptrace_cgroup_path(
+    h: *const udptrace_handle,
+    cgroup: u64,
+    buf: *mut c_char,
+    len: usize,
+) -> i64 {
+    let Some(h) = h.as_ref() else {
+        set_error("udptrace_cgroup_path: NULL handle");
+        return -1;
+    };
+    let info = h
+        .cgroups
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .resolve(cgroup);
+    let Some(info) = info else {
+        set_error(format!("udptrace_cgroup_path: no cgroup {cgroup}"));
+        return -1;
+    };
+    if !buf.is_null() && len > 0 {
+        let dst = std::slice::from_raw_parts_mut(buf, len);
+        copy_cstr(dst, info.path.as_bytes());
+    }
+    info.path.len() as i64
 }
 
 /// Fills `*stats`. Returns 0, or UDPTRACE_EINVAL. Never waits: safe to call

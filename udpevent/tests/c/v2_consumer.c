@@ -1,6 +1,7 @@
 /*
  * The v2 API from C, through the generated header and linked normally:
- * a filter, timeouts, event fields, stats, errors, stop and close.
+ * a filter, timeouts, event fields, stats, errors, where an event happened
+ * (network namespace, cgroup path), stop and close.
  *
  * cc-flags: -ludpEvent
  */
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "udpEvent.h"
@@ -150,6 +152,35 @@ int main(void)
 	      "stats events %llu %llu", (unsigned long long)st.events[0],
 	      (unsigned long long)st.events[1]);
 	CHECK(st.lost == 0, "lost %llu", (unsigned long long)st.lost);
+
+	/* Where an event happened: this process's network namespace and cgroup. */
+	{
+		udptrace_event_ex ex;
+		struct stat ns;
+		char path[4096], want[4096] = "", line[4096];
+		FILE *f = fopen("/proc/self/cgroup", "r");
+		int64_t n;
+
+		while (f && fgets(line, sizeof(line), f))
+			if (strncmp(line, "0::", 3) == 0)
+				snprintf(want, sizeof(want), "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+		if (f)
+			fclose(f);
+		send_to(sfd, rport, 5);
+		rc = udptrace_next_ex(h, &ex, sizeof(ex), 2000);
+		CHECK(rc == UDPTRACE_EVENT && ex.event.kind == UDPTRACE_SEND && ex.event.ret == 5,
+		      "next_ex: rc %d kind %u", rc, ex.event.kind);
+		CHECK(stat("/proc/self/ns/net", &ns) == 0 && ex.netns == (uint32_t)ns.st_ino,
+		      "netns %u", ex.netns);
+		CHECK(ex.container_id[0] == 0 || strlen(ex.container_id) == 64, "container %s",
+		      ex.container_id);
+		n = udptrace_cgroup_path(h, ex.event.cgroup, path, sizeof(path));
+		CHECK(want[0] && n == (int64_t)strlen(want) && strcmp(path, want) == 0,
+		      "cgroup path '%s', /proc/self/cgroup says '%s'", path, want);
+		CHECK(udptrace_cgroup_path(h, ex.event.cgroup, NULL, 0) == n, "length alone");
+		CHECK(udptrace_cgroup_path(h, 0, path, sizeof(path)) == -1, "cgroup 0");
+		CHECK(udptrace_next_ex(h, &ex, 8, 0) == UDPTRACE_EINVAL, "size below an event");
+	}
 
 	udptrace_stop(h);
 	rc = udptrace_next(h, &ev, 2000);
