@@ -17,7 +17,8 @@ use crate::trace::SelectArgs;
 #[derive(Args, Debug)]
 pub struct CountArgs {
     /// Keys to count by (comma-separated, each once): dport, sport, daddr,
-    /// saddr, pid, comm, event, reason (drops only: needs -e drop)
+    /// saddr, pid, comm, event, reason (drops only: needs -e drop), cgroup
+    /// (the task's cgroup id), netns, errno (of failed sends and receives)
     #[arg(
         short,
         long,

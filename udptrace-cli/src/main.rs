@@ -61,7 +61,8 @@ enum Command {
     /// buffer full, no socket on the port, bad checksum, ...) and its owner
     Drops(trace::DropsArgs),
     /// Count events in the kernel by keys (ports, addresses, process, event,
-    /// drop reason) and print a sorted table on exit or every --interval
+    /// drop reason, cgroup, netns, errno) and print a sorted table on exit or
+    /// every --interval
     #[command(after_help = "Examples:\n  \
         udptrace count --by dport -e packet-send     # datagrams sent, by destination port\n  \
         udptrace count --by comm,event -i 5 --top 10 # busiest processes, every 5 s\n  \
