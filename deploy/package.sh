@@ -8,6 +8,9 @@
 #   /usr/lib/x86_64-linux-gnu/pkgconfig/udpevent.pc
 #   /usr/share/man/man1/                  udptrace.1, udptrace-SUBCOMMAND.1
 #   bash, zsh and fish completions
+#   /usr/lib/systemd/system/udptrace.service
+#                                         `udptrace serve` as a service, installed
+#                                         but neither enabled nor started
 # Usage: deploy/package.sh STATIC_BINARY   (run from the repository root)
 set -euo pipefail
 shopt -s inherit_errexit
@@ -26,6 +29,7 @@ install -D -m 0644 target/release/libudpEvent.so "$lib/libudpEvent.so.$version"
 # The SONAME is libudpEvent.so, the name the legacy library was loaded by.
 ln -s "libudpEvent.so.$version" "$lib/libudpEvent.so"
 install -D -m 0644 include/udpEvent.h "$stage/usr/include/udpEvent.h"
+install -D -m 0644 deploy/udptrace.service "$stage/usr/lib/systemd/system/udptrace.service"
 mkdir -p "$lib/pkgconfig"
 cat >"$lib/pkgconfig/udpevent.pc" <<PC
 prefix=/usr
