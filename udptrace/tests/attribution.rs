@@ -492,6 +492,7 @@ fn veth_exchange(start: impl FnOnce(u32, u32) -> Tracer + Send) -> (Tracer, u32,
     let (b_ns_tx, b_ns_rx) = mpsc::channel::<(fs::File, u32)>();
     let (b_go_tx, b_go_rx) = mpsc::channel::<()>();
     let (b_ready_tx, b_ready_rx) = mpsc::channel::<()>();
+    let (traced_tx, traced_rx) = mpsc::channel::<()>();
     std::thread::scope(|s| {
         let b = s.spawn(move || {
             // SAFETY: unshare affects only this thread.
@@ -504,6 +505,9 @@ fn veth_exchange(start: impl FnOnce(u32, u32) -> Tracer + Send) -> (Tracer, u32,
             let sock = UdpSocket::bind((ADDR_B, PORT_B)).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             b_ready_tx.send(()).unwrap();
+            // Only now: a receive already under way as the hooks attach is
+            // missed by the ones that see its return (fexit, kretprobes).
+            traced_rx.recv().unwrap();
             let mut buf = [0u8; 64];
             let (n, from) = sock.recv_from(&mut buf).expect("A's datagram");
             assert_eq!(&buf[..n], b"over the pair");
@@ -519,6 +523,7 @@ fn veth_exchange(start: impl FnOnce(u32, u32) -> Tracer + Send) -> (Tracer, u32,
             configure(VETH_A, ADDR_A);
             b_ready_rx.recv().unwrap();
             let tracer = start(this_netns(), b_inode);
+            traced_tx.send(()).unwrap();
             let sock = UdpSocket::bind((ADDR_A, 0)).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             sock.send_to(b"over the pair", (ADDR_B, PORT_B)).unwrap();
