@@ -143,6 +143,56 @@ enum Measure {
     Drops(String),
 }
 
+/// The counter families the series make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Datagrams,
+    Bytes,
+    Drops,
+    Errors,
+}
+
+impl Family {
+    const ALL: [Family; 4] = [Self::Datagrams, Self::Bytes, Self::Drops, Self::Errors];
+
+    /// Its name (without `_total`, which the encoders add) and help.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Datagrams => (
+                "udptrace_datagrams",
+                "UDP datagrams sent and received by sockets (sends and receives that succeeded)",
+            ),
+            Self::Bytes => (
+                "udptrace_bytes",
+                "UDP payload bytes of the datagrams sent and received",
+            ),
+            Self::Drops => (
+                "udptrace_drops",
+                "UDP datagrams the kernel dropped, by reason (as drop events name it)",
+            ),
+            Self::Errors => (
+                "udptrace_errors",
+                "UDP sends and receives that failed, by errno",
+            ),
+        }
+    }
+
+    /// The labels a series of `measure` has in this family; `None` if it has none here.
+    fn labels(self, measure: &Measure) -> Option<Vec<(&'static str, String)>> {
+        match (self, measure) {
+            (Self::Datagrams | Self::Bytes, Measure::Datagrams(direction)) => {
+                Some(vec![("direction", direction.to_string())])
+            }
+            (Self::Drops, Measure::Drops(reason)) => Some(vec![("reason", reason.clone())]),
+            (Self::Errors, Measure::Errors(direction, errno)) => Some(vec![
+                ("direction", direction.to_string()),
+                ("errno", errno.clone()),
+            ]),
+            _ => None,
+        }
+    }
+}
+
 /// One series: what it counts, and its label values (empty: the overflow).
 type SeriesKey = (Measure, Vec<String>);
 
@@ -245,10 +295,10 @@ impl Exporter {
     }
 
     /// The label pairs of a series, with what it counts by.
-    fn label_pairs(&self, first: &[(&str, &str)], values: &[String]) -> Vec<(String, String)> {
+    fn label_pairs(&self, first: &[(&str, String)], values: &[String]) -> Vec<(String, String)> {
         let mut pairs: Vec<(String, String)> = first
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         if values.is_empty() && !self.labels.is_empty() {
             pairs.push(("overflow".into(), "true".into()));
@@ -266,55 +316,20 @@ impl Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut series: Vec<(&SeriesKey, &(u64, u64))> = self.series.iter().collect();
         series.sort_by(|a, b| a.0 .1.cmp(&b.0 .1));
-        let datagrams = || {
-            series.iter().filter_map(|((m, values), v)| match m {
-                Measure::Datagrams(d) => Some((*d, values, *v)),
-                _ => None,
-            })
-        };
-        let mut family = encoder.encode_descriptor(
-            "udptrace_datagrams",
-            "UDP datagrams sent and received by sockets (sends and receives that succeeded)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (direction, values, (events, _)) in datagrams() {
-            let labels = self.label_pairs(&[("direction", direction)], values);
-            ConstCounter::new(*events).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "udptrace_bytes",
-            "UDP payload bytes of the datagrams sent and received",
-            None,
-            MetricType::Counter,
-        )?;
-        for (direction, values, (_, bytes)) in datagrams() {
-            let labels = self.label_pairs(&[("direction", direction)], values);
-            ConstCounter::new(*bytes).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "udptrace_drops",
-            "UDP datagrams the kernel dropped, by reason (as drop events name it)",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((m, values), (events, _)) in &series {
-            if let Measure::Drops(reason) = m {
-                let labels = self.label_pairs(&[("reason", reason)], values);
-                ConstCounter::new(*events).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "udptrace_errors",
-            "UDP sends and receives that failed, by errno",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((m, values), (events, _)) in &series {
-            if let Measure::Errors(direction, errno) = m {
-                let labels =
-                    self.label_pairs(&[("direction", direction), ("errno", errno)], values);
-                ConstCounter::new(*events).encode(family.encode_family(&labels)?)?;
+        for family in Family::ALL {
+            let (name, help) = family.describe();
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((measure, values), (events, bytes)) in &series {
+                let Some(first) = family.labels(measure) else {
+                    continue;
+                };
+                let value = if family == Family::Bytes {
+                    bytes
+                } else {
+                    events
+                };
+                let labels = self.label_pairs(&first, values);
+                ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
             }
         }
         let stats = self.tracer.stats();
