@@ -159,6 +159,18 @@ fn bad_input_is_one_clear_line() {
         &run(&["trace", "--packets", "-e", "send"]),
         "cannot be used with",
     );
+    assert_clean_failure(&run(&["--netns", "net"]), "expected an inode number");
+    assert_clean_failure(&run(&["--netns", "/no/such/ns"]), "No such file");
+    assert_clean_failure(&run(&["--netns", "0", "-d", "1"]), "above 0");
+    assert_clean_failure(&run(&["--container", "xyz", "-d", "1"]), "hex digits");
+    assert_clean_failure(
+        &run(&["--container", "abc", "--cgroup", "/", "-d", "1"]),
+        "cannot be used with",
+    );
+    assert_clean_failure(
+        &run(&["--cgroup", "/no-such-cgroup", "-d", "1"]),
+        "invalid filter: no cgroup",
+    );
 }
 
 /// DTrace's udp provider script, `udptrace trace --packets`: one line per
