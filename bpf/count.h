@@ -3,7 +3,8 @@
  * `udptrace count`: events added up in the kernel instead of emitted.
  *
  * A key made of ports, pid, event kind and task name (anything but addresses,
- * and drop reasons of drops) is compact (struct compact_key), and counts in a slot of
+ * cgroups and network namespaces, drop reasons of drops and errnos of
+ * failed calls) is compact (struct compact_key), and counts in a slot of
  * `count_slots`: a small per-CPU array where each key has one place, by a
  * hash of it, which the first event with that key on that CPU claims. That
  * costs an array index and a compare where a hash table costs a hash over

@@ -35,11 +35,13 @@ struct task_ctx {
  */
 static __always_inline bool task_in_cgroup(struct task_struct *task)
 {
-	struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp), *ancestor = NULL;
+	struct cgroup *cg, *ancestor = NULL;
 	__u64 at;
 
+	/* First: the verifier prunes what follows only behind this branch. */
 	if (!filter_cgroup_id)
 		return true;
+	cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
 	if (!cg || BPF_CORE_READ(cg, level) < (int)filter_cgroup_level)
 		return false;
 	at = (__u64)cg + bpf_core_field_offset(struct cgroup, ancestors) +

@@ -396,8 +396,9 @@ pub unsafe extern "C" fn udptrace_next_ex(
 /// Writes the path of cgroup `cgroup` (an event's `cgroup`) below the
 /// cgroup v2 mount, e.g. "/system.slice/nginx.service", into `buf` (of
 /// `len` bytes), NUL-terminated and cut to fit. Returns the path's full
-/// length (so a result of `len` or more means it was cut), or -1 if the
-/// cgroup is unknown: removed before it was first seen.
+/// length (so a result of `len` or more means it was cut), or -1 if it
+/// cannot be named: removed before this call, or udptrace may not open
+/// cgroups by id (it lacks CAP_DAC_READ_SEARCH).
 ///
 /// # Safety
 /// `h` comes from `udptrace_open` and is not closed; `buf` is writable for

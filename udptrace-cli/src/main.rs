@@ -137,7 +137,7 @@ enum Command {
             udptrace_kernel_table_full_events_total, udptrace_series_overflow_events_total, \
             udptrace_series and udptrace_build_info (version, backend).\n\n\
             Events are counted in the kernel, by the --by labels, and read at each scrape \
-            (and every second between scrapes, so that the kernel's table never fills): \
+            (and every second between scrapes, so that the kernel's table does not fill): \
             no event crosses to user space. Counters are cumulative from the start and \
             never go backwards; a series whose process or socket went away keeps its \
             last value. At most --max-series label sets are kept; the datagrams of \

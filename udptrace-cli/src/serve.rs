@@ -226,12 +226,13 @@ impl Exporter {
         }
     }
 
-    /// Adds what the kernel counted since the last read.
-    fn drain(&mut self) -> Result<(), udptrace::Error> {
-        for row in self.tracer.take_counts()? {
-            self.add(row);
+    /// Adds what the kernel counted since the last read. A failed read
+    /// leaves its rows in the kernel for the next one, and says so.
+    fn drain_or_warn(&mut self) {
+        match self.tracer.take_counts() {
+            Ok(rows) => rows.into_iter().for_each(|row| self.add(row)),
+            Err(e) => eprintln!("udptrace: warning: reading the kernel's counts: {e}"),
         }
-        Ok(())
     }
 
     fn add(&mut self, row: CountRow) {
@@ -386,9 +387,8 @@ impl std::fmt::Debug for Scrape {
 
 impl Collector for Scrape {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut exporter = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // A failed read leaves the last values: counters stay as they were.
-        let _ = exporter.drain();
+        let mut exporter = lock(&self.0);
+        exporter.drain_or_warn();
         exporter.encode(encoder)
     }
 }
@@ -494,8 +494,14 @@ async fn handle(
     })
 }
 
-/// How often the kernel's table is read between scrapes, so that it never fills.
+/// How often the kernel's table is read between scrapes, so that it does not fill.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// How often the server checks whether to stop.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+fn lock(exporter: &Mutex<Exporter>) -> std::sync::MutexGuard<'_, Exporter> {
+    exporter.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// A client that has not sent its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -544,17 +550,29 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let served: Result<()> = runtime.block_on(async {
         let listener =
             tokio::net::TcpListener::from_std(listener).context("starting the HTTP server")?;
+        // Between scrapes, on a clock of its own: however often clients come.
+        let drained = exporter.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(DRAIN_EVERY);
+            loop {
+                every.tick().await;
+                let exporter = drained.clone();
+                let _ = tokio::task::spawn_blocking(move || lock(&exporter).drain_or_warn()).await;
+            }
+        });
         loop {
-            let ended = {
-                let mut exporter = exporter.lock().unwrap_or_else(|e| e.into_inner());
+            // Never waits for a scrape that holds the exporter: checked again soon.
+            if let Ok(mut exporter) = exporter.try_lock() {
                 // Counting delivers no event: this only notices a reader that stopped.
                 let _ = exporter.tracer.recv_timeout(Duration::ZERO);
-                exporter.tracer.stop_requested() || exporter.tracer.is_finished()
-            };
-            if ended || deadline.is_some_and(|d| Instant::now() >= d) {
+                if exporter.tracer.stop_requested() || exporter.tracer.is_finished() {
+                    return Ok(());
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(());
             }
-            match tokio::time::timeout(DRAIN_EVERY, listener.accept()).await {
+            match tokio::time::timeout(CHECK_EVERY, listener.accept()).await {
                 Ok(Ok((stream, _))) => {
                     let registry = registry.clone();
                     tokio::spawn(async move {
@@ -568,19 +586,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 }
                 // Out of file descriptors and the like: let it pass.
                 Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(_) => {
-                    let exporter = exporter.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let _ = exporter.lock().unwrap_or_else(|e| e.into_inner()).drain();
-                    })
-                    .await;
-                }
+                Err(_) => {}
             }
         }
     });
     stop.stop();
     served?;
-    let exporter = exporter.lock().unwrap_or_else(|e| e.into_inner());
+    let exporter = lock(&exporter);
     if let Some(err) = exporter.tracer.error() {
         anyhow::bail!("tracing stopped early: {err}");
     }

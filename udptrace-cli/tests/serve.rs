@@ -22,9 +22,11 @@ use common::*;
 fn serve(args: &[&str]) -> (Child, mpsc::Receiver<String>, SocketAddr) {
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
     let mut cmd = Command::new(udptrace_bin());
+    // A test that fails before stopping it leaves no tracer attached for long.
     cmd.arg("serve")
         .arg("--listen")
         .arg(listen.to_string())
+        .args(["-d", "120"])
         .args(args);
     if let Ok(backend) = std::env::var("UDPTRACE_TEST_BACKEND") {
         cmd.args(["--backend", &backend]);
@@ -519,7 +521,7 @@ fn prometheus_server_sees_exact_counts() {
     )
     .unwrap();
     let web = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-    let mut prometheus = Command::new("prometheus")
+    let prometheus = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -530,6 +532,8 @@ fn prometheus_server_sees_exact_counts() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (the prometheus package)");
+    // Killed however the test ends.
+    let prometheus = Reaped(prometheus);
     let query = |q: &str| -> Option<f64> {
         let (status, _, body) =
             try_get(web, &format!("/api/v1/query?query={}", url_encode(q)), "").ok()?;
@@ -559,13 +563,22 @@ fn prometheus_server_sees_exact_counts() {
         .map(|(series, value)| (series.clone(), query(&promql(series)), *value))
         .collect();
     let up = query(r#"up{job="udptrace"}"#);
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    drop(prometheus);
     stop(child);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(up, Some(1.0));
     for (series, got, want) in results {
         assert_eq!(got, Some(want), "{series}");
+    }
+}
+
+/// A child process killed when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -44,7 +44,8 @@ impl CgroupInfo {
 
     /// The container id's first 12 characters, as `docker ps` shows it.
     pub fn short_container_id(&self) -> Option<&str> {
-        self.container_id.as_deref().map(|id| &id[..12])
+        let id = self.container_id.as_deref()?;
+        Some(id.get(..12).unwrap_or(id))
     }
 }
 
@@ -111,6 +112,9 @@ struct KernfsHandle {
     id: u64,
 }
 
+/// A failure to resolve that may pass (out of file descriptors, say).
+struct Transient;
+
 /// Most cgroups a resolver remembers; beyond it the least recently seen go.
 pub const CGROUP_CACHE_SIZE: usize = 4096;
 
@@ -166,9 +170,11 @@ impl CgroupResolver {
             *used = self.clock;
             return info.clone();
         }
-        let info = self
-            .path_of(id)
-            .map(|p| Arc::new(CgroupInfo::from_path(&p)));
+        let info = match self.path_of(id) {
+            Ok(path) => path.map(|p| Arc::new(CgroupInfo::from_path(&p))),
+            // Not remembered: the next event of this cgroup tries again.
+            Err(Transient) => return None,
+        };
         if self.cache.len() >= self.capacity {
             self.evict();
         }
@@ -191,9 +197,12 @@ impl CgroupResolver {
         self.cache.retain(|_, (_, used)| *used >= cut);
     }
 
-    /// The path of cgroup `id` below the mount, from the kernel.
-    fn path_of(&self, id: u64) -> Option<String> {
-        let mount_fd = self.mount_fd.as_ref()?;
+    /// The path of cgroup `id` below the mount, from the kernel; `None` if
+    /// the cgroup is gone (or cgroups cannot be named here).
+    fn path_of(&mut self, id: u64) -> Result<Option<String>, Transient> {
+        let Some(mount_fd) = self.mount_fd.as_ref() else {
+            return Ok(None);
+        };
         let mut handle = KernfsHandle {
             handle_bytes: 8,
             handle_type: FILEID_KERNFS,
@@ -208,13 +217,24 @@ impl CgroupResolver {
             )
         };
         if fd < 0 {
-            return None;
+            return match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESTALE | libc::ENOENT) => Ok(None),
+                // Not allowed (no CAP_DAC_READ_SEARCH), nor will it be: stop asking.
+                Some(libc::EPERM | libc::EACCES) => {
+                    self.mount_fd = None;
+                    Ok(None)
+                }
+                _ => Err(Transient),
+            };
         }
         // SAFETY: a fresh fd nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let full = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-        let rel = full.strip_prefix(&self.mount).ok()?;
-        Some(format!("/{}", rel.to_string_lossy()))
+        let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let full = fs::read_link(link).map_err(|_| Transient)?;
+        Ok(full
+            .strip_prefix(&self.mount)
+            .ok()
+            .map(|rel| format!("/{}", rel.to_string_lossy())))
     }
 }
 
@@ -236,6 +256,15 @@ pub(crate) fn cgroup_target(path: &Path) -> Result<CgroupTarget, Error> {
     let mount = cgroup2_mount()?;
     let rel = path.strip_prefix(&mount).unwrap_or(path);
     let rel = rel.strip_prefix("/").unwrap_or(rel);
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::InvalidFilter(format!(
+            "cgroup {} must be a plain path below the cgroup mount (no '..')",
+            path.display()
+        )));
+    }
     let dir = mount.join(rel);
     let meta = fs::metadata(&dir)
         .map_err(|e| Error::InvalidFilter(format!("no cgroup {}: {e}", dir.display())))?;

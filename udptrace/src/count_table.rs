@@ -47,23 +47,32 @@ impl CountTable {
         }
         let cpus =
             libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
-        let mut rows = self.take_slot_rows(cpus)?;
-        let keys: Vec<Vec<u8>> = self.map.keys().collect();
-        for key in keys {
-            if let Some(value) = self.take_row(&key, cpus)? {
-                rows.extend(decode_row(&self.fields, &key, &value));
+        let mut rows = Vec::new();
+        // A failed read leaves what it did not take in the kernel for the
+        // next call: the rows taken before it are returned, not dropped.
+        let failure = self.take_slot_rows(cpus, &mut rows).err().or_else(|| {
+            let keys: Vec<Vec<u8>> = self.map.keys().collect();
+            for key in keys {
+                match self.take_row(&key, cpus) {
+                    Ok(Some(value)) => rows.extend(decode_row(&self.fields, &key, &value)),
+                    Ok(None) => {}
+                    Err(e) => return Some(e),
+                }
             }
+            None
+        });
+        match failure {
+            Some(e) if rows.is_empty() => Err(e),
+            _ => Ok(merge_rows(rows)),
         }
-        Ok(merge_rows(rows))
     }
 
-    /// What the slots counted since the last read: a slot's key never changes
-    /// once ready, and its value only grows.
-    fn take_slot_rows(&self, cpus: usize) -> Result<Vec<CountRow>, Error> {
+    /// Adds to `rows` what the slots counted since the last read: a slot's
+    /// key never changes once ready, and its value only grows.
+    fn take_slot_rows(&self, cpus: usize, rows: &mut Vec<CountRow>) -> Result<(), Error> {
         let mut read = self.slots_read.lock().unwrap_or_else(|e| e.into_inner());
         let slots = COUNT_SLOTS_PER_CPU;
         read.resize(slots * cpus, count_value::default());
-        let mut rows = Vec::new();
         for slot in 0..slots {
             let values = self
                 .slots
@@ -90,7 +99,7 @@ impl CountTable {
                 }
             }
         }
-        Ok(rows)
+        Ok(())
     }
 
     /// Reads and removes one row of the per-CPU table, summed over the CPUs.
