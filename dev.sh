@@ -19,7 +19,7 @@ shopt -s inherit_errexit # a failed build inside $(...) fails the command
 cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config gcc libc6-dev)
-TEST_PACKAGES=(util-linux file python3 man-db zsh fish podman dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio xz-utils tmux prometheus)
+TEST_PACKAGES=(util-linux file python3 man-db zsh fish podman dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio xz-utils tmux prometheus tshark)
 BENCH_PACKAGES=(bpftrace tcpdump)
 PACKAGE_PACKAGES=(dpkg-dev)
 

@@ -34,6 +34,15 @@ struct {
 	__array(values, struct event_ring);
 } events SEC(".maps");
 
+/*
+ * Bytes of UDP payload that packet and drop records carry room for: the snap
+ * length rounded up to 8, or 0 for headers only. A constant to the verifier,
+ * so records of one run are all one size, and small snap lengths cost little.
+ */
+const volatile __u32 payload_room = 0;
+/* The snap length itself: payload bytes copied at most (at most payload_room). */
+const volatile __u32 payload_snaplen = 0;
+
 /* An event's size in the ring buffer, with the record header. */
 #define RINGBUF_RECORD_BYTES (sizeof(struct udp_event) + 8)
 
@@ -46,10 +55,11 @@ static __always_inline void *this_cpu_ring(void)
 }
 
 /*
- * Where to build the next event: space in this CPU's ring buffer (`*ring`,
- * for event_done()), or the count-mode scratch.
+ * Where to build the next event, with room for `extra` bytes after it
+ * (a constant): space in this CPU's ring buffer (`*ring`, for event_done()),
+ * or the count-mode scratch.
  */
-static __always_inline struct udp_event *event_slot(void **ring)
+static __always_inline struct udp_event *event_slot_sized(void **ring, __u32 extra)
 {
 	struct udp_event *e = NULL;
 	__u32 zero = 0;
@@ -62,10 +72,15 @@ static __always_inline struct udp_event *event_slot(void **ring)
 	}
 	*ring = this_cpu_ring();
 	if (*ring)
-		e = bpf_ringbuf_reserve(*ring, sizeof(*e), 0);
+		e = bpf_ringbuf_reserve(*ring, sizeof(*e) + extra, 0);
 	if (!e)
 		stat_inc(UDP_STAT_LOST);
 	return e;
+}
+
+static __always_inline struct udp_event *event_slot(void **ring)
+{
+	return event_slot_sized(ring, 0);
 }
 
 /* Hands a built event to user space through `ring`, or counts it. */
@@ -87,7 +102,7 @@ static __always_inline void event_done(struct udp_event *e, void *ring)
 	 */
 	if (ring)
 		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
-	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES)
+	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES + payload_room)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }

@@ -187,9 +187,118 @@ static __always_inline bool parse_skb(struct sk_buff *skb, struct pkt *p)
 	return true;
 }
 
-/* A packet event of `task`; `reason` for drops. */
+/*
+ * Where a datagram's UDP payload is: in a cgroup_skb program's packet, from
+ * `off` on (the helper reads paged data too), or else in kernel memory at
+ * `data`, of which `linear` bytes are readable (an skb's linear part; when
+ * none, as for UDP GSO sends and large datagrams, `data` is the first page
+ * fragment's and `linear` its length).
+ */
+struct payload_src {
+	struct __sk_buff *ctx;
+	const void *data;
+	__u32 off;
+	__u32 linear;
+};
+
+/* Where the kernel maps struct pages and physical memory (x86-64, randomised or not). */
+extern const void vmemmap_base __ksym __weak;
+extern const void page_offset_base __ksym __weak;
+#define DEFAULT_VMEMMAP_BASE 0xffffea0000000000UL
+#define DEFAULT_PAGE_OFFSET_BASE 0xffff888000000000UL
+
+/* page_address(): a page's address in the kernel's direct map. */
+static __always_inline __u64 page_address(__u64 page)
+{
+	__u64 vmemmap = DEFAULT_VMEMMAP_BASE, direct = DEFAULT_PAGE_OFFSET_BASE;
+	__u64 page_size = bpf_core_type_size(struct page);
+
+	if (&vmemmap_base)
+		bpf_probe_read_kernel(&vmemmap, sizeof(vmemmap), &vmemmap_base);
+	if (&page_offset_base)
+		bpf_probe_read_kernel(&direct, sizeof(direct), &page_offset_base);
+	if (page < vmemmap || !page_size)
+		return 0;
+	return direct + (page - vmemmap) / page_size * 4096;
+}
+
+/* The first page fragment of a kernel skb: its data and length. */
+static __always_inline void first_frag(struct payload_src *src, struct sk_buff *skb)
+{
+	struct skb_shared_info *shinfo =
+		(struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+	/* As struct udptrace_frag, but a plain local: no relocations. */
+	struct {
+		__u64 page;
+		__u32 len;
+		__u32 offset;
+	} frag;
+	__u64 addr;
+
+	if (BPF_CORE_READ(shinfo, nr_frags) == 0 ||
+	    bpf_probe_read_kernel(&frag, sizeof(frag), &shinfo->frags[0]))
+		return;
+	/* A net_iov (device memory), not a page: nothing to read. */
+	if (frag.page & 1)
+		return;
+	addr = page_address(frag.page);
+	if (addr) {
+		src->data = (const void *)(addr + frag.offset);
+		src->linear = frag.len;
+	}
+}
+
+/* The payload of a cgroup_skb program's datagram. */
+static __always_inline void ctx_payload(struct payload_src *src, struct __sk_buff *ctx,
+					const struct pkt *p)
+{
+	src->ctx = ctx;
+	src->data = NULL;
+	src->off = p->ip_hlen + sizeof(struct udp_hdr);
+	src->linear = 0;
+}
+
+/* The payload of a kernel skb whose headers parse_skb() read. */
+static __always_inline void skb_payload(struct payload_src *src, struct sk_buff *skb,
+					const struct pkt *p)
+{
+	__u32 start = BPF_CORE_READ(skb, network_header) + p->ip_hlen + sizeof(struct udp_hdr);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+
+	src->ctx = NULL;
+	src->data = BPF_CORE_READ(skb, head) + start;
+	src->off = 0;
+	src->linear = tail > start ? tail - start : 0;
+	if (!src->linear)
+		first_frag(src, skb);
+}
+
+/*
+ * Copies the first bytes of the payload, up to the snap length, to `dst`
+ * (payload_room bytes); returns how many.
+ */
+static __always_inline __u16 copy_payload(void *dst, const struct payload_src *src, __u64 len)
+{
+	__u64 room = payload_snaplen;
+
+	if (!src->ctx && len > src->linear)
+		len = src->linear;
+	/* 64-bit, so that the bound checked is the register the helper gets. */
+	if (len > room)
+		len = room;
+	asm volatile("" : "+r"(len));
+	if (len == 0 || len > room)
+		return 0;
+	if (src->ctx ? bpf_skb_load_bytes(src->ctx, src->off, dst, len)
+		     : bpf_probe_read_kernel(dst, len, src->data))
+		return 0;
+	return len;
+}
+
+/* A packet event of `task`; `reason` for drops; with its payload from `src` if snapped. */
 static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, const struct pkt *p,
-					__u32 reason, const struct task_ctx *task)
+					__u32 reason, const struct task_ctx *task,
+					const struct payload_src *src)
 {
 	struct sock_addrs a = {};
 	struct udp_event *e;
@@ -203,7 +312,7 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	a.rport = inbound ? p->sport : p->dport;
 	if (!kind_wanted(kind) || !stored_task_wanted(task) || !addrs_wanted(&a))
 		return;
-	e = event_slot(&ring);
+	e = event_slot_sized(&ring, count_mode ? 0 : payload_room);
 	if (!e)
 		return;
 	e->ts_ns = bpf_ktime_get_ns();
@@ -218,24 +327,29 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	e->detail.packet.gso_segs = p->gso_segs > 1 ? p->gso_segs : 1;
 	e->detail.packet.ip_ver = p->ip_ver;
 	e->detail.packet.inbound = inbound;
+	if (payload_room && !count_mode)
+		e->detail.packet.caplen =
+			copy_payload(e + 1, src, p->ip_plength > 8 ? p->ip_plength - 8 : 0);
 	event_done(e, ring);
 }
 
 /* Transmit runs in the sending task (sendmsg, or a corked socket's flush). */
-static __always_inline void packet_sent(__u64 cookie, const struct pkt *p)
+static __always_inline void packet_sent(__u64 cookie, const struct pkt *p,
+					const struct payload_src *src)
 {
 	struct task_ctx t;
 
 	current_task(&t);
-	emit_packet(UDP_EVENT_PACKET_SEND, false, cookie, p, 0, &t);
+	emit_packet(UDP_EVENT_PACKET_SEND, false, cookie, p, 0, &t, src);
 }
 
-static __always_inline void packet_received(__u64 cookie, const struct pkt *p)
+static __always_inline void packet_received(__u64 cookie, const struct pkt *p,
+					    const struct payload_src *src)
 {
 	struct task_ctx t;
 
 	owner_of(cookie, &t);
-	emit_packet(UDP_EVENT_PACKET_RECV, true, cookie, p, 0, &t);
+	emit_packet(UDP_EVENT_PACKET_RECV, true, cookie, p, 0, &t, src);
 }
 
 /* Raw sockets send UDP headers too; like udp:::send, report UDP sockets' only. */
@@ -282,6 +396,7 @@ struct {
 static __always_inline int on_transmit(struct sk_buff *skb)
 {
 	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct payload_src src;
 	struct pkt p = {};
 
 	if (!udp_sock(sk) || !parse_skb(skb, &p))
@@ -289,7 +404,9 @@ static __always_inline int on_transmit(struct sk_buff *skb)
 	/* IP fills in its length field after this point; the skb starts at the IP header. */
 	p.ip_plength = BPF_CORE_READ(skb, len) - p.ip_hlen;
 	p.netns = sock_netns(sk, false);
-	packet_sent(probed_cookie(sk), &p);
+	if (payload_room)
+		skb_payload(&src, skb, &p);
+	packet_sent(probed_cookie(sk), &p, &src);
 	return 0;
 }
 
@@ -396,6 +513,7 @@ static __always_inline void ingress_rcvqueue(struct __sk_buff *ctx, __u64 cookie
  */
 static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb, bool btf)
 {
+	struct payload_src src;
 	struct pkt p = {};
 	__u64 cookie;
 
@@ -407,7 +525,9 @@ static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb, bool
 	note_rcvqueue(sk, skb, cookie, btf);
 	if (kind_wanted(UDP_EVENT_PACKET_RECV)) {
 		p.netns = sock_netns(sk, false);
-		packet_received(cookie, &p);
+		if (payload_room)
+			skb_payload(&src, skb, &p);
+		packet_received(cookie, &p, &src);
 	}
 	return 0;
 }

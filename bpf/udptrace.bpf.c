@@ -442,6 +442,7 @@ const volatile bool cgroup_skb_task_btf = false;
 SEC("cgroup_skb/egress")
 int packet_egress(struct __sk_buff *skb)
 {
+	struct payload_src src;
 	struct task_ctx t;
 	struct pkt p = {};
 
@@ -464,7 +465,8 @@ int packet_egress(struct __sk_buff *skb)
 		t.in_cgroup = current_in_cgroup();
 	}
 	p.netns = ctx_netns(skb);
-	emit_packet(UDP_EVENT_PACKET_SEND, false, bpf_get_socket_cookie(skb), &p, 0, &t);
+	ctx_payload(&src, skb, &p);
+	emit_packet(UDP_EVENT_PACKET_SEND, false, bpf_get_socket_cookie(skb), &p, 0, &t, &src);
 	return 1; /* never interfere with the traffic */
 }
 
@@ -484,6 +486,7 @@ int packet_ingress(struct __sk_buff *skb)
 {
 	/* The headers, only where something reads them. */
 	bool headers = senders_from_queue || (ingress_deliveries && kind_wanted(UDP_EVENT_PACKET_RECV));
+	struct payload_src src;
 	struct pkt p = {};
 	__u64 cookie;
 
@@ -498,7 +501,8 @@ int packet_ingress(struct __sk_buff *skb)
 		ingress_rcvqueue(skb, cookie);
 		if (kind_wanted(UDP_EVENT_PACKET_RECV)) {
 			p.netns = ctx_netns(skb);
-			packet_received(cookie, &p);
+			ctx_payload(&src, skb, &p);
+			packet_received(cookie, &p, &src);
 		}
 	}
 	return 1;
@@ -518,6 +522,7 @@ const volatile __u32 reason_proto_mem = 0xffffffff;
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 {
+	struct payload_src src;
 	struct delivery *d;
 	struct task_ctx t;
 	struct sock *sk;
@@ -546,7 +551,9 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 		owner_of(cookie, &t);
 	else
 		current_task(&t);
-	emit_packet(UDP_EVENT_DROP, inbound, cookie, &p, reason, &t);
+	if (payload_room)
+		skb_payload(&src, skb, &p);
+	emit_packet(UDP_EVENT_DROP, inbound, cookie, &p, reason, &t, &src);
 	return 0;
 }
 

@@ -72,7 +72,8 @@ struct packet_info {
 	__u16 gso_segs; /* datagrams a UDP GSO send leaves as; 1 otherwise */
 	__u8 ip_ver;
 	__u8 inbound; /* arriving: laddr/lport are its destination */
-	__u8 pad[18];
+	__u16 caplen; /* bytes of UDP payload after the record (with a snap length) */
+	__u8 pad[16];
 };
 
 union event_detail {
@@ -80,7 +81,10 @@ union event_detail {
 	struct packet_info packet; /* packet and drop events */
 };
 
-/* One event, 136 bytes. */
+/*
+ * One event, 136 bytes. With a snap length (payload_room), packet and drop
+ * records are longer by it: the first `caplen` bytes of the UDP payload follow.
+ */
 struct udp_event {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 sock_cookie;

@@ -240,8 +240,25 @@ struct bpf_iter__task_file {
 	};
 };
 
+/*
+ * A page fragment of an skb: struct bio_vec before Linux 6.6 (bv_page,
+ * bv_len, bv_offset), struct skb_frag since (netmem, len, offset): the
+ * same layout, read whole.
+ */
+struct udptrace_frag {
+	unsigned long page;
+	unsigned int len;
+	unsigned int offset;
+};
+
 struct skb_shared_info {
+	unsigned char nr_frags;
 	unsigned short gso_segs;
+	struct udptrace_frag frags[17];
+};
+
+struct page {
+	unsigned long flags;
 };
 
 struct net_device {
@@ -253,6 +270,7 @@ struct sk_buff {
 	struct net_device *dev;
 	unsigned int len;
 	unsigned char *head;
+	unsigned int tail; /* offsets from head on 64-bit kernels */
 	unsigned int end;
 	__u16 transport_header;
 	__u16 network_header;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs, senders.rs,
-# packet_events.rs, limits.rs, sockets.rs and attribution.rs) inside pinned Debian kernels under QEMU (TCG:
+# packet_events.rs, payload.rs, limits.rs, sockets.rs and attribution.rs) inside pinned Debian kernels under QEMU (TCG:
 # KVM guests hang on these hosts) once per backend, then, with the backend
 # `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs,
 # startup.rs, views.rs and serve.rs, which runs on every backend too) and the C library's (udpevent/tests/foreign.rs, with its C
@@ -30,7 +30,7 @@ mkdir -p "$WORK"
 cargo build --locked -q -p udptrace-cli -p udpevent
 # The suites' test binaries, by name: the kernel suites run on every backend,
 # the CLI's and the C library's with the backend auto picks.
-SUITES="socket_events senders packet_events limits sockets attribution"
+SUITES="socket_events senders packet_events payload limits sockets attribution"
 declare -A tests
 test_binary() { # package, test
 	cargo test --locked -q --no-run -p "$1" --test "$2" --message-format=json 2>/dev/null |

@@ -1,4 +1,5 @@
-//! How events are written: text columns, DTrace's packet lines, drop lines or NDJSON.
+//! How events are written: text columns, DTrace's packet lines, drop lines,
+//! NDJSON or a pcapng capture.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -16,6 +17,10 @@ pub enum Format {
     /// One line per drop, with its reason.
     Drops,
     Json,
+    /// A pcapng capture whose packets carry this much payload at most.
+    Pcapng {
+        snaplen: u32,
+    },
 }
 
 const ADDR_WIDTH: usize = 24;
@@ -56,6 +61,7 @@ impl Writer {
     fn plain_header(&mut self, out: &mut impl Write) -> io::Result<()> {
         match self.format {
             Format::Json => Ok(()),
+            Format::Pcapng { snaplen } => udptrace::pcapng::write_header(out, snaplen),
             Format::Text => writeln!(
                 out,
                 "{:<15} {:>7} {:<16} {:<11} {:<w$} {:<w$} {:>8}",
@@ -112,6 +118,7 @@ impl Writer {
 
     fn plain_event(&mut self, out: &mut impl Write, ev: &Event) -> io::Result<()> {
         match self.format {
+            Format::Pcapng { .. } => udptrace::pcapng::write_packet(out, ev).map(|_| ()),
             Format::Json => {
                 serde_json::to_writer(&mut *out, ev)?;
                 out.write_all(b"\n")

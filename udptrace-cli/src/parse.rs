@@ -30,6 +30,32 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// A snap length: bytes of UDP payload, 0 to a whole datagram's.
+pub fn parse_snaplen(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n <= udptrace::MAX_SNAPLEN => Ok(n),
+        _ => Err(format!(
+            "snap length must be 0 to {} bytes",
+            udptrace::MAX_SNAPLEN
+        )),
+    }
+}
+
+/// A ring buffer's size: bytes, or with a K or M suffix; a power of two of at least 4 KiB.
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.strip_suffix(['K', 'k']) {
+        Some(d) => (d, 1u64 << 10),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(d) => (d, 1 << 20),
+            None => (s, 1),
+        },
+    };
+    match digits.parse::<u64>().map(|n| n * unit) {
+        Ok(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n as u32),
+        _ => Err("a ring buffer is a power of two of 4K to 1024M bytes".into()),
+    }
+}
+
 /// Where the kernel's `pid_max` cannot be read: the most it can be set to.
 const PID_MAX_LIMIT: u32 = 4 << 20;
 

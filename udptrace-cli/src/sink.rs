@@ -19,8 +19,9 @@ enum State {
 }
 
 pub struct Sink {
-    /// fd 1, never closed by us.
+    /// fd 1, never closed by us, or a file of our own (`owned`).
     out: ManuallyDrop<File>,
+    owned: bool,
     buf: Vec<u8>,
     /// For each record in `buf`: the offset where it ends, and how many
     /// records it stands for (a JSON table stands for its rows).
@@ -35,11 +36,20 @@ impl Sink {
             // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop
             // keeps this File from closing it.
             out: ManuallyDrop::new(unsafe { File::from_raw_fd(1) }),
+            owned: false,
             buf: Vec::with_capacity(CAPACITY),
             ends: Vec::new(),
             state: State::Open,
             not_written: 0,
         }
+    }
+
+    /// Writes to `file` instead of standard output.
+    pub fn file(file: File) -> Sink {
+        let mut sink = Sink::stdout();
+        sink.out = ManuallyDrop::new(file);
+        sink.owned = true;
+        sink
     }
 
     /// Writes something that is not a record (a header, a blank line).
@@ -132,6 +142,15 @@ impl Sink {
         match &self.state {
             State::Failed(e) => Some((e, self.not_written)),
             _ => None,
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if self.owned {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.out) };
         }
     }
 }

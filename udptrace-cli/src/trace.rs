@@ -12,7 +12,7 @@ use udptrace::{
 };
 
 use crate::output::{self, Format};
-use crate::parse::{parse_pid, parse_port, parse_seconds, unique};
+use crate::parse::{parse_pid, parse_port, parse_ring_size, parse_seconds, parse_snaplen, unique};
 use crate::sink::Sink;
 
 /// What to trace: the filters and the backend, shared by `trace`, `drops` and `count`.
@@ -80,9 +80,32 @@ pub struct TraceArgs {
     /// Add CONTAINER (short id) and NETNS (inode number) columns to the text
     #[arg(long)]
     wide: bool,
+    /// Write the datagrams to FILE as a pcapng capture ('-': standard
+    /// output, e.g. `| wireshark -k -i -`), each with its process, cgroup
+    /// and direction; packet-send, packet-recv and drop events unless -e
+    /// says which
+    #[arg(short = 'w', long = "write", value_name = "FILE", conflicts_with_all = ["json", "wide", "show_eagain"])]
+    write: Option<PathBuf>,
+    /// Capture the first BYTES of each datagram's UDP payload (0 to 65535;
+    /// with -w 256 by default, else none): in the capture, or in --json as
+    /// hex `payload` with `truncated`
+    #[arg(long, value_name = "BYTES", value_parser = parse_snaplen)]
+    snaplen: Option<u32>,
+    /// Each CPU's ring buffer, in bytes: a power of two of at least 4096, K
+    /// and M suffixes allowed [default: 4M on up to 4 CPUs, 16M shared out beyond]
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_size)]
+    ring_buffer_size: Option<u32>,
+    /// With -w: leave drops out of the capture (by default each drop is a
+    /// packet whose comment names the kernel's reason)
+    #[arg(long, requires = "write", conflicts_with = "events")]
+    no_drops: bool,
     #[command(flatten)]
     select: SelectArgs,
 }
+
+/// The payload captured with -w unless --snaplen says otherwise: a DNS
+/// message or a QUIC Initial's header and the start of its payload.
+const DEFAULT_WRITE_SNAPLEN: u32 = 256;
 
 #[derive(Args, Debug, Default)]
 pub struct DropsArgs {
@@ -177,26 +200,77 @@ impl SelectArgs {
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let kinds = if args.packets {
+    let kinds = if let (Some(_), true) = (&args.write, args.events.is_empty()) {
+        let mut kinds = vec![EventKind::PacketSend, EventKind::PacketRecv];
+        if !args.no_drops {
+            kinds.push(EventKind::Drop);
+        }
+        kinds
+    } else if args.packets {
         vec![EventKind::PacketSend, EventKind::PacketRecv]
     } else {
         unique(&args.events)
     };
-    let format = match (args.json, args.packets) {
-        (true, _) => Format::Json,
-        (false, true) => Format::Packets,
-        (false, false) => Format::Text,
+    let snaplen = match (args.snaplen, &args.write) {
+        (Some(n), _) => n,
+        (None, Some(_)) => DEFAULT_WRITE_SNAPLEN,
+        (None, None) => 0,
+    };
+    if let Some(kind) = kinds.iter().find(|k| !k.is_packet()) {
+        if args.write.is_some() {
+            anyhow::bail!(
+                "-w writes datagrams: {kind} is not one (packet-send, packet-recv and drop are)"
+            );
+        }
+    }
+    if snaplen > 0 && !kinds.iter().any(|k| k.is_packet()) {
+        anyhow::bail!(
+            "--snaplen captures the payload of packet events: add --packets, -e packet-send,packet-recv,drop or -w FILE"
+        );
+    }
+    let format = match (&args.write, args.json, args.packets) {
+        (Some(_), _, _) => Format::Pcapng { snaplen },
+        (None, true, _) => Format::Json,
+        (None, false, true) => Format::Packets,
+        (None, false, false) => Format::Text,
+    };
+    let out = match &args.write {
+        Some(path) => capture_sink(path)?,
+        None => Sink::stdout(),
     };
     let builder = args
         .select
         .builder(kinds.clone())
-        .report_eagain(args.show_eagain);
+        .report_eagain(args.show_eagain)
+        .snaplen(snaplen);
+    let builder = match args.ring_buffer_size {
+        Some(bytes) => builder.ring_buffer_size(bytes),
+        None => builder,
+    };
     stream(
         builder,
         &args.select,
         output::Writer::new(format, args.wide),
+        out,
         &kinds,
     )
+}
+
+/// Where -w writes: a new file (replacing one), or standard output unless a
+/// terminal, which a capture would only garble.
+fn capture_sink(path: &std::path::Path) -> Result<Sink> {
+    if path.as_os_str() == "-" {
+        // SAFETY: isatty only inspects the descriptor.
+        if unsafe { libc::isatty(1) } == 1 {
+            anyhow::bail!(
+                "not writing a binary capture to a terminal: redirect it (> x.pcapng) or pipe it (| wireshark -k -i -)"
+            );
+        }
+        return Ok(Sink::stdout());
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Sink::file(file))
 }
 
 pub fn run_drops(args: DropsArgs) -> Result<()> {
@@ -210,6 +284,7 @@ pub fn run_drops(args: DropsArgs) -> Result<()> {
         args.select.builder(kinds.clone()),
         &args.select,
         output::Writer::new(format, args.wide),
+        Sink::stdout(),
         &kinds,
     )
 }
@@ -219,11 +294,11 @@ fn stream(
     builder: TracerBuilder,
     select: &SelectArgs,
     mut writer: output::Writer,
+    mut out: Sink,
     kinds: &[EventKind],
 ) -> Result<()> {
     let mut tracer = select.start(builder)?;
     let deadline = select.duration.map(|d| Instant::now() + d);
-    let mut out = Sink::stdout();
     out.text(|buf| writer.header(buf));
     while !tracer.is_finished() {
         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -171,6 +171,38 @@ fn bad_input_is_one_clear_line() {
         &run(&["--cgroup", "/no-such-cgroup", "-d", "1"]),
         "invalid filter: no cgroup",
     );
+    assert_clean_failure(&run(&["trace", "--snaplen", "65536"]), "0 to 65535");
+    assert_clean_failure(
+        &run(&["trace", "--snaplen", "64", "-d", "1"]),
+        "--snaplen captures the payload of packet events",
+    );
+    assert_clean_failure(
+        &run(&["trace", "-w", "/dev/null", "-e", "send", "-d", "1"]),
+        "send is not one",
+    );
+    assert_clean_failure(
+        &run(&["trace", "-w", "/no/such/dir/x.pcapng", "-d", "1"]),
+        "cannot create /no/such/dir/x.pcapng",
+    );
+    assert_clean_failure(&run(&["trace", "-w", "-", "--json"]), "cannot be used with");
+    assert_clean_failure(&run(&["trace", "--no-drops"]), "--write");
+    assert_clean_failure(
+        &run(&["trace", "--ring-buffer-size", "3000"]),
+        "power of two",
+    );
+    assert_clean_failure(
+        &run(&[
+            "trace",
+            "--packets",
+            "--snaplen",
+            "65535",
+            "--ring-buffer-size",
+            "64K",
+            "-d",
+            "1",
+        ]),
+        "at least two records",
+    );
 }
 
 /// DTrace's udp provider script, `udptrace trace --packets`: one line per

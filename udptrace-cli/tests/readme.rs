@@ -71,8 +71,12 @@ fn run(args: &[String]) -> (Vec<String>, Vec<String>) {
         let text = String::from_utf8(out.stdout).unwrap();
         return (Vec::new(), text.lines().map(String::from).collect());
     }
+    // Where an example's files (`-w x.pcapng`) may go.
+    let dir = std::env::temp_dir().join(format!("udptrace-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(udptrace_bin())
         .args(args)
+        .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -94,7 +98,8 @@ fn run(args: &[String]) -> (Vec<String>, Vec<String>) {
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     (
         reader.join().unwrap(),
         stdout.lines().map(String::from).collect(),

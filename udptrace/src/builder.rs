@@ -30,6 +30,7 @@ pub struct TracerBuilder {
     pub(crate) assume_missing: Vec<String>,
     pub(crate) track_sockets: bool,
     pub(crate) track_receive_buffers: bool,
+    pub(crate) snaplen: u32,
     /// The filter's cgroup or container, found at start.
     pub(crate) cgroup_target: Option<CgroupTarget>,
 }
@@ -50,6 +51,7 @@ impl Default for TracerBuilder {
             cgroup_target: None,
             track_sockets: false,
             track_receive_buffers: false,
+            snaplen: 0,
         }
     }
 }
@@ -133,6 +135,18 @@ impl TracerBuilder {
         self
     }
 
+    /// Packet events and drops carry the first `bytes` of each datagram's UDP
+    /// payload ([`Event::payload`](crate::Event::payload)); 0, the default,
+    /// for headers only. At most [`MAX_SNAPLEN`](crate::MAX_SNAPLEN). Every
+    /// packet record then takes this much more room in the ring buffers,
+    /// whatever its datagram's size: raise
+    /// [`ring_buffer_size`](Self::ring_buffer_size) for large snap lengths
+    /// under heavy traffic. Not with [`count_by`](Self::count_by).
+    pub fn snaplen(mut self, bytes: u32) -> Self {
+        self.snaplen = bytes;
+        self
+    }
+
     /// Keeps, for each socket, only what its receive side shows: its drops
     /// and its receive buffer's peak ([`SockLife`](crate::SockLife)'s
     /// `rcvbuf`, `peak_queued`, `drops`, `rcvbuf_drops`, `local`), from the
@@ -178,6 +192,24 @@ impl TracerBuilder {
                     "ring buffer size {bytes} is not a power of two of at least 4096"
                 )));
             }
+        }
+        if self.snaplen > crate::MAX_SNAPLEN {
+            return Err(Error::InvalidFilter(format!(
+                "snap length {} is more than a UDP payload can be ({})",
+                self.snaplen,
+                crate::MAX_SNAPLEN
+            )));
+        }
+        if self.snaplen > 0 && self.count_by.is_some() {
+            return Err(Error::InvalidFilter(
+                "a count keeps no payload: no snap length with count_by".into(),
+            ));
+        }
+        let record = load::packet_record_bytes(self.snaplen);
+        if self.ring_buffer_bytes.is_some_and(|ring| ring < 2 * record) {
+            return Err(Error::InvalidFilter(format!(
+                "a ring buffer must hold at least two records of {record} bytes with this snap length"
+            )));
         }
         load::route_libbpf_log();
         sys::check_btf()?;

@@ -1,6 +1,7 @@
 //! Typed events, decoded from the BPF records.
 
 use std::fmt;
+use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -242,6 +243,13 @@ pub struct Event {
     /// Close events: what the socket table knew of the socket (its drops and
     /// receive buffer only when tracking sockets).
     pub life: Option<SockLife>,
+    /// Packet events and drops, with a snap length
+    /// ([`TracerBuilder::snaplen`](crate::TracerBuilder::snaplen)): the first
+    /// bytes of the UDP payload, at most the snap length. Shorter than the
+    /// datagram's payload ([`Event::truncated`]) when the snap length cut it,
+    /// or the kernel held the rest where a probe cannot read it (paged data
+    /// on the fentry and kprobe backends).
+    pub payload: Option<Vec<u8>>,
 }
 
 impl Event {
@@ -252,6 +260,14 @@ impl Event {
             EventKind::Connect | EventKind::Close => None,
             _ if self.ret >= 0 => Some(self.ret as u32),
             _ => None,
+        }
+    }
+
+    /// A captured payload is shorter than the datagram's.
+    pub fn truncated(&self) -> bool {
+        match (&self.payload, self.packet) {
+            (Some(data), Some(p)) => data.len() < usize::from(p.ip_plength.saturating_sub(8)),
+            _ => false,
         }
     }
 
@@ -307,7 +323,17 @@ impl Event {
         let kind = EventKind::from_wire(raw.kind)?;
         // SAFETY: both members of the union are plain integers; the kind says which was written.
         let (counters, packet) = unsafe { (raw.detail.counters, raw.detail.packet) };
+        let mut payload = None;
         let (counters, packet) = if kind.is_packet() {
+            // Records of a run with a snap length carry its room for payload.
+            if data.len() > mem::size_of::<udp_event>() {
+                let caplen = usize::from(packet.caplen);
+                payload = Some(
+                    data.get(mem::size_of::<udp_event>()..)?
+                        .get(..caplen)?
+                        .to_vec(),
+                );
+            }
             let packet = Packet {
                 ip_ver: packet.ip_ver,
                 ip_plength: packet.ip_plength,
@@ -351,6 +377,7 @@ impl Event {
             ret: raw.ret,
             counters,
             packet,
+            payload,
         })
     }
 }
@@ -377,6 +404,7 @@ pub(crate) fn test_event(ts_ns: u64) -> Event {
         counters: SockCounters::default(),
         packet: None,
         life: None,
+        payload: None,
     }
 }
 
@@ -392,6 +420,17 @@ pub(crate) fn ip_of(family: Family, addr: [u8; 16]) -> IpAddr {
         Family::V4 => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
         Family::V6 => IpAddr::V6(v6),
     }
+}
+
+/// Lower-case hex, two digits a byte.
+pub(crate) fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 * data.len());
+    for b in data {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    text
 }
 
 /// The NDJSON schema: keys are stable once shipped.
@@ -436,6 +475,10 @@ impl Serialize for Event {
                 m.serialize_entry("gso_segs", &p.gso_segs)?;
                 if let Some(reason) = self.drop_reason() {
                     m.serialize_entry("reason", &reason)?;
+                }
+                if let Some(data) = &self.payload {
+                    m.serialize_entry("payload", &hex(data))?;
+                    m.serialize_entry("truncated", &self.truncated())?;
                 }
             }
         }

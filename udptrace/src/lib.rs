@@ -32,6 +32,7 @@ mod event;
 mod filter;
 mod load;
 mod merge;
+pub mod pcapng;
 mod reader;
 mod sockets;
 mod stats;
@@ -52,3 +53,7 @@ pub use ipnet::IpNet;
 pub use sockets::{SockLife, SocketInfo};
 pub use stats::{Stats, StatsReader};
 pub use tracer::{StopHandle, Tracer};
+
+/// The most UDP payload bytes a packet event can carry
+/// ([`TracerBuilder::snaplen`]): a whole datagram.
+pub const MAX_SNAPLEN: u32 = 65535;

@@ -120,6 +120,8 @@ pub(crate) fn load<'obj>(
         ro.filter_cgroup_level = target.level;
     }
     ro.event_kinds = f.kind_mask();
+    ro.payload_room = payload_room(b.snaplen);
+    ro.payload_snaplen = b.snaplen;
     ro.emit_eagain = b.report_eagain;
     ro.wakeup_bytes = b.wakeup_bytes;
     if let Some(fields) = &b.count_by {
@@ -154,6 +156,17 @@ pub(crate) fn load<'obj>(
             .map_err(Error::bpf("installing the ring buffers"))?;
     }
     Ok((skel, rings))
+}
+
+/// The payload bytes packet records have room for: the snap length rounded
+/// up to 8, as ring-buffer records are.
+fn payload_room(snaplen: u32) -> u32 {
+    snaplen.next_multiple_of(8)
+}
+
+/// A packet record's size in a ring buffer, with its header.
+pub(crate) fn packet_record_bytes(snaplen: u32) -> u32 {
+    (mem::size_of::<crate::bpf::types::udp_event>() as u32) + payload_room(snaplen) + 8
 }
 
 /// A ring buffer for each possible CPU (one page each when counting:
