@@ -1,6 +1,7 @@
 //! `udptrace`: trace every UDP send, receive, connect and close on this host.
 
 mod count;
+mod dns;
 mod docs;
 mod doctor;
 mod life;
@@ -152,6 +153,28 @@ enum Command {
             udptrace serve --listen 127.0.0.1:10050 --by comm,dport --port 53"
     )]
     Serve(serve::ServeArgs),
+    /// Print one line per DNS transaction over UDP: process, server, query,
+    /// answer and latency, and every query left unanswered
+    #[command(
+        long_about = "Print one line per DNS transaction over UDP, decoded from the datagrams \
+            themselves: the process, its role (client, or server answering), the server's \
+            address, the query's id, type and name, the response code (with TC when the \
+            answer was truncated and the client should retry over TCP), the number of \
+            answers, and the latency: from the query leaving the client to the response \
+            reaching it, or, on a server, from the query's arrival to the response leaving. \
+            A query is matched with its response on the same socket by id and peer; one \
+            unanswered after --timeout is printed with `timeout`.\n\n\
+            The first 512 bytes of each datagram on the DNS port are captured, which holds \
+            a message's header and question. Datagrams on the port that are not DNS are \
+            counted (`not DNS` in the summary), never fatal. Clients and servers on this \
+            host, IPv4 and IPv6, connected or not; a lookup between two local processes \
+            shows once as the client's and once as the server's.",
+        after_help = "Examples:\n  \
+            udptrace dns                       # every lookup on port 53\n  \
+            udptrace dns --timeout 1 -c nginx  # nginx's lookups, unanswered after 1 s\n  \
+            udptrace dns --port 5353 --json    # mDNS, as NDJSON"
+    )]
+    Dns(dns::DnsArgs),
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes
     Doctor,
@@ -230,6 +253,7 @@ fn main() -> ExitCode {
         Some(Command::Life(args)) => life::run(args),
         Some(Command::Rcvbuf(args)) => rcvbuf::run(args),
         Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::Dns(args)) => dns::run(args),
         Some(Command::Doctor) => doctor::run(),
         Some(Command::Completions { shell }) => docs::completions(shell),
         Some(Command::ManPages { dir }) => docs::man_pages(&dir),

@@ -27,7 +27,7 @@ pub struct SelectArgs {
     /// Only traffic with this port on either side (a receive's remote side
     /// is its sender, whether or not the reader asked for the address)
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
-    port: Option<u16>,
+    pub port: Option<u16>,
     /// Only traffic with an address in this network on either side (10.0.0.1, 10.0.0.0/8, fd00::/8)
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_net)]
     addr: Option<IpNet>,

@@ -187,6 +187,12 @@ fn bad_input_is_one_clear_line() {
     assert_clean_failure(&run(&["trace", "-w", "-", "--json"]), "cannot be used with");
     assert_clean_failure(&run(&["trace", "--no-drops"]), "--write");
     assert_clean_failure(
+        &run(&["dns", "--timeout", "0"]),
+        "positive number of seconds",
+    );
+    assert_clean_failure(&run(&["dns", "--port", "0"]), "port must be 1 to 65535");
+    assert_clean_failure(&run(&["dns", "--snaplen", "9"]), "unexpected argument");
+    assert_clean_failure(
         &run(&["trace", "--ring-buffer-size", "3000"]),
         "power of two",
     );

@@ -37,7 +37,7 @@ fn shell(sh: &str, script: &str) -> String {
     stdout(&out)
 }
 
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "trace",
     "drops",
     "count",
@@ -45,6 +45,7 @@ const SUBCOMMANDS: [&str; 9] = [
     "life",
     "rcvbuf",
     "serve",
+    "dns",
     "doctor",
     "completions",
 ];

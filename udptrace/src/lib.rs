@@ -24,6 +24,7 @@ mod cgroups;
 mod clock;
 mod count;
 mod count_table;
+pub mod dns;
 pub mod doctor;
 mod drop_reason;
 mod errno;
