@@ -12,7 +12,8 @@
 # Each installs what it needs first: building needs clang, llvm, libelf,
 # zlib, pkg-config and gcc (Rust's linker; rustfmt comes with Rust); the tests
 # also use python3, man, zsh, fish, dig, dnsmasq, dnsperf, bpftrace, tcpdump,
-# qemu, busybox, cpio, file and podman; the benchmark, bpftrace and tcpdump;
+# tshark, Prometheus, qemu, busybox, cpio, file and podman, and aioquic from
+# PyPI (into python3's site-packages); the benchmark, bpftrace and tcpdump;
 # the package, dpkg-dev.
 set -euo pipefail
 shopt -s inherit_errexit # a failed build inside $(...) fails the command
@@ -20,6 +21,7 @@ cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config gcc libc6-dev)
 TEST_PACKAGES=(util-linux file python3 man-db zsh fish podman dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio xz-utils tmux prometheus tshark)
+TEST_PYTHON_PACKAGES=(aioquic==1.7.2)
 BENCH_PACKAGES=(bpftrace tcpdump)
 PACKAGE_PACKAGES=(dpkg-dev)
 
@@ -80,6 +82,8 @@ run)
 test)
 	require_root "test"
 	install_deps "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${PACKAGE_PACKAGES[@]}"
+	# The QUIC peers of udptrace-cli/tests/quic.rs.
+	python3 -m pip install --quiet --root-user-action=ignore "${TEST_PYTHON_PACKAGES[@]}"
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 	# cargo test builds only the rlib of a library; the C and Python tests load libudpEvent.so.

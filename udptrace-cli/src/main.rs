@@ -7,6 +7,7 @@ mod doctor;
 mod life;
 mod output;
 mod parse;
+mod quic;
 mod rcvbuf;
 mod serve;
 mod sink;
@@ -175,6 +176,26 @@ enum Command {
             udptrace dns --port 5353 --json    # mDNS, as NDJSON"
     )]
     Dns(dns::DnsArgs),
+    /// Print one line per QUIC long-header packet: process, version,
+    /// connection ids, type, and the server name of each client Initial
+    #[command(
+        long_about = "Print one line per QUIC long-header packet (Initial, 0-RTT, Handshake, \
+            Retry, and Version Negotiation) on the QUIC port: the process, the datagram's \
+            ends, the version (0x00000001 for QUIC v1, 0x6b3343cf for v2), the packet type, \
+            the destination and source connection ids, and for a client's Initial packet the \
+            server name (SNI) its TLS ClientHello asks for, read by removing the Initial \
+            packet protection as RFC 9001 section 5 defines. Short-header (1-RTT) packets \
+            carry no connection id a passive observer can interpret and are only counted.\n\n\
+            On loopback each datagram is seen twice: as it leaves (packet-send, the sending \
+            task) and as it reaches its socket (packet-recv, the socket's owner). A \
+            ClientHello spread over several Initial packets shows its server name only if \
+            the first holds it.",
+        after_help = "Examples:\n  \
+            udptrace quic                      # QUIC handshakes on port 443\n  \
+            udptrace quic --port 4433 --json   # a test server's, as NDJSON\n  \
+            udptrace quic -c chrome            # which servers chrome opens connections to"
+    )]
+    Quic(quic::QuicArgs),
     /// Show what this kernel supports: BTF, cgroup v2, privileges, and each
     /// backend (really attached, then detached) with its probes
     Doctor,
@@ -254,6 +275,7 @@ fn main() -> ExitCode {
         Some(Command::Rcvbuf(args)) => rcvbuf::run(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Dns(args)) => dns::run(args),
+        Some(Command::Quic(args)) => quic::run(args),
         Some(Command::Doctor) => doctor::run(),
         Some(Command::Completions { shell }) => docs::completions(shell),
         Some(Command::ManPages { dir }) => docs::man_pages(&dir),

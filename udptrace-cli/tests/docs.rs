@@ -37,7 +37,7 @@ fn shell(sh: &str, script: &str) -> String {
     stdout(&out)
 }
 
-const SUBCOMMANDS: [&str; 10] = [
+const SUBCOMMANDS: [&str; 11] = [
     "trace",
     "drops",
     "count",
@@ -46,6 +46,7 @@ const SUBCOMMANDS: [&str; 10] = [
     "rcvbuf",
     "serve",
     "dns",
+    "quic",
     "doctor",
     "completions",
 ];

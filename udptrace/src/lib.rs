@@ -34,6 +34,7 @@ mod filter;
 mod load;
 mod merge;
 pub mod pcapng;
+pub mod quic;
 mod reader;
 mod sockets;
 mod stats;

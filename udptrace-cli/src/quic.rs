@@ -1,0 +1,120 @@
+//! `udptrace quic`: one line per QUIC long-header packet (Initial, 0-RTT,
+//! Handshake, Retry, Version Negotiation) with its process, version,
+//! connection ids, and the server name a client's Initial asks for.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use udptrace::quic::{cid_hex, parse_datagram, version_hex, QuicPacketEvent, QUIC_SNAPLEN};
+use udptrace::{Event, EventKind};
+
+use crate::output::{escape_bytes, local_time};
+use crate::parse::parse_snaplen;
+use crate::sink::Sink;
+use crate::trace::{next_event, outcome, SelectArgs};
+
+#[derive(Args, Debug)]
+pub struct QuicArgs {
+    /// Write one JSON object per packet (NDJSON) instead of text columns
+    #[arg(long)]
+    json: bool,
+    /// Capture the first BYTES of each datagram: a client's Initial must fit
+    /// whole for its server name to be read
+    #[arg(long, value_name = "BYTES", default_value_t = QUIC_SNAPLEN, value_parser = parse_snaplen)]
+    snaplen: u32,
+    /// The filters; --port is the QUIC port (443 if not given)
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+const QUIC_PORT: u16 = 443;
+
+#[derive(Default)]
+struct Totals {
+    packets: u64,
+    short_only: u64,
+    not_quic: u64,
+}
+
+pub fn run(mut args: QuicArgs) -> Result<()> {
+    args.select.port.get_or_insert(QUIC_PORT);
+    let kinds = vec![EventKind::PacketSend, EventKind::PacketRecv];
+    let builder = args.select.builder(kinds).snaplen(args.snaplen);
+    let mut tracer = args.select.start(builder)?;
+    let deadline = args.select.duration.map(|d| Instant::now() + d);
+    let mut out = Sink::stdout();
+    let mut totals = Totals::default();
+    if !args.json {
+        out.text(header);
+    }
+    while !tracer.is_finished() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            tracer.stop();
+        }
+        if let Some(ev) = next_event(&mut tracer, &mut out) {
+            datagram(&mut out, &ev, args.json, &mut totals);
+        }
+        if !out.is_open() {
+            tracer.stop();
+        }
+    }
+    out.flush();
+    eprintln!(
+        "{} long-header packets; datagrams of short-header packets only {}; not QUIC {}; lost {}",
+        totals.packets,
+        totals.short_only,
+        totals.not_quic,
+        tracer.stats().lost
+    );
+    outcome(&tracer, &out)
+}
+
+fn header(out: &mut Vec<u8>) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<15} {:>7} {:<16} {:<11} {:<24} {:<24} {:<10} {:<9} {:<16} {:<16} SNI",
+        "TIME", "PID", "COMM", "EVENT", "LOCAL", "REMOTE", "VERSION", "TYPE", "DCID", "SCID"
+    )
+}
+
+fn datagram(out: &mut Sink, ev: &Event, json: bool, totals: &mut Totals) {
+    let packets = match ev.payload.as_deref().map(parse_datagram) {
+        Some(Ok(packets)) => packets,
+        _ => {
+            totals.not_quic += 1;
+            return;
+        }
+    };
+    if packets.is_empty() {
+        totals.short_only += 1;
+    }
+    for packet in &packets {
+        totals.packets += 1;
+        out.record(|buf| {
+            if json {
+                serde_json::to_writer(&mut *buf, &QuicPacketEvent { event: ev, packet })?;
+                return buf.write_all(b"\n");
+            }
+            writeln!(
+                buf,
+                "{:<15} {:>7} {:<16} {:<11} {:<24} {:<24} {:<10} {:<9} {:<16} {:<16} {}",
+                local_time(ev.ts_ns),
+                ev.pid,
+                escape_bytes(ev.comm.as_bytes()),
+                ev.kind,
+                ev.local,
+                ev.remote,
+                version_hex(packet.version),
+                packet.packet_type.name(),
+                cid_hex(&packet.dcid),
+                cid_hex(&packet.scid),
+                packet
+                    .sni
+                    .as_deref()
+                    .map_or("-".into(), |s| escape_bytes(s.as_bytes()))
+            )
+        });
+    }
+}
