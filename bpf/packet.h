@@ -201,29 +201,37 @@ struct payload_src {
 	__u32 linear;
 };
 
-/* Where the kernel maps struct pages and physical memory (x86-64, randomised or not). */
+/*
+ * Where the kernel maps struct pages and physical memory (x86-64), found in
+ * /proc/kallsyms. Without them (a kernel that does not randomise its memory
+ * layout has no such symbols; kallsyms shows zeros to a reader without
+ * CAP_SYSLOG) page fragments are not read: a guessed address could point
+ * at other memory.
+ */
 extern const void vmemmap_base __ksym __weak;
 extern const void page_offset_base __ksym __weak;
-#define DEFAULT_VMEMMAP_BASE 0xffffea0000000000UL
-#define DEFAULT_PAGE_OFFSET_BASE 0xffff888000000000UL
 
-/* page_address(): a page's address in the kernel's direct map. */
+/* page_address(): a page's address in the kernel's direct map; 0 if unknown. */
 static __always_inline __u64 page_address(__u64 page)
 {
-	__u64 vmemmap = DEFAULT_VMEMMAP_BASE, direct = DEFAULT_PAGE_OFFSET_BASE;
+	__u64 vmemmap = 0, direct = 0;
 	__u64 page_size = bpf_core_type_size(struct page);
 
-	if (&vmemmap_base)
-		bpf_probe_read_kernel(&vmemmap, sizeof(vmemmap), &vmemmap_base);
-	if (&page_offset_base)
-		bpf_probe_read_kernel(&direct, sizeof(direct), &page_offset_base);
-	if (page < vmemmap || !page_size)
+	if (!&vmemmap_base || !&page_offset_base)
+		return 0;
+	if (bpf_probe_read_kernel(&vmemmap, sizeof(vmemmap), &vmemmap_base) ||
+	    bpf_probe_read_kernel(&direct, sizeof(direct), &page_offset_base))
+		return 0;
+	if (!vmemmap || !direct || page < vmemmap || !page_size)
 		return 0;
 	return direct + (page - vmemmap) / page_size * 4096;
 }
 
-/* The first page fragment of a kernel skb: its data and length. */
-static __always_inline void first_frag(struct payload_src *src, struct sk_buff *skb)
+/*
+ * The payload in a kernel skb's first page fragment, which starts `skip`
+ * bytes into it (where the linear part ends before the payload does).
+ */
+static __always_inline void first_frag(struct payload_src *src, struct sk_buff *skb, __u32 skip)
 {
 	struct skb_shared_info *shinfo =
 		(struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
@@ -242,9 +250,9 @@ static __always_inline void first_frag(struct payload_src *src, struct sk_buff *
 	if (frag.page & 1)
 		return;
 	addr = page_address(frag.page);
-	if (addr) {
-		src->data = (const void *)(addr + frag.offset);
-		src->linear = frag.len;
+	if (addr && frag.len > skip) {
+		src->data = (const void *)(addr + frag.offset + skip);
+		src->linear = frag.len - skip;
 	}
 }
 
@@ -270,7 +278,7 @@ static __always_inline void skb_payload(struct payload_src *src, struct sk_buff 
 	src->off = 0;
 	src->linear = tail > start ? tail - start : 0;
 	if (!src->linear)
-		first_frag(src, skb);
+		first_frag(src, skb, start - tail);
 }
 
 /*

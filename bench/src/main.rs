@@ -94,6 +94,10 @@ enum Consume {
     Events,
     /// packet-send and packet-recv.
     Packets,
+    /// The same, with the first 64 bytes of payload.
+    Payload64,
+    /// The same, with the first 1500 bytes of payload.
+    Payload1500,
     /// Sends and receives counted by destination port, in the kernel.
     Count,
     /// Drop events.
@@ -409,6 +413,8 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
             kinds: vec![EventKind::PacketSend, EventKind::PacketRecv],
             ..Default::default()
         }),
+        Consume::Payload64 => builder_for(Consume::Packets).snaplen(64),
+        Consume::Payload1500 => builder_for(Consume::Packets).snaplen(1500),
         Consume::Count => Tracer::builder()
             .filter(Filter {
                 kinds: vec![EventKind::Send, EventKind::Recv],

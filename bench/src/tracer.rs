@@ -22,6 +22,10 @@ pub enum Scenario {
     UdptraceEvents,
     /// udptrace packet events (packet-send, packet-recv), every one decoded.
     UdptracePackets,
+    /// The same with the payload captured: --snaplen 64 (all of the load's
+    /// datagrams) and 1500 (an Ethernet MTU's room in every record).
+    UdptracePayload64,
+    UdptracePayload1500,
     /// udptrace counting sends and receives by destination port in the kernel.
     UdptraceCount,
     /// udptrace drop events alone, while the load drops nothing (or little):
@@ -55,11 +59,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 20] = [
         Self::Untraced,
         Self::UdptraceEvents,
         Self::FloorEvents,
         Self::UdptracePackets,
+        Self::UdptracePayload64,
+        Self::UdptracePayload1500,
         Self::FloorPackets,
         Self::UdptraceCount,
         Self::FloorCount,
@@ -82,6 +88,8 @@ impl Scenario {
             self,
             Self::UdptraceEvents
                 | Self::UdptracePackets
+                | Self::UdptracePayload64
+                | Self::UdptracePayload1500
                 | Self::UdptraceCount
                 | Self::UdptraceDrops
                 | Self::UdptraceTop
@@ -101,7 +109,9 @@ impl Scenario {
     pub fn floor(self) -> Option<Scenario> {
         match self {
             Self::UdptraceEvents => Some(Self::FloorEvents),
-            Self::UdptracePackets => Some(Self::FloorPackets),
+            Self::UdptracePackets | Self::UdptracePayload64 | Self::UdptracePayload1500 => {
+                Some(Self::FloorPackets)
+            }
             Self::UdptraceCount => Some(Self::FloorCount),
             Self::UdptraceDrops => Some(Self::FloorDrops),
             // The same hooks as top's.
@@ -118,6 +128,8 @@ impl Scenario {
         Some(match self {
             Self::UdptraceEvents => ("consume", "events"),
             Self::UdptracePackets => ("consume", "packets"),
+            Self::UdptracePayload64 => ("consume", "payload64"),
+            Self::UdptracePayload1500 => ("consume", "payload1500"),
             Self::UdptraceCount => ("consume", "count"),
             Self::FloorEvents => ("floor", "events"),
             Self::FloorPackets => ("floor", "packets"),
@@ -143,6 +155,8 @@ impl Scenario {
             Self::Untraced => "untraced",
             Self::UdptraceEvents => "udptrace socket events",
             Self::UdptracePackets => "udptrace packet events",
+            Self::UdptracePayload64 => "udptrace packet events, --snaplen 64",
+            Self::UdptracePayload1500 => "udptrace packet events, --snaplen 1500",
             Self::UdptraceCount => "udptrace count --by dport",
             Self::FloorEvents => "hook floor of socket events",
             Self::FloorPackets => "hook floor of packet events",

@@ -29,6 +29,7 @@ pub struct DnsArgs {
 }
 
 const DNS_PORT: u16 = 53;
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 pub fn run(mut args: DnsArgs) -> Result<()> {
     args.select.port.get_or_insert(DNS_PORT);
@@ -39,6 +40,7 @@ pub fn run(mut args: DnsArgs) -> Result<()> {
     let mut dns = DnsTracker::new(args.timeout);
     let mut out = Sink::stdout();
     let mut done = Totals::default();
+    let mut last_expiry = Instant::now();
     if !args.json {
         out.text(header);
     }
@@ -51,12 +53,20 @@ pub fn run(mut args: DnsArgs) -> Result<()> {
                 write(&mut out, &t, args.json, &mut done);
             }
         }
-        for t in dns.expire(now_ns()) {
-            write(&mut out, &t, args.json, &mut done);
+        // Timeouts are looked for on a tick, not at each event: many queries may wait.
+        if last_expiry.elapsed() >= EXPIRY_TICK {
+            last_expiry = Instant::now();
+            for t in dns.expire(now_ns()) {
+                write(&mut out, &t, args.json, &mut done);
+            }
         }
         if !out.is_open() {
             tracer.stop();
         }
+    }
+    // Every query gets its line: those still waiting as such.
+    for t in dns.expire(now_ns()).into_iter().chain(dns.finish()) {
+        write(&mut out, &t, args.json, &mut done);
     }
     out.flush();
     summary(&tracer, &dns, &done);
@@ -66,7 +76,8 @@ pub fn run(mut args: DnsArgs) -> Result<()> {
 #[derive(Default)]
 struct Totals {
     answered: u64,
-    unanswered: u64,
+    timed_out: u64,
+    waiting: u64,
 }
 
 fn now_ns() -> u64 {
@@ -84,9 +95,10 @@ fn header(out: &mut Vec<u8>) -> std::io::Result<()> {
 }
 
 fn write(out: &mut Sink, t: &DnsTransaction, json: bool, done: &mut Totals) {
-    match &t.response {
-        Some(_) => done.answered += 1,
-        None => done.unanswered += 1,
+    match (&t.response, t.timed_out) {
+        (Some(_), _) => done.answered += 1,
+        (None, true) => done.timed_out += 1,
+        (None, false) => done.waiting += 1,
     }
     if json {
         out.record(|buf| {
@@ -106,7 +118,8 @@ fn write(out: &mut Sink, t: &DnsTransaction, json: bool, done: &mut Totals) {
                 r.answers.to_string(),
                 format!("{:.3} ms", r.latency.as_secs_f64() * 1e3),
             ),
-            None => ("-".into(), "-".into(), "timeout".into()),
+            None if t.timed_out => ("-".into(), "-".into(), "timeout".into()),
+            None => ("-".into(), "-".into(), "waiting".into()),
         };
         writeln!(
             buf,
@@ -129,11 +142,11 @@ fn write(out: &mut Sink, t: &DnsTransaction, json: bool, done: &mut Totals) {
 fn summary(tracer: &Tracer, dns: &DnsTracker, done: &Totals) {
     let stats = tracer.stats();
     let mut line = format!(
-        "{} transactions (answered {}, unanswered {}); still waiting {}; not DNS {}; lost {}",
-        done.answered + done.unanswered,
+        "{} queries (answered {}, timed out {}, still waiting at the end {}); not DNS {}; lost {}",
+        done.answered + done.timed_out + done.waiting,
         done.answered,
-        done.unanswered,
-        dns.waiting(),
+        done.timed_out,
+        done.waiting,
         dns.malformed,
         stats.lost
     );

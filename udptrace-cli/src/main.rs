@@ -163,8 +163,10 @@ enum Command {
             answer was truncated and the client should retry over TCP), the number of \
             answers, and the latency: from the query leaving the client to the response \
             reaching it, or, on a server, from the query's arrival to the response leaving. \
-            A query is matched with its response on the same socket by id and peer; one \
-            unanswered after --timeout is printed with `timeout`.\n\n\
+            A query is matched with its response on the same socket by id and peer (a retry \
+            with the same id waits on, timed from the first send); one unanswered after \
+            --timeout is printed with `timeout`, one still waiting when tracing ends with \
+            `waiting`.\n\n\
             The first 512 bytes of each datagram on the DNS port are captured, which holds \
             a message's header and question. Datagrams on the port that are not DNS are \
             counted (`not DNS` in the summary), never fatal. Clients and servers on this \
@@ -173,7 +175,7 @@ enum Command {
         after_help = "Examples:\n  \
             udptrace dns                       # every lookup on port 53\n  \
             udptrace dns --timeout 1 -c nginx  # nginx's lookups, unanswered after 1 s\n  \
-            udptrace dns --port 5353 --json    # mDNS, as NDJSON"
+            udptrace dns --port 5300 --json    # a resolver on port 5300, as NDJSON"
     )]
     Dns(dns::DnsArgs),
     /// Print one line per QUIC long-header packet: process, version,

@@ -12,6 +12,14 @@ use udptrace::{Event, EventKind};
 
 use crate::output::{escape_bytes, local_time};
 use crate::parse::parse_snaplen;
+
+/// A snap length that holds a long header at least (two 20-byte connection ids).
+fn parse_quic_snaplen(s: &str) -> Result<u32, String> {
+    match parse_snaplen(s)? {
+        n if n < 64 => Err("a QUIC snap length must be at least 64 bytes".into()),
+        n => Ok(n),
+    }
+}
 use crate::sink::Sink;
 use crate::trace::{next_event, outcome, SelectArgs};
 
@@ -22,7 +30,7 @@ pub struct QuicArgs {
     json: bool,
     /// Capture the first BYTES of each datagram: a client's Initial must fit
     /// whole for its server name to be read
-    #[arg(long, value_name = "BYTES", default_value_t = QUIC_SNAPLEN, value_parser = parse_snaplen)]
+    #[arg(long, value_name = "BYTES", default_value_t = QUIC_SNAPLEN, value_parser = parse_quic_snaplen)]
     snaplen: u32,
     /// The filters; --port is the QUIC port (443 if not given)
     #[command(flatten)]
@@ -80,8 +88,9 @@ fn header(out: &mut Vec<u8>) -> std::io::Result<()> {
 }
 
 fn datagram(out: &mut Sink, ev: &Event, json: bool, totals: &mut Totals) {
-    let packets = match ev.payload.as_deref().map(parse_datagram) {
-        Some(Ok(packets)) => packets,
+    let payload = ev.payload.as_deref().unwrap_or_default();
+    let packets = match parse_datagram(payload, !ev.truncated()) {
+        Ok(packets) if !payload.is_empty() => packets,
         _ => {
             totals.not_quic += 1;
             return;

@@ -234,9 +234,16 @@ pub fn run(args: TraceArgs) -> Result<()> {
         (None, false, true) => Format::Packets,
         (None, false, false) => Format::Text,
     };
-    let out = match &args.write {
-        Some(path) => capture_sink(path)?,
-        None => Sink::stdout(),
+    // A file to write is created once tracing runs: a failed start leaves an
+    // earlier capture of that name as it was.
+    // Before it starts, whether it can be (without truncating it).
+    if let Some(path) = &args.write {
+        capture_sink(path, false)?;
+    }
+    let write = args.write.clone();
+    let out = move || match &write {
+        Some(path) => capture_sink(path, true),
+        None => Ok(Sink::stdout()),
     };
     let builder = args
         .select
@@ -256,9 +263,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
     )
 }
 
-/// Where -w writes: a new file (replacing one), or standard output unless a
-/// terminal, which a capture would only garble.
-fn capture_sink(path: &std::path::Path) -> Result<Sink> {
+/// Where -w writes: a file (emptied if `truncate`), or standard output
+/// unless a terminal, which a capture would only garble.
+fn capture_sink(path: &std::path::Path, truncate: bool) -> Result<Sink> {
     if path.as_os_str() == "-" {
         // SAFETY: isatty only inspects the descriptor.
         if unsafe { libc::isatty(1) } == 1 {
@@ -268,8 +275,12 @@ fn capture_sink(path: &std::path::Path) -> Result<Sink> {
         }
         return Ok(Sink::stdout());
     }
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     Ok(Sink::file(file))
 }
 
@@ -284,7 +295,7 @@ pub fn run_drops(args: DropsArgs) -> Result<()> {
         args.select.builder(kinds.clone()),
         &args.select,
         output::Writer::new(format, args.wide),
-        Sink::stdout(),
+        || Ok(Sink::stdout()),
         &kinds,
     )
 }
@@ -294,10 +305,11 @@ fn stream(
     builder: TracerBuilder,
     select: &SelectArgs,
     mut writer: output::Writer,
-    mut out: Sink,
+    out: impl FnOnce() -> Result<Sink>,
     kinds: &[EventKind],
 ) -> Result<()> {
     let mut tracer = select.start(builder)?;
+    let mut out = out()?;
     let deadline = select.duration.map(|d| Instant::now() + d);
     out.text(|buf| writer.header(buf));
     while !tracer.is_finished() {

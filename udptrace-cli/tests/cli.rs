@@ -193,6 +193,7 @@ fn bad_input_is_one_clear_line() {
     assert_clean_failure(&run(&["dns", "--port", "0"]), "port must be 1 to 65535");
     assert_clean_failure(&run(&["dns", "--snaplen", "9"]), "unexpected argument");
     assert_clean_failure(&run(&["quic", "--snaplen", "70000"]), "0 to 65535");
+    assert_clean_failure(&run(&["quic", "--snaplen", "0"]), "at least 64 bytes");
     assert_clean_failure(&run(&["quic", "--port", "x"]), "port must be 1 to 65535");
     assert_clean_failure(
         &run(&["trace", "--ring-buffer-size", "3000"]),

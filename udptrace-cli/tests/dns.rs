@@ -179,8 +179,20 @@ fn transactions_match_what_dig_printed() {
     client.send(&query(4242, "www.udptrace.test")).unwrap();
     client.recv(&mut [0u8; 512]).unwrap();
     client.send(b"garbage").unwrap();
+    // A query sent twice, never answered: one transaction, with a retry.
+    let retrier = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    for _ in 0..2 {
+        retrier
+            .send_to(&query(777, "y.slow.test"), (Ipv4Addr::LOCALHOST, port))
+            .unwrap();
+    }
     // The timeout (1 s) passes for the unanswered queries.
     std::thread::sleep(Duration::from_millis(2500));
+    // One still waiting when tracing ends.
+    retrier
+        .send_to(&query(778, "z.slow.test"), (Ipv4Addr::LOCALHOST, port))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     let (out, summary) = finish(tracer, stderr);
@@ -219,13 +231,29 @@ fn transactions_match_what_dig_printed() {
     assert!(answers[4].truncated, "dig saw TC");
 
     let timeouts: Vec<&Value> = lines.iter().filter(|l| l["timeout"] == true).collect();
-    assert_eq!(timeouts.len(), 2, "dig's and dnsmasq's: {lines:#?}");
+    assert_eq!(timeouts.len(), 4, "dig's, ours and dnsmasq's: {lines:#?}");
     for t in &timeouts {
-        assert_eq!(t["name"], "x.slow.test.");
+        assert!(
+            t["name"] == "x.slow.test." || t["name"] == "y.slow.test.",
+            "{t}"
+        );
         assert_eq!(
             (&t["rcode"], &t["latency_us"]),
             (&Value::Null, &Value::Null)
         );
+    }
+    // The retried query: once on each side, with its retry; and the one
+    // still waiting at the end.
+    for role in ["client", "server"] {
+        let retried = of_id(&lines, 777, role);
+        assert_eq!(retried.len(), 1, "{role}: {lines:#?}");
+        assert_eq!(retried[0]["retransmits"], 1, "{role}");
+        assert_eq!(retried[0]["timeout"], true, "{role}");
+        let waiting = of_id(&lines, 778, role);
+        assert_eq!(waiting.len(), 1, "{role}: {lines:#?}");
+        assert_eq!(waiting[0]["name"], "z.slow.test.");
+        assert_eq!(waiting[0]["timeout"], false, "{role}");
+        assert_eq!(waiting[0]["rcode"], Value::Null, "{role}");
     }
 
     let mine = of_id(&lines, 4242, "client");
@@ -237,11 +265,11 @@ fn transactions_match_what_dig_printed() {
         (&Value::from("NOERROR"), &Value::from(1))
     );
 
-    // 6 dig queries and ours, each a client's and a server's transaction.
+    // 6 dig queries and 3 of ours, each a client's and a server's transaction.
     let last = summary.last().unwrap();
     assert!(
         last.starts_with(
-            "14 transactions (answered 12, unanswered 2); still waiting 0; not DNS 2; lost 0"
+            "18 queries (answered 12, timed out 4, still waiting at the end 2); not DNS 2; lost 0"
         ),
         "{summary:?}"
     );

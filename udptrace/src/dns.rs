@@ -31,29 +31,33 @@ pub struct DnsMessage {
     /// The header's response code (its low 4 bits).
     pub rcode: u8,
     pub answers: u16,
-    /// The first question's name, as it is on the wire (ASCII, with the root's dot).
-    pub name: String,
-    /// Its type's mnemonic, e.g. `AAAA`.
-    pub qtype: String,
+    /// The first question: its name as on the wire (ASCII, with the root's
+    /// dot) and its type's mnemonic, e.g. `AAAA`. A query always has one; a
+    /// response may leave it out (FORMERR, NOTIMP).
+    pub question: Option<(String, String)>,
 }
 
 /// Decodes the header and first question of a DNS message; None when it is
-/// not one (too short, no question, a malformed name).
+/// not one (too short, a query without a question, a malformed name).
 pub fn parse_message(payload: &[u8]) -> Option<DnsMessage> {
     let mut decoder = BinDecoder::new(payload);
     let header = Header::read(&mut decoder).ok()?;
-    if header.counts.queries == 0 {
-        return None;
-    }
-    let query = Query::read(&mut decoder).ok()?;
+    let response = header.metadata.message_type == MessageType::Response;
+    let question = match header.counts.queries {
+        0 if response => None,
+        0 => return None,
+        _ => {
+            let query = Query::read(&mut decoder).ok()?;
+            Some((query.name().to_ascii(), query.query_type().to_string()))
+        }
+    };
     Some(DnsMessage {
         id: header.metadata.id,
-        response: header.metadata.message_type == MessageType::Response,
+        response,
         truncated: header.metadata.truncation,
         rcode: header.metadata.response_code.low(),
         answers: header.counts.answers,
-        name: query.name().to_ascii(),
-        qtype: query.query_type().to_string(),
+        question,
     })
 }
 
@@ -124,8 +128,12 @@ pub struct DnsTransaction {
     pub id: u16,
     pub name: String,
     pub qtype: String,
-    /// None when no response came within the timeout.
+    /// None when no response came (within the timeout, or before tracing ended).
     pub response: Option<DnsResponse>,
+    /// No response came within the timeout (else, if none, tracing ended first).
+    pub timed_out: bool,
+    /// The query was sent again (same socket, id and peer) before its response.
+    pub retransmits: u32,
 }
 
 impl DnsTransaction {
@@ -159,8 +167,9 @@ impl Serialize for DnsTransaction {
         m.serialize_entry("rcode", &r.map(|r| rcode_name(r.rcode)))?;
         m.serialize_entry("answers", &r.map(|r| r.answers))?;
         m.serialize_entry("latency_us", &r.map(|r| r.latency.as_nanos() as f64 / 1e3))?;
-        m.serialize_entry("timeout", &r.is_none())?;
+        m.serialize_entry("timeout", &self.timed_out)?;
         m.serialize_entry("truncated", &r.is_some_and(|r| r.truncated))?;
+        m.serialize_entry("retransmits", &self.retransmits)?;
         m.end()
     }
 }
@@ -212,10 +221,16 @@ impl DnsTracker {
         };
         let key = (role, ev.sock, msg.id, ev.remote);
         if !msg.response {
-            if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&key) {
+            // A retry waits on: the latency runs from the first send.
+            if let Some(waiting) = self.pending.get_mut(&key) {
+                waiting.retransmits += 1;
+                return None;
+            }
+            if self.pending.len() >= MAX_PENDING {
                 self.pending_full += 1;
                 return None;
             }
+            let (name, qtype) = msg.question.unwrap_or_default();
             let query = DnsTransaction {
                 ts_ns: ev.ts_ns,
                 role,
@@ -226,9 +241,11 @@ impl DnsTracker {
                 local: ev.local,
                 remote: ev.remote,
                 id: msg.id,
-                name: msg.name,
-                qtype: msg.qtype,
+                name,
+                qtype,
                 response: None,
+                timed_out: false,
+                retransmits: 0,
             };
             self.pending.insert(key, query);
             return None;
@@ -256,12 +273,21 @@ impl DnsTracker {
         self.pending.retain(|_, t| {
             let keep = now_ns.saturating_sub(t.ts_ns) < limit;
             if !keep {
+                t.timed_out = true;
                 expired.push(t.clone());
             }
             keep
         });
         expired.sort_by_key(|t| t.ts_ns);
         expired
+    }
+
+    /// The queries still waiting when tracing ends, oldest first: neither
+    /// answered nor timed out.
+    pub fn finish(&mut self) -> Vec<DnsTransaction> {
+        let mut waiting: Vec<DnsTransaction> = self.pending.drain().map(|(_, t)| t).collect();
+        waiting.sort_by_key(|t| t.ts_ns);
+        waiting
     }
 
     /// Queries still waiting, neither answered nor timed out.
@@ -312,7 +338,8 @@ mod tests {
             (m.id, m.response, m.truncated, m.rcode, m.answers),
             (0x1234, true, true, 3, 0)
         );
-        assert_eq!((m.name.as_str(), m.qtype.as_str()), ("www.example.", "A"));
+        let (name, qtype) = m.question.unwrap();
+        assert_eq!((name.as_str(), qtype.as_str()), ("www.example.", "A"));
         assert_eq!(rcode_name(m.rcode), "NXDOMAIN");
     }
 
@@ -364,6 +391,7 @@ mod tests {
         let expired = t.expire(1_000_001_000);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].response, None);
+        assert!(expired[0].timed_out);
         // A late response finds nothing waiting.
         t.event(&packet(
             EventKind::PacketRecv,
@@ -371,6 +399,45 @@ mod tests {
             message(true, 0, 1, false),
         ));
         assert_eq!(t.unmatched, 1);
+    }
+
+    #[test]
+    fn a_retry_keeps_the_first_send_and_a_bare_response_answers_it() {
+        let mut t = DnsTracker::new(Duration::from_secs(5));
+        t.event(&packet(
+            EventKind::PacketSend,
+            1_000,
+            message(false, 0, 0, false),
+        ));
+        t.event(&packet(
+            EventKind::PacketSend,
+            9_000,
+            message(false, 0, 0, false),
+        ));
+        // FORMERR without the question.
+        let mut bare = message(true, 1, 0, false);
+        bare.truncate(12);
+        bare[5] = 0;
+        let done = t
+            .event(&packet(EventKind::PacketRecv, 11_000, bare))
+            .expect("answered");
+        assert_eq!((done.retransmits, done.name.as_str()), (1, "www.example."));
+        let r = done.response.unwrap();
+        assert_eq!((r.rcode, r.latency), (1, Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn queries_waiting_at_the_end_are_handed_back() {
+        let mut t = DnsTracker::new(Duration::from_secs(5));
+        t.event(&packet(
+            EventKind::PacketSend,
+            1_000,
+            message(false, 0, 0, false),
+        ));
+        let waiting = t.finish();
+        assert_eq!(waiting.len(), 1);
+        assert!(!waiting[0].timed_out && waiting[0].response.is_none());
+        assert_eq!(t.waiting(), 0);
     }
 
     #[test]

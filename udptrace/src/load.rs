@@ -69,7 +69,7 @@ pub(crate) fn load<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,
     plan: &Plan,
 ) -> Result<(UdptraceSkel<'obj>, Vec<MapHandle>), Error> {
-    let rings = create_rings(b)?;
+    let (rings, ring_bytes) = create_rings(b)?;
     let mut open = UdptraceSkelBuilder::default()
         .open(storage)
         .map_err(Error::bpf("opening the BPF object"))?;
@@ -123,7 +123,8 @@ pub(crate) fn load<'obj>(
     ro.payload_room = payload_room(b.snaplen);
     ro.payload_snaplen = b.snaplen;
     ro.emit_eagain = b.report_eagain;
-    ro.wakeup_bytes = b.wakeup_bytes;
+    // A wake-up the pending data can reach, even in a small ring.
+    ro.wakeup_bytes = b.wakeup_bytes.min(u64::from(ring_bytes) / 4);
     if let Some(fields) = &b.count_by {
         ro.count_mode = true;
         ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
@@ -170,8 +171,8 @@ pub(crate) fn packet_record_bytes(snaplen: u32) -> u32 {
 }
 
 /// A ring buffer for each possible CPU (one page each when counting:
-/// nothing goes through them then).
-fn create_rings(b: &TracerBuilder) -> Result<Vec<MapHandle>, Error> {
+/// nothing goes through them then), and their size.
+fn create_rings(b: &TracerBuilder) -> Result<(Vec<MapHandle>, u32), Error> {
     let cpus = libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
     let bytes = match b.count_by {
         Some(_) => 4096,
@@ -181,10 +182,11 @@ fn create_rings(b: &TracerBuilder) -> Result<Vec<MapHandle>, Error> {
         sz: mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
     };
-    (0..cpus)
+    let rings = (0..cpus)
         .map(|_| MapHandle::create(MapType::RingBuf, Some("udptrace_ring"), 0, 0, bytes, &opts))
         .collect::<Result<_, _>>()
-        .map_err(Error::bpf("creating the ring buffers"))
+        .map_err(Error::bpf("creating the ring buffers"))?;
+    Ok((rings, bytes))
 }
 
 /// 4 MiB per CPU on up to 4 CPUs; beyond, 16 MiB shared out, but at least 1 MiB each.

@@ -71,12 +71,19 @@ pub struct NotQuic;
 
 /// The long-header packets of a datagram, in order (a datagram may coalesce
 /// several); empty when it starts with a short-header packet (1-RTT data).
-/// A long header cut short or with impossible lengths is not QUIC.
-pub fn parse_datagram(data: &[u8]) -> Result<Vec<QuicPacket>, NotQuic> {
+/// A long header cut short or with impossible lengths is not QUIC, unless
+/// `data` is only the datagram's start (`!complete`, a capture's snap
+/// length) and a packet after the first is what was cut: the packets before
+/// it are returned.
+pub fn parse_datagram(data: &[u8], complete: bool) -> Result<Vec<QuicPacket>, NotQuic> {
     let mut packets = Vec::new();
     let mut at = 0;
     while at < data.len() && data[at] & 0x80 != 0 {
-        let (packet, next) = parse_long(&data[at..])?;
+        let (packet, next) = match parse_long(&data[at..]) {
+            Ok(parsed) => parsed,
+            Err(_) if !complete && !packets.is_empty() => break,
+            Err(e) => return Err(e),
+        };
         packets.push(packet);
         match next {
             Some(next) => at += next,
@@ -432,7 +439,7 @@ mod tests {
     #[test]
     fn a_version_negotiation_packet() {
         let vn = unhex("80 00000000 04 01020304 02 0a0b 00000001 6b3343cf");
-        let packets = parse_datagram(&vn).unwrap();
+        let packets = parse_datagram(&vn, true).unwrap();
         assert_eq!(packets.len(), 1);
         assert_eq!(packets[0].packet_type, PacketType::VersionNegotiation);
         assert_eq!(
@@ -443,13 +450,24 @@ mod tests {
 
     #[test]
     fn short_headers_are_quic_without_long_packets() {
-        assert_eq!(parse_datagram(&[0x40, 1, 2, 3]), Ok(vec![]));
+        assert_eq!(parse_datagram(&[0x40, 1, 2, 3], true), Ok(vec![]));
     }
 
     #[test]
     fn cut_long_headers_are_not_quic() {
-        assert_eq!(parse_datagram(&unhex("c0 00000001 08 0102")), Err(NotQuic));
-        assert_eq!(parse_datagram(&unhex("c0 00000001 15")), Err(NotQuic));
+        assert_eq!(
+            parse_datagram(&unhex("c0 00000001 08 0102"), true),
+            Err(NotQuic)
+        );
+        assert_eq!(parse_datagram(&unhex("c0 00000001 15"), true), Err(NotQuic));
+        // A handshake packet (20 bytes of packet number and payload), then a cut one.
+        let mut two = unhex("e0 00000001 01 aa 01 bb 14");
+        two.extend_from_slice(&[0; 20]);
+        two.extend_from_slice(&unhex("e0 00000001 08 01"));
+        assert_eq!(parse_datagram(&two, true), Err(NotQuic));
+        let first = parse_datagram(&two, false).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].packet_type, PacketType::Handshake);
     }
 
     #[test]
