@@ -1,8 +1,9 @@
-//! `udptrace quic` against a real QUIC client and server (aioquic, from
-//! PyPI): the version, connection ids and types of the long-header packets
-//! each end sent must be what their own qlog recorded, and the client's
-//! first Initial must name the server it asked for, QUIC v1 over IPv4 and v2
-//! over IPv6. Needs root, python3 and aioquic (./dev.sh test installs it).
+//! `udptrace quic` against real QUIC clients and servers (aioquic, from
+//! PyPI; ngtcp2's client, from the distribution): the version, connection
+//! ids and types of the long-header packets each end sent must be what their
+//! own qlog recorded, and the client's first Initial must name the server it
+//! asked for, QUIC v1 over IPv4 and v2 over IPv6. Needs root, python3,
+//! aioquic and ngtcp2-client (./dev.sh test installs them).
 
 mod common;
 
@@ -37,21 +38,7 @@ fn handshake(host: &str, version: &str, expected_version: &str) {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new("python3")
-        .args([PEER, "server", host, &port.to_string(), version])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut server_out = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    server_out.read_line(&mut line).unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "the aioquic server started (is aioquic installed?)"
-    );
-
+    let (mut server, mut server_out) = aioquic_server(host, port, version);
     let (tracer, stderr) = start(&["quic", "--json", "--port", &port.to_string(), "-d", "60"]);
     let client = Command::new("python3")
         .args([PEER, "client", host, &port.to_string(), version, SNI])
@@ -122,6 +109,97 @@ fn handshake(host: &str, version: &str, expected_version: &str) {
             && last.ends_with("; not QUIC 2; lost 0"),
         "{summary:?}"
     );
+}
+
+/// The aioquic server on `host` for QUIC `version` (1 or 2), once it listens.
+fn aioquic_server(
+    host: &str,
+    port: u16,
+    version: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut server = Command::new("python3")
+        .args([PEER, "server", host, &port.to_string(), version])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the aioquic server started (is aioquic installed?)"
+    );
+    (server, out)
+}
+
+/// ngtcp2's client (GnuTLS) handshakes with the aioquic server: its Initial
+/// names `localhost` (the SNI it sends for an IP address), its first
+/// destination connection id is its qlog's group id, and the types of the
+/// long-header packets it sent are its qlog's.
+#[test]
+fn ngtcp2_client_handshake() {
+    let port = UdpSocket::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut server, _out) = aioquic_server("127.0.0.1", port, "1");
+    let qlog = std::env::temp_dir().join(format!("udptrace-ngtcp2-{}.qlog", std::process::id()));
+    let (tracer, stderr) = start(&["quic", "--json", "--port", &port.to_string(), "-d", "60"]);
+    let mut client = Command::new("gtlsclient")
+        .args(["-q", "--timeout=1s"])
+        .arg(format!("--qlog-file={}", qlog.display()))
+        .args(["127.0.0.1", &port.to_string()])
+        .spawn()
+        .expect("gtlsclient (ngtcp2-client) is installed");
+    let client_pid = client.id();
+    assert!(client.wait().unwrap().success(), "the handshake completed");
+    drop(server.stdin.take());
+    server.wait().unwrap();
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let (out, summary) = finish(tracer, stderr);
+    assert!(out.status.success(), "{summary:?}");
+    let lines = json_lines(&out);
+
+    // The qlog: JSON text sequences (RFC 7464), a header and then events.
+    let text = std::fs::read_to_string(&qlog).unwrap();
+    let _ = std::fs::remove_file(&qlog);
+    let records: Vec<Value> = text
+        .split('\x1e')
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    let group_id = records[0]["trace"]["common_fields"]["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let qlog_sent: Vec<String> = records
+        .iter()
+        .filter(|r| r["name"] == "transport:packet_sent")
+        .map(|r| {
+            r["data"]["header"]["packet_type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .filter(|t| t != "1RTT")
+        .collect();
+    let sent: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["pid"] == client_pid && l["event"] == "packet-send")
+        .collect();
+    let types: Vec<&str> = sent
+        .iter()
+        .map(|l| l["packet_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, qlog_sent, "{lines:#?}");
+    assert_eq!(sent[0]["dcid"], group_id.as_str());
+    assert_eq!(sent[0]["sni"], "localhost");
+    assert_eq!(sent[0]["version"], "0x00000001");
+    assert!(sent[1..].iter().all(|l| l["sni"].is_null()), "{sent:#?}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 VERSIONS = {"1": QuicProtocolVersion.VERSION_1, "2": QuicProtocolVersion.VERSION_2}
-ALPN = ["udptrace-test"]
+ALPN = ["udptrace-test", "h3"]
 
 
 def self_signed(directory):
