@@ -188,17 +188,18 @@ static __always_inline bool parse_skb(struct sk_buff *skb, struct pkt *p)
 }
 
 /*
- * Where a datagram's UDP payload is: in a cgroup_skb program's packet, from
- * `off` on (the helper reads paged data too), or else in kernel memory at
- * `data`, of which `linear` bytes are readable (an skb's linear part; when
- * none, as for UDP GSO sends and large datagrams, `data` is the first page
- * fragment's and `linear` its length).
+ * Where a datagram's UDP payload is, `off` bytes into `skb`: a cgroup_skb
+ * program's packet (`ctx`: the helper reads paged data too), or a kernel
+ * sk_buff, from its head: `linear` bytes of it in the linear part, the rest
+ * in page fragments, the first `skip` bytes of which come before it. Small:
+ * packet_ingress's stack is nearly full.
  */
 struct payload_src {
-	struct __sk_buff *ctx;
-	const void *data;
+	void *skb;
 	__u32 off;
 	__u32 linear;
+	__u32 skip;
+	bool ctx;
 };
 
 /*
@@ -211,59 +212,64 @@ struct payload_src {
 extern const void vmemmap_base __ksym __weak;
 extern const void page_offset_base __ksym __weak;
 
-/* page_address(): a page's address in the kernel's direct map; 0 if unknown. */
-static __always_inline __u64 page_address(__u64 page)
-{
-	__u64 vmemmap = 0, direct = 0;
-	__u64 page_size = bpf_core_type_size(struct page);
+struct direct_map {
+	__u64 vmemmap;
+	__u64 direct;
+	__u64 page_size;
+};
 
-	if (!&vmemmap_base || !&page_offset_base)
-		return 0;
-	if (bpf_probe_read_kernel(&vmemmap, sizeof(vmemmap), &vmemmap_base) ||
-	    bpf_probe_read_kernel(&direct, sizeof(direct), &page_offset_base))
-		return 0;
-	if (!vmemmap || !direct || page < vmemmap || !page_size)
-		return 0;
-	return direct + (page - vmemmap) / page_size * 4096;
+/* The kernel's memory layout; false if unknown. */
+static __always_inline bool read_direct_map(struct direct_map *m)
+{
+	m->page_size = bpf_core_type_size(struct page);
+	if (!&vmemmap_base || !&page_offset_base || !m->page_size)
+		return false;
+	if (bpf_probe_read_kernel(&m->vmemmap, sizeof(m->vmemmap), &vmemmap_base) ||
+	    bpf_probe_read_kernel(&m->direct, sizeof(m->direct), &page_offset_base))
+		return false;
+	return m->vmemmap && m->direct;
 }
+
+/* page_address(): a page's address in the kernel's direct map; 0 if not a page. */
+static __always_inline __u64 page_address(const struct direct_map *m, __u64 page)
+{
+	if (page < m->vmemmap)
+		return 0;
+	return m->direct + (page - m->vmemmap) / m->page_size * 4096;
+}
+
+/* The most page fragments an skb has (MAX_SKB_FRAGS on 4 KiB pages). */
+#define MAX_FRAGS 17
+/* Room for the largest payload, and as much again: a copy at any offset below it fits. */
+#define SCRATCH_BYTES (2 * 65536)
 
 /*
- * The payload in a kernel skb's first page fragment, which starts `skip`
- * bytes into it (where the linear part ends before the payload does).
+ * Where a payload spread over an skb's linear part and page fragments is
+ * put together before it is copied into its record: one per CPU (user space
+ * sizes the array), `busy` while a program uses it, so that one interrupting
+ * it on the same CPU leaves it alone.
  */
-static __always_inline void first_frag(struct payload_src *src, struct sk_buff *skb, __u32 skip)
-{
-	struct skb_shared_info *shinfo =
-		(struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
-	/* As struct udptrace_frag, but a plain local: no relocations. */
-	struct {
-		__u64 page;
-		__u32 len;
-		__u32 offset;
-	} frag;
-	__u64 addr;
+struct payload_scratch {
+	__u64 busy;
+	__u8 data[SCRATCH_BYTES];
+};
 
-	if (BPF_CORE_READ(shinfo, nr_frags) == 0 ||
-	    bpf_probe_read_kernel(&frag, sizeof(frag), &shinfo->frags[0]))
-		return;
-	/* A net_iov (device memory), not a page: nothing to read. */
-	if (frag.page & 1)
-		return;
-	addr = page_address(frag.page);
-	if (addr && frag.len > skip) {
-		src->data = (const void *)(addr + frag.offset + skip);
-		src->linear = frag.len - skip;
-	}
-}
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct payload_scratch);
+} payload_scratch SEC(".maps");
 
 /* The payload of a cgroup_skb program's datagram. */
 static __always_inline void ctx_payload(struct payload_src *src, struct __sk_buff *ctx,
 					const struct pkt *p)
 {
-	src->ctx = ctx;
-	src->data = NULL;
+	src->skb = ctx;
+	src->ctx = true;
 	src->off = p->ip_hlen + sizeof(struct udp_hdr);
 	src->linear = 0;
+	src->skip = 0;
 }
 
 /* The payload of a kernel skb whose headers parse_skb() read. */
@@ -273,12 +279,89 @@ static __always_inline void skb_payload(struct payload_src *src, struct sk_buff 
 	__u32 start = BPF_CORE_READ(skb, network_header) + p->ip_hlen + sizeof(struct udp_hdr);
 	__u32 tail = BPF_CORE_READ(skb, tail);
 
-	src->ctx = NULL;
-	src->data = BPF_CORE_READ(skb, head) + start;
-	src->off = 0;
+	src->skb = skb;
+	src->ctx = false;
+	src->off = start;
 	src->linear = tail > start ? tail - start : 0;
-	if (!src->linear)
-		first_frag(src, skb, start - tail);
+	src->skip = start > tail ? start - tail : 0;
+}
+
+/*
+ * Copies `want` bytes (at most payload_snaplen) of a kernel skb's payload
+ * that its linear part does not hold alone: the linear bytes, then the page
+ * fragments', put together in this CPU's scratch, then into `dst`. Returns
+ * how many; fewer where a fragment cannot be read, the linear bytes alone
+ * where the scratch is in use.
+ */
+static __always_inline __u64 gather_payload(void *dst, const struct payload_src *src,
+					    const void *data, __u64 want)
+{
+	struct sk_buff *skb = src->skb;
+	struct skb_shared_info *shinfo;
+	struct payload_scratch *scratch;
+	struct direct_map map;
+	/* As struct udptrace_frag, but a plain local: no relocations. */
+	struct {
+		__u64 page;
+		__u32 len;
+		__u32 offset;
+	} frag;
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 off = 0, skip = src->skip, n;
+	__u8 nr_frags;
+
+	scratch = bpf_map_lookup_elem(&payload_scratch, &cpu);
+	if (!scratch || scratch->busy) {
+		n = src->linear < want ? src->linear : want;
+		asm volatile("" : "+r"(n));
+		if (n > payload_snaplen || bpf_probe_read_kernel(dst, n, data))
+			return 0;
+		return n;
+	}
+	scratch->busy = 1;
+	if (src->linear) {
+		off = src->linear & 0xffff;
+		if (bpf_probe_read_kernel(scratch->data, off, data)) {
+			scratch->busy = 0;
+			return 0;
+		}
+	}
+	shinfo = (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+	nr_frags = BPF_CORE_READ(shinfo, nr_frags);
+	if (off < want && read_direct_map(&map)) {
+		for (int i = 0; i < MAX_FRAGS; i++) {
+			__u64 addr;
+
+			if (i >= nr_frags || off >= want ||
+			    bpf_probe_read_kernel(&frag, sizeof(frag), &shinfo->frags[i]))
+				break;
+			/* A net_iov (device memory), not a page: nothing to read. */
+			if (frag.page & 1)
+				break;
+			if (skip >= frag.len) {
+				skip -= frag.len;
+				continue;
+			}
+			addr = page_address(&map, frag.page);
+			if (!addr)
+				break;
+			n = frag.len - skip;
+			if (n > want - off)
+				n = want - off;
+			if (bpf_probe_read_kernel(scratch->data + (off & 0xffff), n & 0xffff,
+						  (void *)(addr + frag.offset + skip)))
+				break;
+			off += n & 0xffff;
+			skip = 0;
+		}
+	}
+	if (off > want)
+		off = want;
+	asm volatile("" : "+r"(off));
+	if (off > payload_snaplen || bpf_probe_read_kernel(dst, off, scratch->data))
+		off = 0;
+	scratch->busy = 0;
+	return off;
 }
 
 /*
@@ -288,19 +371,22 @@ static __always_inline void skb_payload(struct payload_src *src, struct sk_buff 
 static __always_inline __u16 copy_payload(void *dst, const struct payload_src *src, __u64 len)
 {
 	__u64 room = payload_snaplen;
+	struct sk_buff *skb;
+	const void *data;
 
-	if (!src->ctx && len > src->linear)
-		len = src->linear;
 	/* 64-bit, so that the bound checked is the register the helper gets. */
 	if (len > room)
 		len = room;
 	asm volatile("" : "+r"(len));
 	if (len == 0 || len > room)
 		return 0;
-	if (src->ctx ? bpf_skb_load_bytes(src->ctx, src->off, dst, len)
-		     : bpf_probe_read_kernel(dst, len, src->data))
-		return 0;
-	return len;
+	if (src->ctx)
+		return bpf_skb_load_bytes(src->skb, src->off, dst, len) ? 0 : len;
+	skb = src->skb;
+	data = BPF_CORE_READ(skb, head) + src->off;
+	if (len > src->linear)
+		return gather_payload(dst, src, data, len);
+	return bpf_probe_read_kernel(dst, len, data) ? 0 : len;
 }
 
 /* A packet event of `task`; `reason` for drops; with its payload from `src` if snapped. */
@@ -404,7 +490,7 @@ struct {
 static __always_inline int on_transmit(struct sk_buff *skb)
 {
 	struct sock *sk = BPF_CORE_READ(skb, sk);
-	struct payload_src src;
+	struct payload_src src = {};
 	struct pkt p = {};
 
 	if (!udp_sock(sk) || !parse_skb(skb, &p))
@@ -521,7 +607,7 @@ static __always_inline void ingress_rcvqueue(struct __sk_buff *ctx, __u64 cookie
  */
 static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb, bool btf)
 {
-	struct payload_src src;
+	struct payload_src src = {};
 	struct pkt p = {};
 	__u64 cookie;
 

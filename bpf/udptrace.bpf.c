@@ -442,7 +442,7 @@ const volatile bool cgroup_skb_task_btf = false;
 SEC("cgroup_skb/egress")
 int packet_egress(struct __sk_buff *skb)
 {
-	struct payload_src src;
+	struct payload_src src = {};
 	struct task_ctx t;
 	struct pkt p = {};
 
@@ -486,7 +486,7 @@ int packet_ingress(struct __sk_buff *skb)
 {
 	/* The headers, only where something reads them. */
 	bool headers = senders_from_queue || (ingress_deliveries && kind_wanted(UDP_EVENT_PACKET_RECV));
-	struct payload_src src;
+	struct payload_src src = {};
 	struct pkt p = {};
 	__u64 cookie;
 
@@ -522,7 +522,7 @@ const volatile __u32 reason_proto_mem = 0xffffffff;
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 {
-	struct payload_src src;
+	struct payload_src src = {};
 	struct delivery *d;
 	struct task_ctx t;
 	struct sock *sk;

@@ -78,6 +78,13 @@ pub(crate) fn load<'obj>(
         .set_inner_map_fd(rings[0].as_fd())
         .and_then(|()| open.maps.events.set_max_entries(rings.len() as u32))
         .map_err(Error::bpf("sizing the ring buffers"))?;
+    // A scratch per CPU for payloads in page fragments, with a snap length.
+    if b.snaplen > 0 {
+        open.maps
+            .payload_scratch
+            .set_max_entries(rings.len() as u32)
+            .map_err(Error::bpf("sizing the payload scratch"))?;
+    }
     if let Some(sockets) = b.socket_table_size {
         open.maps
             .sock_states
