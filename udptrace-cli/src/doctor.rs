@@ -20,6 +20,10 @@ pub fn run() -> Result<()> {
             d.missing_capabilities.join(", ")
         );
     }
+    match d.paged_payload {
+        Ok(()) => println!("payload:      page fragments readable (fentry, kprobe)"),
+        Err(why) => println!("payload:      linear data only on fentry and kprobe: {why}"),
+    }
     for check in &d.backends {
         match &check.result {
             Ok(probes) => {

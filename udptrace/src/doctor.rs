@@ -19,6 +19,9 @@ pub struct Diagnosis {
     pub btf: bool,
     pub cgroup2: Option<String>,
     pub missing_capabilities: Vec<&'static str>,
+    /// Whether fentry and kprobe can read payload from page fragments
+    /// ([`sys::kernel_layout_visible`]).
+    pub paged_payload: Result<(), &'static str>,
     /// Every backend, in the order `auto` tries them.
     pub backends: Vec<BackendCheck>,
 }
@@ -54,6 +57,7 @@ pub fn diagnose() -> Diagnosis {
         btf: sys::check_btf().is_ok(),
         cgroup2: sys::cgroup2_mount().ok().map(|p| p.display().to_string()),
         missing_capabilities: sys::missing_capabilities(),
+        paged_payload: sys::kernel_layout_visible(),
         backends,
     }
 }

@@ -130,8 +130,14 @@ pub(crate) fn load<'obj>(
     ro.payload_room = payload_room(b.snaplen);
     ro.payload_snaplen = b.snaplen;
     ro.emit_eagain = b.report_eagain;
-    // A wake-up the pending data can reach, even in a small ring.
-    ro.wakeup_bytes = b.wakeup_bytes.min(u64::from(ring_bytes) / 4);
+    // The consumer is woken as often per record whatever their size (each
+    // wake-up is an interrupt), and the pending data can reach it, even in a
+    // small ring.
+    let records_per_wakeup = b.wakeup_bytes / RINGBUF_EVENT_BYTES;
+    let wakeup = b
+        .wakeup_bytes
+        .max(records_per_wakeup * u64::from(packet_record_bytes(b.snaplen)));
+    ro.wakeup_bytes = wakeup.min(u64::from(ring_bytes) / 4);
     if let Some(fields) = &b.count_by {
         ro.count_mode = true;
         ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
@@ -171,6 +177,9 @@ pub(crate) fn load<'obj>(
 fn payload_room(snaplen: u32) -> u32 {
     snaplen.next_multiple_of(8)
 }
+
+/// An event record's size in a ring buffer, with its header.
+const RINGBUF_EVENT_BYTES: u64 = (mem::size_of::<crate::bpf::types::udp_event>() + 8) as u64;
 
 /// A packet record's size in a ring buffer, with its header.
 pub(crate) fn packet_record_bytes(snaplen: u32) -> u32 {
