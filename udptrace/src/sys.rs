@@ -103,6 +103,35 @@ fn unescape_mount_path(s: &str) -> String {
     out
 }
 
+/// Whether /proc/kallsyms gives the kernel's memory layout (`vmemmap_base`
+/// and `page_offset_base`, non-zero), which reading payload from page
+/// fragments on the fentry and kprobe backends needs: Err says why not.
+pub fn kernel_layout_visible() -> Result<(), &'static str> {
+    let symbols =
+        std::fs::read_to_string("/proc/kallsyms").map_err(|_| "/proc/kallsyms unreadable")?;
+    let mut found = [false; 2];
+    for line in symbols.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let slot = match name {
+            "vmemmap_base" => 0,
+            "page_offset_base" => 1,
+            _ => continue,
+        };
+        if addr.bytes().all(|b| b == b'0') {
+            return Err("/proc/kallsyms hides kernel addresses (needs CAP_SYSLOG)");
+        }
+        found[slot] = true;
+    }
+    match found {
+        [true, true] => Ok(()),
+        _ => Err("the kernel's memory layout is not randomised: no symbols to read it from"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,34 +171,5 @@ mod tests {
             missing_from(1 << CAP_NET_ADMIN),
             vec!["CAP_BPF", "CAP_PERFMON"]
         );
-    }
-}
-
-/// Whether /proc/kallsyms gives the kernel's memory layout (`vmemmap_base`
-/// and `page_offset_base`, non-zero), which reading payload from page
-/// fragments on the fentry and kprobe backends needs: Err says why not.
-pub fn kernel_layout_visible() -> Result<(), &'static str> {
-    let symbols =
-        std::fs::read_to_string("/proc/kallsyms").map_err(|_| "/proc/kallsyms unreadable")?;
-    let mut found = [false; 2];
-    for line in symbols.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let slot = match name {
-            "vmemmap_base" => 0,
-            "page_offset_base" => 1,
-            _ => continue,
-        };
-        if addr.bytes().all(|b| b == b'0') {
-            return Err("/proc/kallsyms hides kernel addresses (needs CAP_SYSLOG)");
-        }
-        found[slot] = true;
-    }
-    match found {
-        [true, true] => Ok(()),
-        _ => Err("the kernel's memory layout is not randomised: no symbols to read it from"),
     }
 }
