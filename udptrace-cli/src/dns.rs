@@ -13,7 +13,7 @@ use udptrace::{EventKind, Tracer};
 use crate::output::{escape_bytes, local_time};
 use crate::parse::parse_seconds;
 use crate::sink::Sink;
-use crate::trace::{next_event, outcome, SelectArgs};
+use crate::trace::{outcome, until_stopped, SelectArgs};
 
 #[derive(Args, Debug)]
 pub struct DnsArgs {
@@ -36,7 +36,6 @@ pub fn run(mut args: DnsArgs) -> Result<()> {
     let kinds = vec![EventKind::PacketSend, EventKind::PacketRecv];
     let builder = args.select.builder(kinds.clone()).snaplen(DNS_SNAPLEN);
     let mut tracer = args.select.start(builder)?;
-    let deadline = args.select.duration.map(|d| Instant::now() + d);
     let mut dns = DnsTracker::new(args.timeout);
     let mut out = Sink::stdout();
     let mut done = Totals::default();
@@ -44,26 +43,18 @@ pub fn run(mut args: DnsArgs) -> Result<()> {
     if !args.json {
         out.text(header);
     }
-    while !tracer.is_finished() {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            tracer.stop();
-        }
-        if let Some(ev) = next_event(&mut tracer, &mut out) {
-            if let Some(t) = dns.event(&ev) {
-                write(&mut out, &t, args.json, &mut done);
-            }
+    until_stopped(&mut tracer, &mut out, args.select.duration, |ev, out| {
+        if let Some(t) = ev.and_then(|ev| dns.event(&ev)) {
+            write(out, &t, args.json, &mut done);
         }
         // Timeouts are looked for on a tick, not at each event: many queries may wait.
         if last_expiry.elapsed() >= EXPIRY_TICK {
             last_expiry = Instant::now();
             for t in dns.expire(now_ns()) {
-                write(&mut out, &t, args.json, &mut done);
+                write(out, &t, args.json, &mut done);
             }
         }
-        if !out.is_open() {
-            tracer.stop();
-        }
-    }
+    });
     // Every query gets its line: those still waiting as such.
     for t in dns.expire(now_ns()).into_iter().chain(dns.finish()) {
         write(&mut out, &t, args.json, &mut done);

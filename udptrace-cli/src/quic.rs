@@ -3,7 +3,6 @@
 //! connection ids, and the server name a client's Initial asks for.
 
 use std::io::Write;
-use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
@@ -21,7 +20,7 @@ fn parse_quic_snaplen(s: &str) -> Result<u32, String> {
     }
 }
 use crate::sink::Sink;
-use crate::trace::{next_event, outcome, SelectArgs};
+use crate::trace::{outcome, until_stopped, SelectArgs};
 
 #[derive(Args, Debug)]
 pub struct QuicArgs {
@@ -51,23 +50,16 @@ pub fn run(mut args: QuicArgs) -> Result<()> {
     let kinds = vec![EventKind::PacketSend, EventKind::PacketRecv];
     let builder = args.select.builder(kinds).snaplen(args.snaplen);
     let mut tracer = args.select.start(builder)?;
-    let deadline = args.select.duration.map(|d| Instant::now() + d);
     let mut out = Sink::stdout();
     let mut totals = Totals::default();
     if !args.json {
         out.text(header);
     }
-    while !tracer.is_finished() {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            tracer.stop();
+    until_stopped(&mut tracer, &mut out, args.select.duration, |ev, out| {
+        if let Some(ev) = ev {
+            datagram(out, &ev, args.json, &mut totals);
         }
-        if let Some(ev) = next_event(&mut tracer, &mut out) {
-            datagram(&mut out, &ev, args.json, &mut totals);
-        }
-        if !out.is_open() {
-            tracer.stop();
-        }
-    }
+    });
     out.flush();
     eprintln!(
         "{} long-header packets; datagrams of short-header packets only {}; not QUIC {}; lost {}",

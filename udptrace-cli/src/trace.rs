@@ -310,24 +310,38 @@ fn stream(
 ) -> Result<()> {
     let mut tracer = select.start(builder)?;
     let mut out = out()?;
-    let deadline = select.duration.map(|d| Instant::now() + d);
     out.text(|buf| writer.header(buf));
+    until_stopped(&mut tracer, &mut out, select.duration, |ev, out| {
+        if let Some(ev) = ev {
+            out.record(|buf| writer.event(buf, &ev));
+        }
+    });
+    out.flush();
+    print_summary(&tracer.stats(), kinds, out.failure().map(|(_, n)| n));
+    outcome(&tracer, &out)
+}
+
+/// Runs until the tracer stops: on Ctrl-C, at the end of `duration`, or
+/// when the output's reader goes away (e.g. `| head`) or it fails (what the
+/// tracer still delivers then counts as not written). Hands `each` every
+/// event, and None on each idle tick.
+pub(crate) fn until_stopped(
+    tracer: &mut Tracer,
+    out: &mut Sink,
+    duration: Option<Duration>,
+    mut each: impl FnMut(Option<udptrace::Event>, &mut Sink),
+) {
+    let deadline = duration.map(|d| Instant::now() + d);
     while !tracer.is_finished() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracer.stop();
         }
-        if let Some(ev) = next_event(&mut tracer, &mut out) {
-            out.record(|buf| writer.event(buf, &ev));
-        }
-        // The reader went away (e.g. `| head`) or the output failed: stop,
-        // and count what the tracer still delivers as not written.
+        let ev = next_event(tracer, out);
+        each(ev, out);
         if !out.is_open() {
             tracer.stop();
         }
     }
-    out.flush();
-    print_summary(&tracer.stats(), kinds, out.failure().map(|(_, n)| n));
-    outcome(&tracer, &out)
 }
 
 /// How a run ends, once its summary is out: an error if the tracer stopped

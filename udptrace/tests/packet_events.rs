@@ -7,7 +7,7 @@ mod common;
 
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use common::*;
 use udptrace::{CountField, CountValue, Event, EventKind, Filter, Stats};
@@ -237,26 +237,13 @@ fn bad_checksum_is_a_drop_not_a_receive() {
     assert!(events.iter().all(|e| e.kind != EventKind::PacketSend));
 }
 
-const UDP_SEGMENT: libc::c_int = 103;
-
 /// A UDP GSO send is one packet-send (as the socket hands it to IP, with its
 /// segment count) and one packet-recv per datagram that arrives.
 #[test]
 fn gso_send_is_one_packet_send_and_one_packet_recv_per_segment() {
     let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let segment: libc::c_int = 500;
-    // SAFETY: UDP_SEGMENT takes an int.
-    let rc = unsafe {
-        libc::setsockopt(
-            tx.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
-            (&segment as *const libc::c_int).cast(),
-            mem::size_of_val(&segment) as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "UDP_SEGMENT");
+    set_udp_segment(&tx, 500);
     let tx_port = tx.local_addr().unwrap().port();
     let (events, _, sizes) = trace_packets(tx_port, || {
         tx.send_to(&[9u8; 1500], rx.local_addr().unwrap()).unwrap();

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use common::*;
 use udptrace::{Event, EventKind, Filter, Tracer};
-
-const UDP_SEGMENT: libc::c_int = 103;
 
 /// Bytes that differ at every offset of a datagram up to 64 KiB, and between datagrams.
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -120,18 +117,7 @@ fn without_a_snap_length_events_carry_no_payload() {
 fn gso_send_payload_is_the_bytes_the_socket_handed_over() {
     let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let segment: libc::c_int = 500;
-    // SAFETY: UDP_SEGMENT takes an int.
-    let rc = unsafe {
-        libc::setsockopt(
-            tx.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
-            (&segment as *const libc::c_int).cast(),
-            mem::size_of_val(&segment) as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "UDP_SEGMENT");
+    set_udp_segment(&tx, 500);
     let data = pattern(5, 1500);
     let tracer = start(port(&tx), 600);
     tx.send_to(&data, rx.local_addr().unwrap()).unwrap();

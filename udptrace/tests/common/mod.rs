@@ -236,3 +236,19 @@ pub fn drain(s: &UdpSocket) -> usize {
     }
     n
 }
+
+/// UDP_SEGMENT (linux/udp.h): sends on `s` leave as GSO, in `size`-byte datagrams.
+pub fn set_udp_segment(s: &UdpSocket, size: libc::c_int) {
+    const UDP_SEGMENT: libc::c_int = 103;
+    // SAFETY: UDP_SEGMENT takes an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&size as *const libc::c_int).cast(),
+            mem::size_of_val(&size) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT");
+}
