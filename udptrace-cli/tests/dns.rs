@@ -274,3 +274,73 @@ fn transactions_match_what_dig_printed() {
         "{summary:?}"
     );
 }
+
+/// Under a real load, `dnsperf` against dnsmasq: every query dnsperf says
+/// completed is one answered transaction on each side, none timed out, and
+/// nothing is lost.
+#[test]
+fn every_query_of_a_dnsperf_load_is_one_transaction_each_side() {
+    let port = free_udp_port();
+    let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let _server = dnsmasq(port, silent.local_addr().unwrap().port());
+    let queries = std::env::temp_dir().join(format!("udptrace-dns-queries-{}", std::process::id()));
+    let names = ["www.udptrace.test A\n", "nope.udptrace.test AAAA\n"].concat();
+    std::fs::write(&queries, names.repeat(50)).unwrap();
+    let (mut tracer, stderr) = start(&["dns", "--json", "--port", &port.to_string(), "-d", "60"]);
+    // Thousands of lines: read as they come, or the pipe fills and stops it.
+    let mut stdout = tracer.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        text
+    });
+    let perf = Command::new("dnsperf")
+        .args([
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-c",
+            "1",
+            "-Q",
+            "20000",
+        ])
+        .args(["-n", "20", "-d"])
+        .arg(&queries)
+        .output()
+        .expect("dnsperf is installed");
+    let _ = std::fs::remove_file(&queries);
+    assert!(perf.status.success());
+    let report = String::from_utf8_lossy(&perf.stdout);
+    let completed = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Queries completed:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(completed, 2000, "{report}");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let (out, summary) = finish(tracer, stderr);
+    assert!(out.status.success(), "{summary:?}");
+    let lines: Vec<Value> = printed
+        .join()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for role in ["client", "server"] {
+        let answered: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["role"] == role && l["timeout"] == false && !l["rcode"].is_null())
+            .collect();
+        assert_eq!(answered.len(), completed, "{role}: {summary:?}");
+        let nx = answered.iter().filter(|l| l["rcode"] == "NXDOMAIN").count();
+        assert_eq!(nx, completed / 2, "{role}");
+    }
+    assert_eq!(lines.len(), 2 * completed, "{summary:?}");
+    assert!(
+        summary.last().unwrap().ends_with("not DNS 0; lost 0"),
+        "{summary:?}"
+    );
+}
