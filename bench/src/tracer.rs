@@ -232,6 +232,28 @@ fn spawn_reader(
     });
 }
 
+/// Ends a tool as Ctrl-C would: SIGINT, sent again if it is still running
+/// after a while (bpftrace has once missed one), then SIGKILL, so that a
+/// tool that never stops fails the run instead of hanging it.
+fn interrupt(child: &mut Child) -> Result<std::process::ExitStatus> {
+    const PATIENCE: Duration = Duration::from_secs(10);
+    for signal in [libc::SIGINT, libc::SIGINT, libc::SIGKILL] {
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                if signal == libc::SIGKILL {
+                    bail!("pid {} ignored SIGINT twice and was killed", child.id());
+                }
+                return Ok(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    bail!("pid {} did not exit even on SIGKILL", child.id())
+}
+
 /// tracepoint:* in bpftrace needs tracefs, which is not always mounted.
 pub fn ensure_tracefs() -> Result<()> {
     if Path::new("/sys/kernel/tracing/events").exists() {
@@ -323,9 +345,7 @@ impl Running {
         let cpu = cpu_seconds(pid) - self.cpu_at_ready;
         let peak_rss_kib = status_kib(pid, "VmHWM:");
         let bpf_ns = bpf_run_time_since(self.started_boottime);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGINT) };
-        let status = self.child.wait()?;
+        let status = interrupt(&mut self.child)?;
         // The readers finish when the pipes close.
         thread::sleep(Duration::from_millis(100));
         let lines: Vec<String> = self.lines.try_iter().collect();
