@@ -414,7 +414,11 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
             ..Default::default()
         }),
         Consume::Payload64 => builder_for(Consume::Packets).snaplen(64),
-        Consume::Payload1500 => builder_for(Consume::Packets).snaplen(1500),
+        // As the README advises for large snap lengths: records of 1,648
+        // bytes fill the default 4 MiB rings twelve times as fast.
+        Consume::Payload1500 => builder_for(Consume::Packets)
+            .snaplen(1500)
+            .ring_buffer_size(16 << 20),
         Consume::Count => Tracer::builder()
             .filter(Filter {
                 kinds: vec![EventKind::Send, EventKind::Recv],
