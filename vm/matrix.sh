@@ -255,6 +255,16 @@ row "$(uname -r) (host)" fallback "$result"
 
 doctor_row "$(uname -r) (host)" "$host_log"
 
+# A failing cell's log is not kept by CI: print what failed, and why, here.
+if [ "$failed" != 0 ]; then
+	for log in "$WORK"/*.log; do
+		if grep -a -q -E "^test .* FAILED$|panicked at" "$log"; then
+			echo "== failures in $log"
+			grep -a -E -A 12 "^---- |panicked at|^test .* FAILED$" "$log" | head -n 200
+		fi
+	done
+fi
+
 echo
 echo "| kernel                       | backend    | result |"
 echo "| ---------------------------- | ---------- | ------ |"

@@ -21,7 +21,8 @@ pub struct TracerBuilder {
     pub(crate) filter: Filter,
     pub(crate) backend: Option<Backend>,
     pub(crate) ring_buffer_bytes: Option<u32>,
-    pub(crate) wakeup_bytes: u64,
+    /// Set by the caller, or the default for the record size and ring.
+    pub(crate) wakeup_bytes: Option<u64>,
     pub(crate) drain_interval: Duration,
     pub(crate) report_eagain: bool,
     pub(crate) count_by: Option<Vec<CountField>>,
@@ -41,7 +42,7 @@ impl Default for TracerBuilder {
             filter: Filter::default(),
             backend: None,
             ring_buffer_bytes: None,
-            wakeup_bytes: 64 << 10,
+            wakeup_bytes: None,
             drain_interval: Duration::from_millis(10),
             report_eagain: false,
             count_by: None,
@@ -79,9 +80,12 @@ impl TracerBuilder {
 
     /// The consumer is woken once this much is pending in a CPU's ring, and
     /// otherwise drains every [`drain_interval`](Self::drain_interval): a
-    /// wake-up per event would cost more than the tracing itself.
+    /// wake-up per event would cost more than the tracing itself. The
+    /// default is 64 KiB of 136-byte records, as many records for larger
+    /// ones, and at most a quarter of the ring; a value set here is used as
+    /// it is.
     pub fn wakeup_bytes(mut self, bytes: u64) -> Self {
-        self.wakeup_bytes = bytes;
+        self.wakeup_bytes = Some(bytes);
         self
     }
 

@@ -130,14 +130,9 @@ pub(crate) fn load<'obj>(
     ro.payload_room = payload_room(b.snaplen);
     ro.payload_snaplen = b.snaplen;
     ro.emit_eagain = b.report_eagain;
-    // The consumer is woken as often per record whatever their size (each
-    // wake-up is an interrupt), and the pending data can reach it, even in a
-    // small ring.
-    let records_per_wakeup = b.wakeup_bytes / RINGBUF_EVENT_BYTES;
-    let wakeup = b
+    ro.wakeup_bytes = b
         .wakeup_bytes
-        .max(records_per_wakeup * u64::from(packet_record_bytes(b.snaplen)));
-    ro.wakeup_bytes = wakeup.min(u64::from(ring_bytes) / 4);
+        .unwrap_or_else(|| default_wakeup_bytes(b.snaplen, ring_bytes));
     if let Some(fields) = &b.count_by {
         ro.count_mode = true;
         ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
@@ -186,6 +181,17 @@ pub(crate) fn packet_record_bytes(snaplen: u32) -> u32 {
     (mem::size_of::<crate::bpf::types::udp_event>() as u32) + payload_room(snaplen) + 8
 }
 
+/// Pending bytes that wake the consumer when the caller set none: 64 KiB of
+/// socket-event records, and as many records when they are larger (each
+/// wake-up is an interrupt, whatever the record size), but never more than a
+/// quarter of the ring, so that the pending data can reach it.
+const DEFAULT_WAKEUP_RECORDS: u64 = (64 << 10) / RINGBUF_EVENT_BYTES;
+
+fn default_wakeup_bytes(snaplen: u32, ring_bytes: u32) -> u64 {
+    let wakeup = DEFAULT_WAKEUP_RECORDS * u64::from(packet_record_bytes(snaplen));
+    wakeup.min(u64::from(ring_bytes) / 4)
+}
+
 /// A ring buffer for each possible CPU (one page each when counting:
 /// nothing goes through them then), and their size.
 fn create_rings(b: &TracerBuilder) -> Result<(Vec<MapHandle>, u32), Error> {
@@ -214,7 +220,7 @@ fn default_ring_bytes(cpus: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::default_ring_bytes;
+    use super::{default_ring_bytes, default_wakeup_bytes, packet_record_bytes};
 
     #[test]
     fn default_rings_take_at_most_16_mib_but_1_mib_each() {
@@ -223,5 +229,16 @@ mod tests {
         assert_eq!(default_ring_bytes(6), 2 << 20);
         assert_eq!(default_ring_bytes(16), 1 << 20);
         assert_eq!(default_ring_bytes(256), 1 << 20);
+    }
+
+    #[test]
+    fn default_wakeup_is_as_many_records_whatever_their_size_within_a_quarter_ring() {
+        let small = default_wakeup_bytes(0, 4 << 20);
+        assert!((64_000..=65_536).contains(&small), "{small}");
+        let records = small / u64::from(packet_record_bytes(0));
+        let large = default_wakeup_bytes(1500, 64 << 20);
+        assert_eq!(large, records * u64::from(packet_record_bytes(1500)));
+        assert_eq!(default_wakeup_bytes(1500, 1 << 20), 256 << 10);
+        assert_eq!(default_wakeup_bytes(0, 4096), 1024);
     }
 }
