@@ -60,17 +60,16 @@ static __always_inline __u64 read_once(const __u64 *p)
 }
 
 /*
- * Tracepoint backend, cgroup_skb ingress: a datagram for the socket `cookie`
- * is about to be queued. An epoch lasts while the count of noted datagrams
+ * Tracepoint backend, cgroup_skb ingress: a datagram for the socket whose
+ * state is `st` is about to be queued. An epoch lasts while the count of noted datagrams
  * not yet received stays above zero: the datagram that opens one (count
  * 0 -> 1) sets the sender and then publishes it (`ready`); any later one of
  * the epoch that finds it unpublished or different marks the epoch mixed.
  * No reset is needed: a datagram's own count keeps its epoch open until it
  * is received, and every mark of its epoch was made before it was queued.
  */
-static __always_inline void note_queued_sender(__u64 cookie, const struct pkt *pkt)
+static __always_inline void note_queued_sender(struct sock_state *st, const struct pkt *pkt)
 {
-	struct sock_state *st = bpf_map_lookup_elem(&sock_states, &cookie);
 	struct queued_senders *q;
 	__u64 word, epoch, seen;
 

@@ -121,15 +121,24 @@ static __always_inline struct sock_counters counters_of(__u64 cookie)
 	return st ? st->counters : zero;
 }
 
-/* The task a received datagram or a drop belongs to: its socket's owner, if known. */
-static __always_inline void owner_of(__u64 cookie, struct task_ctx *t)
+/* The state of a socket seen before; NULL for one not known (or no socket). */
+static __always_inline struct sock_state *sock_state_of_known(__u64 cookie)
 {
-	struct sock_state *st = cookie ? bpf_map_lookup_elem(&sock_states, &cookie) : NULL;
+	return cookie ? bpf_map_lookup_elem(&sock_states, &cookie) : NULL;
+}
 
+/* The task a received datagram or a drop belongs to: its socket's owner, if known. */
+static __always_inline void owner_from(const struct sock_state *st, struct task_ctx *t)
+{
 	if (st)
 		*t = st->owner;
 	else
 		__builtin_memset(t, 0, sizeof(*t));
+}
+
+static __always_inline void owner_of(__u64 cookie, struct task_ctx *t)
+{
+	owner_from(sock_state_of_known(cookie), t);
 }
 
 static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
@@ -185,7 +194,7 @@ static __always_inline void note_burst(struct sock_life *l, __u32 queued, __u32 
 }
 
 /*
- * A datagram is about to be queued to `sk` (kernel pointers, BTF-typed if
+ * A datagram is about to be queued to `sk` (whose state is `st`; kernel pointers, BTF-typed if
  * `btf`, else read through bpf_probe_read): the buffer and the queue's peak with it, and the local
  * address if not known yet. The kernel
  * refuses it when the queue is over the buffer already (or, since Linux
@@ -193,16 +202,12 @@ static __always_inline void note_burst(struct sock_life *l, __u32 queued, __u32 
  * truesize of the buffer. Plain updates: datagrams queued to one socket on
  * two CPUs at once may lose the higher of two peaks (by one datagram).
  */
-static __always_inline void note_rcvqueue(struct sock *sk, struct sk_buff *skb, __u64 cookie,
-					  bool btf)
+static __always_inline void note_rcvqueue(struct sock_state *st, struct sock *sk,
+					  struct sk_buff *skb, bool btf)
 {
-	struct sock_state *st;
 	__u32 queued, rcvbuf, truesize;
 
-	if (!track_sockets || !cookie)
-		return;
-	st = bpf_map_lookup_elem(&sock_states, &cookie);
-	if (!st)
+	if (!track_sockets || !st)
 		return;
 	/* Loads where the pointers are BTF-typed, else helper calls, each several times dearer. */
 	if (btf) {

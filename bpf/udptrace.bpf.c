@@ -386,13 +386,13 @@ int sock_release(struct bpf_sock *ctx)
 SEC("fentry/ip_send_skb")
 int BPF_PROG(fentry_ip_send_skb, void *net, struct sk_buff *skb)
 {
-	return on_transmit(skb);
+	return on_transmit(skb, true);
 }
 
 SEC("fentry/ip6_send_skb")
 int BPF_PROG(fentry_ip6_send_skb, struct sk_buff *skb)
 {
-	return on_transmit(skb);
+	return on_transmit(skb, true);
 }
 
 SEC("fentry/__udp_enqueue_schedule_skb")
@@ -405,13 +405,13 @@ int BPF_PROG(fentry_udp_enqueue, struct sock *sk, struct sk_buff *skb)
 SEC("kprobe/ip_send_skb")
 int BPF_KPROBE(kp_ip_send_skb, void *net, struct sk_buff *skb)
 {
-	return on_transmit(skb);
+	return on_transmit(skb, false);
 }
 
 SEC("kprobe/ip6_send_skb")
 int BPF_KPROBE(kp_ip6_send_skb, struct sk_buff *skb)
 {
-	return on_transmit(skb);
+	return on_transmit(skb, false);
 }
 
 SEC("kprobe/__udp_enqueue_schedule_skb")
@@ -485,24 +485,29 @@ SEC("cgroup_skb/ingress")
 int packet_ingress(struct __sk_buff *skb)
 {
 	/* The headers, only where something reads them. */
-	bool headers = senders_from_queue || (ingress_deliveries && kind_wanted(UDP_EVENT_PACKET_RECV));
+	bool wanted = ingress_deliveries && kind_wanted(UDP_EVENT_PACKET_RECV);
+	bool headers = senders_from_queue || wanted;
 	struct payload_src src = {};
+	struct sock_state *st = NULL;
 	struct pkt p = {};
 	__u64 cookie;
 
 	if (!skb_of_udp_sock(skb) || (headers && !parse_skb_data(skb, &p)))
 		return 1;
 	cookie = bpf_get_socket_cookie(skb);
+	/* One lookup of the socket's state for its senders, queue and owner. */
+	if (senders_from_queue || wanted || (ingress_deliveries && track_sockets))
+		st = sock_state_of_known(cookie);
 	if (senders_from_queue)
-		note_queued_sender(cookie, &p);
+		note_queued_sender(st, &p);
 	if (ingress_deliveries) {
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);
-		ingress_rcvqueue(skb, cookie);
-		if (kind_wanted(UDP_EVENT_PACKET_RECV)) {
+		ingress_rcvqueue(skb, st);
+		if (wanted) {
 			p.netns = ctx_netns(skb);
 			ctx_payload(&src, skb, &p);
-			packet_received(cookie, &p, &src);
+			packet_received(cookie, st, &p, &src);
 		}
 	}
 	return 1;

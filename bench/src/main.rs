@@ -84,7 +84,8 @@ enum Cmd {
         of: Consume,
     },
     /// Runs the load alone and prints its rate: for profiling a tracer by
-    /// hand (bpftool prog profile, perf) while it runs
+    /// hand (bpftool prog profile, perf) while it runs; with --bpf-stats, also
+    /// each BPF program's runs and ns per run during the load
     Load,
 }
 
@@ -155,8 +156,13 @@ fn run(cli: Cli) -> Result<()> {
         Some(Cmd::Consume { what }) => return consume(what),
         Some(Cmd::Floor { of }) => return floor::run(of),
         Some(Cmd::Load) => {
+            let _bpf_stats = cli.bpf_stats.then(tracer::enable_bpf_stats).transpose()?;
+            let before = tracer::program_run_times();
             let r = load::run(&spec).context("running the load")?;
             println!("{:.0} datagrams/s received ({} sent)", r.rate(), r.sent);
+            if cli.bpf_stats {
+                tracer::print_program_costs(&before, &tracer::program_run_times(), r.received);
+            }
             return Ok(());
         }
         None => {}

@@ -435,6 +435,40 @@ fn bpf_run_time_since(since: Duration) -> u64 {
         .sum()
 }
 
+/// Each loaded program's id, name, total run time and runs.
+pub fn program_run_times() -> Vec<(u32, String, u64, u64)> {
+    libbpf_rs::query::ProgInfoIter::default()
+        .map(|p| {
+            let name = p.name.to_string_lossy().into_owned();
+            (p.id, name, p.run_time_ns, p.run_cnt)
+        })
+        .collect()
+}
+
+/// The programs that ran between two samples: runs, ns per run, and ns per
+/// datagram received.
+pub fn print_program_costs(
+    before: &[(u32, String, u64, u64)],
+    after: &[(u32, String, u64, u64)],
+    datagrams: u64,
+) {
+    println!("| program | runs | ns/run | ns/datagram |\n| --- | ---: | ---: | ---: |");
+    for (id, name, ns, runs) in after {
+        let (ns0, runs0) = before
+            .iter()
+            .find(|b| b.0 == *id)
+            .map_or((0, 0), |b| (b.2, b.3));
+        let (ns, runs) = (ns - ns0, runs - runs0);
+        if runs > 0 {
+            println!(
+                "| {name} | {runs} | {:.0} | {:.1} |",
+                ns as f64 / runs as f64,
+                ns as f64 / datagrams.max(1) as f64
+            );
+        }
+    }
+}
+
 fn boottime() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
