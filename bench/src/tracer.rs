@@ -435,33 +435,39 @@ fn bpf_run_time_since(since: Duration) -> u64 {
         .sum()
 }
 
-/// Each loaded program's id, name, total run time and runs.
-pub fn program_run_times() -> Vec<(u32, String, u64, u64)> {
+/// A loaded program's accounting so far (kernel.bpf_stats_enabled).
+pub struct ProgramRunTime {
+    id: u32,
+    name: String,
+    run_time_ns: u64,
+    runs: u64,
+}
+
+pub fn program_run_times() -> Vec<ProgramRunTime> {
     libbpf_rs::query::ProgInfoIter::default()
-        .map(|p| {
-            let name = p.name.to_string_lossy().into_owned();
-            (p.id, name, p.run_time_ns, p.run_cnt)
+        .map(|p| ProgramRunTime {
+            id: p.id,
+            name: p.name.to_string_lossy().into_owned(),
+            run_time_ns: p.run_time_ns,
+            runs: p.run_cnt,
         })
         .collect()
 }
 
 /// The programs that ran between two samples: runs, ns per run, and ns per
 /// datagram received.
-pub fn print_program_costs(
-    before: &[(u32, String, u64, u64)],
-    after: &[(u32, String, u64, u64)],
-    datagrams: u64,
-) {
+pub fn print_program_costs(before: &[ProgramRunTime], after: &[ProgramRunTime], datagrams: u64) {
     println!("| program | runs | ns/run | ns/datagram |\n| --- | ---: | ---: | ---: |");
-    for (id, name, ns, runs) in after {
+    for p in after {
         let (ns0, runs0) = before
             .iter()
-            .find(|b| b.0 == *id)
-            .map_or((0, 0), |b| (b.2, b.3));
-        let (ns, runs) = (ns - ns0, runs - runs0);
+            .find(|b| b.id == p.id)
+            .map_or((0, 0), |b| (b.run_time_ns, b.runs));
+        let (ns, runs) = (p.run_time_ns - ns0, p.runs - runs0);
         if runs > 0 {
             println!(
-                "| {name} | {runs} | {:.0} | {:.1} |",
+                "| {} | {runs} | {:.0} | {:.1} |",
+                p.name,
                 ns as f64 / runs as f64,
                 ns as f64 / datagrams.max(1) as f64
             );

@@ -173,22 +173,18 @@ fn payload_room(snaplen: u32) -> u32 {
     snaplen.next_multiple_of(8)
 }
 
-/// An event record's size in a ring buffer, with its header.
-const RINGBUF_EVENT_BYTES: u64 = (mem::size_of::<crate::bpf::types::udp_event>() + 8) as u64;
-
 /// A packet record's size in a ring buffer, with its header.
 pub(crate) fn packet_record_bytes(snaplen: u32) -> u32 {
     (mem::size_of::<crate::bpf::types::udp_event>() as u32) + payload_room(snaplen) + 8
 }
 
 /// Pending bytes that wake the consumer when the caller set none: 64 KiB of
-/// socket-event records, and as many records when they are larger (each
+/// records without payload, and as many records when they are larger (each
 /// wake-up is an interrupt, whatever the record size), but never more than a
 /// quarter of the ring, so that the pending data can reach it.
-const DEFAULT_WAKEUP_RECORDS: u64 = (64 << 10) / RINGBUF_EVENT_BYTES;
-
 fn default_wakeup_bytes(snaplen: u32, ring_bytes: u32) -> u64 {
-    let wakeup = DEFAULT_WAKEUP_RECORDS * u64::from(packet_record_bytes(snaplen));
+    let records = (64 << 10) / packet_record_bytes(0);
+    let wakeup = u64::from(records) * u64::from(packet_record_bytes(snaplen));
     wakeup.min(u64::from(ring_bytes) / 4)
 }
 
