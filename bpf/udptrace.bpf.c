@@ -285,9 +285,25 @@ int sock_create(struct bpf_sock *ctx)
 }
 
 /*
- * The UDP sockets that exist as tracing starts, run once after every hook is
- * attached (sockets created from then on meet sock_create): each is owned by
- * the first process found holding it, and gets its cookie now.
+ * The UDP sockets that exist as tracing starts, run over every network
+ * namespace after every hook is attached (sockets created from then on meet
+ * sock_create): each gets its cookie now, for hooks that can only read one
+ * (kprobes) and for seed_owners.
+ */
+SEC("iter/udp")
+int give_cookies(struct bpf_iter__udp *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->udp_sk;
+
+	if (sk)
+		bpf_get_socket_cookie(sk);
+	return 0;
+}
+
+/*
+ * Then each of those sockets is owned by the first process found holding it.
+ * The socket is reached through its file, a pointer that recent kernels no
+ * longer let helpers take: its cookie, given above, is read, not asked for.
  */
 SEC("iter/task_file")
 int seed_owners(struct bpf_iter__task_file *ctx)
@@ -305,7 +321,9 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	sk = sock ? sock->sk : NULL;
 	if (!sk || sk->sk_protocol != IPPROTO_UDP)
 		return 0;
-	cookie = bpf_get_socket_cookie(sk);
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		return 0; /* not in a namespace give_cookies ran in */
 	st = new_sock_state_of(cookie);
 	if (!st)
 		return 0; /* known already, or the table is full */

@@ -240,6 +240,18 @@ struct bpf_iter__task_file {
 	};
 };
 
+struct udp_sock;
+
+/* The UDP socket iterator's context: every UDP socket of one network namespace. */
+struct bpf_iter__udp {
+	union {
+		struct bpf_iter_meta *meta;
+	};
+	union {
+		struct udp_sock *udp_sk;
+	};
+};
+
 /*
  * A page fragment of an skb: struct bio_vec before Linux 6.6 (bv_page,
  * bv_len, bv_offset), struct skb_frag since (netmem, len, offset): the

@@ -310,14 +310,19 @@ pub fn start(scenario: Scenario) -> Result<Option<Running>> {
     );
     spawn_reader(child.stderr.take().unwrap(), tx, event_lines.clone());
     let deadline = started + Duration::from_secs(30);
+    let mut last_line = String::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) if line.contains(ready) => break,
-            Ok(_) => {}
-            Err(_) => {
+            Ok(line) => last_line = line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 bail!("{} did not start within 30 s", scenario.name());
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                bail!("{} exited ({status}): {last_line}", scenario.name());
             }
         }
     }

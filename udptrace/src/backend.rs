@@ -512,7 +512,7 @@ pub(crate) fn attach(
     }
     // Last, once sock_create sees every new socket: the ones that exist already.
     if plan.seeds_sockets() {
-        seed_sockets(skel)?;
+        crate::seed::seed_sockets(skel)?;
     }
     Ok(probes)
 }
@@ -528,20 +528,6 @@ fn notes_for_later(section: &str) -> bool {
         "fentry" | "kprobe" => target == SENDER_FUNCTION,
         _ => false,
     }
-}
-
-/// Runs iter/task_file over every process's open files. It prints nothing:
-/// reading its output to the end is what runs it.
-fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
-    let link = skel
-        .progs
-        .seed_owners
-        .attach()
-        .map_err(Error::bpf("attaching iter/task_file"))?;
-    let mut iter = libbpf_rs::Iter::new(&link).map_err(Error::bpf("starting iter/task_file"))?;
-    std::io::copy(&mut iter, &mut std::io::sink())
-        .map_err(|e| Error::System(format!("looking up the existing sockets: {e}")))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -690,5 +676,8 @@ mod tests {
         assert!(!plan(Backend::Tracepoint, None, false).wants_program("iter/task_file"));
         assert!(plan(Backend::Tracepoint, None, true).wants_program("iter/task_file"));
         assert!(plan(Backend::Kprobe, None, false).wants_program("iter/task_file"));
+        // Their cookies come from the socket iterator, run in each namespace.
+        assert!(plan(Backend::Kprobe, None, false).wants_program("iter/udp"));
+        assert!(!plan(Backend::Tracepoint, None, false).wants_program("iter/udp"));
     }
 }

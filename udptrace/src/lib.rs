@@ -36,6 +36,7 @@ mod merge;
 pub mod pcapng;
 pub mod quic;
 mod reader;
+mod seed;
 mod sockets;
 mod stats;
 pub mod sys;

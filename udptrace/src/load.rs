@@ -3,6 +3,7 @@
 
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::OnceLock;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel};
@@ -17,16 +18,52 @@ use crate::filter::addr_and_mask;
 use crate::Error;
 
 /// libbpf prints warnings and whole verifier logs to stderr; users get our
-/// one-line errors instead, and `UDPTRACE_DEBUG=1` brings libbpf's log back.
+/// one-line errors instead, naming the program the kernel rejected, and
+/// `UDPTRACE_DEBUG=1` brings libbpf's log back.
 pub(crate) fn route_libbpf_log() {
-    fn to_stderr(_: PrintLevel, msg: String) {
-        eprint!("libbpf: {msg}");
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    fn note(_: PrintLevel, msg: String) {
+        if let Some(name) = rejected_program(&msg) {
+            REJECTED.with(|r| *r.borrow_mut() = Some(name.to_owned()));
+        }
+        if DEBUG.get() == Some(&true) {
+            eprint!("libbpf: {msg}");
+        }
     }
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    DEBUG.get_or_init(|| {
         let debug = std::env::var_os("UDPTRACE_DEBUG").is_some_and(|v| !v.is_empty() && v != "0");
-        libbpf_rs::set_print(debug.then_some((PrintLevel::Debug, to_stderr as _)));
+        // Warnings alone unless debugging: they include the failed loads.
+        let level = if debug {
+            PrintLevel::Debug
+        } else {
+            PrintLevel::Warn
+        };
+        libbpf_rs::set_print(Some((level, note as _)));
+        debug
     });
+}
+
+thread_local! {
+    /// The program whose load libbpf last reported failed on this thread.
+    static REJECTED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The program named by libbpf's "prog 'NAME': BPF program load failed".
+fn rejected_program(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("libbpf: prog '")?;
+    let (name, rest) = rest.split_once("': ")?;
+    rest.starts_with("BPF program load failed").then_some(name)
+}
+
+/// What failed when loading the object did: the program the verifier
+/// rejected, if libbpf named one.
+fn load_failure() -> String {
+    match REJECTED.with(|r| r.borrow_mut().take()) {
+        Some(name) => format!(
+            "loading the BPF programs (the kernel rejected {name}; UDPTRACE_DEBUG=1 prints why)"
+        ),
+        None => "loading the BPF programs".into(),
+    }
 }
 
 /// The programs a tracer configured by `b` loads on `backend`.
@@ -150,9 +187,7 @@ pub(crate) fn load<'obj>(
         ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
         ro.reason_proto_mem = code("PROTO_MEM");
     }
-    let skel = open
-        .load()
-        .map_err(Error::bpf("loading the BPF programs"))?;
+    let skel = open.load().map_err(|e| Error::bpf(load_failure())(e))?;
     for (cpu, ring) in rings.iter().enumerate() {
         let fd = ring.as_fd().as_raw_fd() as u32;
         skel.maps
@@ -216,7 +251,19 @@ fn default_ring_bytes(cpus: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{default_ring_bytes, default_wakeup_bytes, packet_record_bytes};
+    use super::{default_ring_bytes, default_wakeup_bytes, packet_record_bytes, rejected_program};
+
+    #[test]
+    fn a_failed_load_names_its_program() {
+        let failed = "libbpf: prog 'seed_owners': BPF program load failed: -EACCES\n";
+        assert_eq!(rejected_program(failed), Some("seed_owners"));
+        let other = "libbpf: prog 'seed_owners': failed to load: -EACCES\n";
+        assert_eq!(rejected_program(other), None);
+        assert_eq!(
+            rejected_program("libbpf: failed to load object 'x'\n"),
+            None
+        );
+    }
 
     #[test]
     fn default_rings_take_at_most_16_mib_but_1_mib_each() {

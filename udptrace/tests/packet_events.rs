@@ -398,6 +398,38 @@ fn existing_socket_is_owned_by_the_process_holding_it() {
     assert_eq!(send[0].pid, std::process::id(), "{:?}", send[0]);
 }
 
+/// The same for a socket in another network namespace than the tracer's, as
+/// a container's is: it gets its cookie and its owner there.
+#[test]
+fn existing_socket_in_another_netns_is_owned_by_the_process_holding_it() {
+    let (held, holder_port) = std::sync::mpsc::channel();
+    let (go, send_now) = std::sync::mpsc::channel::<()>();
+    let container = std::thread::spawn(move || {
+        in_private_netns(move || {
+            let holder = spawn_holder();
+            held.send((holder.pid as u32, holder.port)).unwrap();
+            send_now.recv().unwrap();
+            let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            tx.send_to(b"hello", (Ipv4Addr::LOCALHOST, holder.port))
+                .unwrap();
+            holder
+        })
+    });
+    let (holder_pid, port) = holder_port.recv().unwrap();
+    let (events, _, holder) = trace_packets(port, || {
+        go.send(()).unwrap();
+        container.join().unwrap()
+    });
+    drop(holder);
+    let recv: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::PacketRecv)
+        .collect();
+    assert_eq!(recv.len(), 1, "{events:?}");
+    assert_eq!(recv[0].pid, holder_pid, "{:?}", recv[0]);
+    assert_eq!(recv[0].comm.to_string(), "ut-holder", "{:?}", recv[0]);
+}
+
 /// A count by every field of the compact keys (pid, task name, event,
 /// ports) adds up a known workload exactly. The sender is connected and also
 /// names another peer with sendto(): each send counts under its own
