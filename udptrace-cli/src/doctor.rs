@@ -39,5 +39,23 @@ pub fn run() -> Result<()> {
         Some(b) => println!("auto picks:   {b}"),
         None => bail!("no backend can run on this kernel"),
     }
+    for check in &d.modes {
+        match &check.result {
+            Ok(probes) => println!("mode {:<29} ok, {probes} probes", check.mode),
+            Err(why) => println!("mode {:<29} fails: {why}", check.mode),
+        }
+    }
+    let failed: Vec<&str> = d
+        .modes
+        .iter()
+        .filter(|c| c.result.is_err())
+        .map(|c| c.mode)
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "these modes cannot run on this kernel: {}",
+            failed.join(", ")
+        );
+    }
     Ok(())
 }

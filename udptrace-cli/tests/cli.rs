@@ -495,6 +495,18 @@ fn doctor_reports_the_backend_auto_picks() {
         "{text}"
     );
     assert!(text.contains("    cgroup/sock_release"), "{text}");
+    // Every mode that loads other programs starts too.
+    for mode in [
+        "trace --packets --snaplen 64",
+        "drops",
+        "count --by dport",
+        "top",
+        "life",
+        "rcvbuf",
+    ] {
+        let line = format!("mode {mode:<29} ok, ");
+        assert!(text.lines().any(|l| l.starts_with(&line)), "{text}");
+    }
     // And the tracer agrees.
     let out = Command::new(udptrace_bin())
         .args(["-d", "0.2"])

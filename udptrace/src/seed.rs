@@ -4,14 +4,14 @@
 //!
 //! Two iterators do it. `iter/udp` walks one network namespace's UDP sockets,
 //! with pointers the cookie helper accepts, so it runs once in every namespace
-//! a process or `/run/netns` holds. `iter/task_file` then walks every open
+//! a thread or `/run/netns` holds. `iter/task_file` then walks every open
 //! file for the process that owns each socket.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use libbpf_rs::{Iter, Link, ProgramMut};
 
@@ -45,7 +45,7 @@ fn run(link: &Link, section: &str) -> Result<(), Error> {
 /// iter/udp walks the namespace of the thread that starts it: a thread of
 /// its own enters `netns` for it. A namespace that is gone by then (its last
 /// process exited) has no sockets left to seed.
-fn run_in_netns(link: &Link, netns: &PathBuf) -> Result<(), Error> {
+fn run_in_netns(link: &Link, netns: &Path) -> Result<(), Error> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let Ok(ns) = File::open(netns) else {
@@ -63,35 +63,35 @@ fn run_in_netns(link: &Link, netns: &PathBuf) -> Result<(), Error> {
 }
 
 /// One path to each network namespace in use: our own first, then those of
-/// every process and of `ip netns`.
+/// every thread (a thread may have entered one of its own) and of `ip netns`.
 fn network_namespaces() -> Vec<PathBuf> {
-    let mut seen = HashSet::new();
-    let mut found = Vec::new();
-    let processes = fs::read_dir("/proc")
+    let numbered = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let threads = numbered(Path::new("/proc"))
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .map(|e| e.path().join("ns/net"));
+        .flat_map(|process| numbered(&process.join("task")))
+        .map(|thread| thread.join("ns/net"));
     let named = fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path());
-    for path in std::iter::once(PathBuf::from("/proc/self/ns/net"))
-        .chain(processes)
+    let mut seen = HashSet::new();
+    std::iter::once(PathBuf::from("/proc/self/ns/net"))
+        .chain(threads)
         .chain(named)
-    {
-        if let Ok(meta) = fs::metadata(&path) {
-            if seen.insert((meta.dev(), meta.ino())) {
-                found.push(path);
-            }
-        }
-    }
-    found
+        .filter(|path| fs::metadata(path).is_ok_and(|meta| seen.insert((meta.dev(), meta.ino()))))
+        .collect()
 }
