@@ -412,6 +412,36 @@ fn privileges_unprivileged_fails_clearly_and_three_caps_suffice() {
     let _ = std::fs::remove_dir_all(bin.parent().unwrap());
 }
 
+/// With those three capabilities alone (no CAP_SYS_ADMIN to enter other
+/// namespaces), a socket that existed before tracing still gets its owner.
+#[test]
+fn privileges_three_caps_find_the_owners_of_existing_sockets() {
+    let bin = world_executable_copy("three-caps-owners");
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port_arg = rx.local_addr().unwrap().port().to_string();
+    let (child, stderr) = start_cmd(&mut as_nobody(
+        &bin,
+        "+bpf,+perfmon,+net_admin",
+        &["--packets", "--json", "-d", "1.5", "--port", &port_arg],
+    ));
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tx.send_to(b"owned", rx.local_addr().unwrap()).unwrap();
+    let (out, _) = finish(child, stderr);
+    assert!(out.status.success());
+    let events = json_lines(&out);
+    let recv: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "packet-recv")
+        .collect();
+    assert_eq!(recv.len(), 1, "{events:?}");
+    assert_eq!(
+        recv[0]["pid"].as_u64(),
+        Some(std::process::id() as u64),
+        "{recv:?}"
+    );
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
+
 /// `bpf(BPF_{PROG,LINK}_GET_FD_BY_ID)`: whether the kernel still has this object.
 fn bpf_object_exists(cmd: u32, id: u32) -> bool {
     let fd = bpf_id_command(cmd, &mut [id, 0, 0]);
@@ -501,6 +531,7 @@ fn doctor_reports_the_backend_auto_picks() {
         "drops",
         "count --by dport",
         "top",
+        "serve",
         "life",
         "rcvbuf",
     ] {

@@ -91,21 +91,30 @@ fn check_modes() -> Vec<ModeCheck> {
         })
     };
     let packets = vec![EventKind::PacketSend, EventKind::PacketRecv];
-    let counted = vec![EventKind::Send, EventKind::Recv, EventKind::Drop];
-    let modes: [(&'static str, TracerBuilder); 6] = [
+    let counted = || vec![EventKind::Send, EventKind::Recv, EventKind::Drop];
+    let modes: [(&'static str, TracerBuilder); 7] = [
         ("trace --packets --snaplen 64", of(packets).snaplen(64)),
         ("drops", of(vec![EventKind::Drop])),
         (
             "count --by dport",
-            of(Vec::new()).count_by(vec![CountField::Dport]),
+            of(vec![EventKind::Send, EventKind::Recv]).count_by(vec![CountField::Dport]),
         ),
         (
             "top",
-            of(counted).count_by(vec![
+            of(counted()).count_by(vec![
                 CountField::Pid,
                 CountField::Comm,
                 CountField::Event,
                 CountField::Reason,
+            ]),
+        ),
+        (
+            "serve",
+            of(counted()).count_by(vec![
+                CountField::Comm,
+                CountField::Event,
+                CountField::Reason,
+                CountField::Errno,
             ]),
         ),
         ("life", of(vec![EventKind::Close]).track_sockets(true)),

@@ -187,6 +187,7 @@ pub(crate) fn load<'obj>(
         ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
         ro.reason_proto_mem = code("PROTO_MEM");
     }
+    REJECTED.with(|r| r.borrow_mut().take());
     let skel = open.load().map_err(|e| Error::bpf(load_failure())(e))?;
     for (cpu, ring) in rings.iter().enumerate() {
         let fd = ring.as_fd().as_raw_fd() as u32;

@@ -21,8 +21,10 @@ use crate::Error;
 /// Gives every existing UDP socket its cookie, then its owner.
 pub(crate) fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
     let cookies = attach(&skel.progs.give_cookies, "iter/udp")?;
-    for netns in network_namespaces() {
-        run_in_netns(&cookies, &netns)?;
+    // Our own namespace on this thread: entering one needs CAP_SYS_ADMIN.
+    run(&cookies, "iter/udp")?;
+    for netns in other_network_namespaces() {
+        run_in_netns(&cookies, netns);
     }
     let owners = attach(&skel.progs.seed_owners, "iter/task_file")?;
     run(&owners, "iter/task_file")
@@ -43,28 +45,23 @@ fn run(link: &Link, section: &str) -> Result<(), Error> {
 }
 
 /// iter/udp walks the namespace of the thread that starts it: a thread of
-/// its own enters `netns` for it. A namespace that is gone by then (its last
-/// process exited) has no sockets left to seed.
-fn run_in_netns(link: &Link, netns: &Path) -> Result<(), Error> {
+/// its own enters `netns` for it. Without CAP_SYS_ADMIN it cannot, and that
+/// namespace's sockets get their cookies and owners as the hooks meet them.
+fn run_in_netns(link: &Link, netns: File) {
     std::thread::scope(|s| {
         s.spawn(|| {
-            let Ok(ns) = File::open(netns) else {
-                return Ok(());
-            };
             // SAFETY: setns on a file descriptor we hold, for this thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Ok(());
+            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+                let _ = run(link, "iter/udp");
             }
-            run(link, "iter/udp")
-        })
-        .join()
-        .unwrap_or_else(|_| Err(Error::System("looking up the existing sockets".into())))
-    })
+        });
+    });
 }
 
-/// One path to each network namespace in use: our own first, then those of
-/// every thread (a thread may have entered one of its own) and of `ip netns`.
-fn network_namespaces() -> Vec<PathBuf> {
+/// Every other network namespace in use, opened (so that a process id
+/// reused meanwhile cannot name another): those of every thread (a thread
+/// may have entered one of its own) and of `ip netns`.
+fn other_network_namespaces() -> Vec<File> {
     let numbered = |dir: &Path| -> Vec<PathBuf> {
         fs::read_dir(dir)
             .into_iter()
@@ -88,10 +85,15 @@ fn network_namespaces() -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path());
-    let mut seen = HashSet::new();
-    std::iter::once(PathBuf::from("/proc/self/ns/net"))
-        .chain(threads)
+    let id = |f: &File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
+    let mut seen: HashSet<_> = File::open("/proc/self/ns/net")
+        .ok()
+        .and_then(|f| id(&f))
+        .into_iter()
+        .collect();
+    threads
         .chain(named)
-        .filter(|path| fs::metadata(path).is_ok_and(|meta| seen.insert((meta.dev(), meta.ino()))))
+        .filter_map(|path| File::open(path).ok())
+        .filter(|f| id(f).is_some_and(|ns| seen.insert(ns)))
         .collect()
 }
