@@ -564,6 +564,8 @@ fn peeks_and_eagain_are_counted_not_emitted() {
         for _ in 0..3 {
             assert_eq!(rx.recv(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
         }
+        // Blocking again: the datagram may reach rx after send_to returns.
+        rx.set_nonblocking(false).unwrap();
         tx.send_to(b"peekme", rx.local_addr().unwrap()).unwrap();
         assert_eq!(rx.peek(&mut buf).unwrap(), 6);
         assert_eq!(rx.recv(&mut buf).unwrap(), 6);

@@ -229,6 +229,7 @@ fn burst(rx: &UdpSocket, tx: &UdpSocket, v6: bool) -> u64 {
     for _ in 0..BURST {
         tx.send_to(&[7u8; 200], rx.local_addr().unwrap()).unwrap();
     }
+    settle();
     let key = if v6 {
         "Udp6RcvbufErrors"
     } else {

@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use udptrace::{Event, Filter, Stats, Tracer};
 
@@ -227,7 +228,31 @@ pub fn set_rcvbuf(s: &UdpSocket, size: libc::c_int) {
     assert_eq!(rc, 0);
 }
 
+/// Waits until every CPU's input backlog has been empty twice in a row, 10 ms
+/// apart: datagrams sent on loopback are then delivered or dropped, even when
+/// the softirq that delivers them was left to ksoftirqd on a busy machine.
+pub fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut empty_reads = 0;
+    while empty_reads < 2 && Instant::now() < deadline {
+        empty_reads = if backlog() == 0 { empty_reads + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Datagrams waiting in the CPUs' input backlogs (/proc/net/softnet_stat's
+/// 12th column, the same on every kernel since 5.10).
+fn backlog() -> u64 {
+    let stat = std::fs::read_to_string("/proc/net/softnet_stat").unwrap();
+    stat.lines()
+        .filter_map(|line| line.split_whitespace().nth(11))
+        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+        .sum()
+}
+
+/// Reads every datagram queued on `s` once what was sent has been delivered.
 pub fn drain(s: &UdpSocket) -> usize {
+    settle();
     s.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 2048];
     let mut n = 0;
