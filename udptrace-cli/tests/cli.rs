@@ -858,6 +858,8 @@ fn traffic_from_a_hostile_name(port: u16) {
         for _ in 0..40 {
             tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
         }
+        // Dropped for the buffer before rx closes, not after for no socket.
+        settle();
     })
     .join()
     .unwrap();

@@ -146,22 +146,6 @@ fn in_netns<R: Send + 'static, T>(
     (t, worker.join().expect("the workload"))
 }
 
-fn lo_up() {
-    // SAFETY: plain socket and ioctl calls on a zeroed ifreq naming "lo".
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        assert!(fd >= 0);
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
-        libc::close(fd);
-    }
-}
-
 const FLOOD: u64 = 300;
 const PAYLOAD: usize = 100;
 const UNANSWERED: u64 = 7;
@@ -368,6 +352,8 @@ fn series_past_the_limit_fold_into_the_overflow() {
             for port in ports {
                 tx.send_to(b"x", (Ipv4Addr::LOCALHOST, port)).unwrap();
             }
+            // Their drops happen as they arrive: before the scrape.
+            settle();
         },
     );
     let got = scrape(addr);

@@ -249,7 +249,8 @@ fn rcvbuf_errors() -> HashMap<&'static str, u64> {
 /// last; the suggested buffers hold the same bursts with no drop.
 #[test]
 fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
-    std::thread::spawn(|| {
+    // Alone in its namespace: the kernel's counters count only its drops.
+    in_private_netns(|| {
         set_comm("rcvbuf-test");
         let run = |sizes: [libc::c_int; 2]| {
             let (child, stderr) =
@@ -268,6 +269,7 @@ fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
             }
             tx4.send_to(&[3; 10], calm.local_addr().unwrap()).unwrap();
             recv_n(&calm, 1);
+            settle();
             let after = rcvbuf_errors();
             let (out, summary) = finish(child, stderr);
             assert!(out.status.success());
@@ -322,9 +324,7 @@ fn rcvbuf_names_the_overflowing_sockets_and_a_size_that_fits() {
                 (Some(0), Some(suggested[i]))
             );
         }
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// Two sender threads at known counts and a receiver, to one port: what
@@ -481,7 +481,8 @@ fn top_refuses_keys_it_shows_as_columns() {
 /// its buffer; its sender, the datagrams it sent.
 #[test]
 fn top_by_socket_shows_receive_queue_pressure() {
-    std::thread::spawn(|| {
+    // Alone in its namespace: the kernel's counters count only its drops.
+    in_private_netns(|| {
         set_comm("top-socket");
         let (child, stderr) = start(&[
             "top",
@@ -502,6 +503,7 @@ fn top_by_socket_shows_receive_queue_pressure() {
         for _ in 0..40 {
             tx.send_to(&[5; 300], rx.local_addr().unwrap()).unwrap();
         }
+        settle();
         let dropped = rcvbuf_errors()["v4"] - before["v4"];
         assert!(dropped > 0);
         let (out, summary) = finish(child, stderr);
@@ -521,7 +523,5 @@ fn top_by_socket_shows_receive_queue_pressure() {
         }
         assert_eq!((drops, sent), (dropped, 40));
         assert!(peak > 0.5 && peak < 2.0, "peak {peak} of the buffer");
-    })
-    .join()
-    .unwrap();
+    });
 }

@@ -536,6 +536,7 @@ fn veth_exchange(start: impl FnOnce(u32, u32) -> Tracer + Send) -> (Tracer, u32,
             sock.send_to(b"nobody", (ADDR_B, CLOSED_PORT_B)).unwrap();
             // The drop happens as B receives it: wait for B's ICMP error to come back.
             std::thread::sleep(Duration::from_millis(200));
+            settle();
             tracer.stop();
             (tracer, this_netns(), b_inode)
         });

@@ -2,11 +2,14 @@
 //! taken at the same time must show the same datagrams with the same header
 //! fields, IPv4 and IPv6. Needs root and tcpdump.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::settle;
 use udptrace::{Event, EventKind, Filter, Tracer};
 
 /// The header fields both sides report, in host byte order.
@@ -132,6 +135,7 @@ fn packet_fields_agree_with_tcpdump_ipv4_and_ipv6() {
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
+    settle();
     tracer.stop();
     let events: Vec<Event> = tracer.by_ref().collect();
     assert_eq!(tracer.stats().lost, 0);

@@ -29,6 +29,7 @@ fn trace_packets<T>(port: u16, workload: impl FnOnce() -> T) -> (Vec<Event>, Sta
     };
     let mut tracer = builder().filter(filter).start().expect("tracer starts");
     let out = workload();
+    settle();
     tracer.stop();
     let events: Vec<Event> = tracer.by_ref().collect();
     let stats = tracer.stats();

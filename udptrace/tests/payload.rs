@@ -35,6 +35,7 @@ fn start(port: u16, snaplen: u32) -> Tracer {
 }
 
 fn finish(mut tracer: Tracer) -> Vec<Event> {
+    settle();
     tracer.stop();
     let events: Vec<Event> = tracer.by_ref().collect();
     let stats = tracer.stats();

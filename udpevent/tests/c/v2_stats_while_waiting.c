@@ -52,7 +52,7 @@ int main(void)
 
 	/* A hang is the failure this test is about: end it with a message. */
 	signal(SIGALRM, on_alarm);
-	alarm(5);
+	alarm(30); /* opening loads the programs: slow in an emulated guest */
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.port = 9; /* discard: nothing on this host sends to it during the test */
 	cfg.event_mask = 1 << UDPTRACE_CLOSE;
@@ -62,6 +62,7 @@ int main(void)
 		fprintf(stderr, "FAIL: open: %s\n", udptrace_last_error());
 		return 1;
 	}
+	alarm(5);
 	pthread_create(&waiter, NULL, wait_forever, &next_rc);
 	usleep(300 * 1000); /* let it block */
 

@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "../../../udptrace/tests/common/net.rs"]
+mod net;
+#[allow(unused_imports)] // each test binary uses its own share of them
+pub use net::*;
+
 /// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
 /// away from the build tree (the kernel matrix's VMs).
 pub fn udptrace_bin() -> String {

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
 
 use udptrace::{Event, Filter, Stats, Tracer};
+
+mod net;
+pub use net::*;
 
 /// A tracer builder for the backend under test: `UDPTRACE_TEST_BACKEND`
 /// (the kernel matrix runs the suite once per backend), else the default;
@@ -33,7 +35,9 @@ pub fn trace<F: FnOnce()>(filter: Filter, workload: F) -> (Vec<Event>, Stats) {
         .start()
         .expect("tracer starts (the tests need root)");
     workload();
-    // Every event of a finished syscall is already in the ring: stop drains it.
+    // Every event of a finished syscall is already in the ring, and of a
+    // datagram once it has arrived: stop drains them.
+    settle();
     tracer.stop();
     let events: Vec<Event> = tracer.by_ref().collect();
     let stats = tracer.stats();
@@ -150,36 +154,6 @@ pub fn raise_fd_limit(fds: u64) {
     }
 }
 
-/// Runs `f` on a thread of its own in a new network namespace with `lo` up.
-pub fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare affects only this thread.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-            lo_up();
-            f()
-        })
-        .join()
-        .expect("the test thread")
-    })
-}
-
-pub fn lo_up() {
-    // SAFETY: plain socket and ioctl calls on a zeroed ifreq naming "lo".
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        assert!(fd >= 0);
-        let _fd = OwnedFd::from_raw_fd(fd);
-        let mut ifr: libc::ifreq = mem::zeroed();
-        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
-    }
-}
-
 /// The UDP counters of this thread's network namespace: `UdpInDatagrams`,
 /// `Udp6RcvbufErrors`, ...
 pub fn snmp() -> HashMap<String, u64> {
@@ -226,28 +200,6 @@ pub fn set_rcvbuf(s: &UdpSocket, size: libc::c_int) {
         )
     };
     assert_eq!(rc, 0);
-}
-
-/// Waits until every CPU's input backlog has been empty twice in a row, 10 ms
-/// apart: datagrams sent on loopback are then delivered or dropped, even when
-/// the softirq that delivers them was left to ksoftirqd on a busy machine.
-pub fn settle() {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut empty_reads = 0;
-    while empty_reads < 2 && Instant::now() < deadline {
-        empty_reads = if backlog() == 0 { empty_reads + 1 } else { 0 };
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Datagrams waiting in the CPUs' input backlogs (/proc/net/softnet_stat's
-/// 12th column, the same on every kernel since 5.10).
-fn backlog() -> u64 {
-    let stat = std::fs::read_to_string("/proc/net/softnet_stat").unwrap();
-    stat.lines()
-        .filter_map(|line| line.split_whitespace().nth(11))
-        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
-        .sum()
 }
 
 /// Reads every datagram queued on `s` once what was sent has been delivered.
