@@ -342,7 +342,8 @@ impl TopWorkload {
     }
 
     /// `top-fast` sends 60 datagrams of 100 bytes, `top-slow` 15 of 50, and
-    /// `top-rx` receives them. (Its receives start now, once tracing: a
+    /// `top-rx` receives them, in about a second (two in an emulated guest:
+    /// a tracer watching it runs for 3 s). (Its receives start now, once tracing: a
     /// call already under way when fexit or a kretprobe attaches is not
     /// seen returning.)
     fn run(self) {
@@ -384,7 +385,7 @@ fn top_batch_and_json_add_up_to_the_workload() {
 
     let work = TopWorkload::new();
     let port = work.port.to_string();
-    let (child, stderr) = start(&["top", "--json", "-i", "0.3", "-d", "2", "--port", &port]);
+    let (child, stderr) = start(&["top", "--json", "-i", "0.3", "-d", "3", "--port", &port]);
     work.run();
     let (out, summary) = finish(child, stderr);
     assert!(out.status.success());
@@ -419,7 +420,7 @@ fn top_batch_and_json_add_up_to_the_workload() {
 
     let work = TopWorkload::new();
     let port = work.port.to_string();
-    let (child, stderr) = start(&["top", "--batch", "-i", "5", "-d", "1.5", "--port", &port]);
+    let (child, stderr) = start(&["top", "--batch", "-i", "5", "-d", "3", "--port", &port]);
     work.run();
     let (out, _) = finish(child, stderr);
     let text = String::from_utf8(out.stdout).unwrap();
