@@ -9,7 +9,7 @@
 # static) alone with busybox in each kernel. Prints kernel x backend -> result
 # with test counts. A backend a kernel cannot run is reported unsupported, with why.
 #
-#   vm/matrix.sh            build, boot each kernel, print the table
+#   vm/matrix.sh            build, boot the kernels (at once, a core each), print the table
 #
 # Exits non-zero if any supported cell fails. Kernel packages are cached in
 # target/vm/ between runs; a fresh machine downloads them with apt.
@@ -191,18 +191,34 @@ cell() {
 	fi
 }
 
+# Boots a kernel on an initramfs until its init powers off, or kills it after
+# a time limit. One host thread runs both vCPUs: with a thread each, a vCPU
+# executing udp_sendmsg while the other patches in its fentry trampoline once
+# read a half-written call and the guest panicked (multi-threaded TCG and
+# cross-modifying code).
+boot() { # vmlinuz, initrd, MiB of memory, seconds allowed, log
+	timeout "$4" qemu-system-x86_64 -accel tcg,thread=single -cpu max -m "$3" -smp 2 \
+		-nographic -no-reboot \
+		-kernel "$1" -initrd "$2" \
+		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$5" || true
+}
+
+# Every kernel at once, each guest on a host core of its own: its suites,
+# then the static binary alone.
+boots=()
 for spec in "${KERNELS[@]}"; do
 	vmlinuz=$(kernel_image "$spec")
 	kernel_initrd=$(kernel_initrd "$spec")
+	{
+		boot "$vmlinuz" "$kernel_initrd" 2048 3300 "$WORK/${spec%%=*}.log"
+		boot "$vmlinuz" "$static_initrd" 1024 600 "$WORK/${spec%%=*}.static.log"
+	} &
+	boots+=($!)
+done
+wait "${boots[@]}"
+
+for spec in "${KERNELS[@]}"; do
 	log=$WORK/${spec%%=*}.log
-	# One host thread runs both vCPUs: with a thread each, a vCPU executing
-	# udp_sendmsg while the other patches in its fentry trampoline once read
-	# a half-written call and the guest panicked (multi-threaded TCG and
-	# cross-modifying code).
-	timeout 1500 qemu-system-x86_64 -accel tcg,thread=single -cpu max -m 2048 -smp 2 \
-		-nographic -no-reboot \
-		-kernel "$vmlinuz" -initrd "$kernel_initrd" \
-		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$log" || true
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
 	for backend in $CELLS; do
 		result=$(cell "$log" "$backend")
@@ -210,12 +226,7 @@ for spec in "${KERNELS[@]}"; do
 		row "$release (${spec#*=})" "$backend" "$result"
 	done
 	doctor_row "$release (${spec#*=})" "$log"
-	static_log=$WORK/${spec%%=*}.static.log
-	timeout 600 qemu-system-x86_64 -accel tcg,thread=single -cpu max -m 1024 -smp 2 \
-		-nographic -no-reboot \
-		-kernel "$vmlinuz" -initrd "$static_initrd" \
-		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$static_log" || true
-	result=$(static_cell "$static_log")
+	result=$(static_cell "$WORK/${spec%%=*}.static.log")
 	[[ $result == FAIL* ]] && failed=1
 	row "$release (${spec#*=})" static "$result"
 done
