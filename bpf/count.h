@@ -20,6 +20,17 @@
 #include "udptrace.h"
 #include "stats.h"
 
+/*
+ * Adds to a counter atomically without reading it back: the one atomic
+ * instruction every kernel accepts. Written in assembly because clang turns
+ * an add of a value it knows is 0 into an atomic or, which kernels before
+ * Linux 5.12 refuse.
+ */
+static __always_inline void add_u64(__u64 *counter, __u64 v)
+{
+	asm volatile("lock *(u64 *)(%0 + 0) += %1" : : "r"(counter), "r"(v) : "memory");
+}
+
 /* Aggregate events by these fields (enum count_field) instead of emitting them. */
 const volatile bool count_mode = false;
 const volatile __u16 count_keys = 0;
@@ -139,6 +150,10 @@ static __always_inline bool same_compact_key(const struct compact_key *a,
  */
 static __always_inline bool count_in_slot(const struct compact_key *k, __u64 bytes)
 {
+#ifdef UDPTRACE_NO_ATOMICS
+	/* Claiming a slot takes compare-and-swap: every key counts in the table. */
+	return false;
+#else
 	__u32 idx = slot_of(k);
 	struct count_slot *s = bpf_map_lookup_elem(&count_slots, &idx);
 
@@ -147,8 +162,8 @@ static __always_inline bool count_in_slot(const struct compact_key *k, __u64 byt
 	if (s->state == COUNT_SLOT_READY) {
 		if (!same_compact_key(&s->key, k))
 			return false;
-		__sync_fetch_and_add(&s->value.events, 1);
-		__sync_fetch_and_add(&s->value.bytes, bytes);
+		add_u64(&s->value.events, 1);
+		add_u64(&s->value.bytes, bytes);
 		return true;
 	}
 	if (__sync_val_compare_and_swap(&s->state, COUNT_SLOT_FREE, COUNT_SLOT_CLAIMED) !=
@@ -160,6 +175,7 @@ static __always_inline bool count_in_slot(const struct compact_key *k, __u64 byt
 	/* Ordered after the key and value: user space reads only ready slots. */
 	__sync_lock_test_and_set(&s->state, COUNT_SLOT_READY);
 	return true;
+#endif
 }
 
 /* Adds one event of `bytes` under the key in `k` to the `counts` table. */
@@ -179,8 +195,8 @@ static __always_inline void count_in_table(const struct count_key *k, __u64 byte
 			return;
 		}
 	}
-	__sync_fetch_and_add(&v->events, 1);
-	__sync_fetch_and_add(&v->bytes, bytes);
+	add_u64(&v->events, 1);
+	add_u64(&v->bytes, bytes);
 }
 
 /* Counts an event under the compact key `k`: in its slot, or else in the table. */

@@ -31,9 +31,12 @@ const volatile bool emit_eagain = false;
  * only on sockets the sock_addr hooks marked, where the socket is known by
  * BTF; always where a hook notes every receive's sender (fentry, kprobes).
  */
+/* Tracing programs may read a socket's local storage (Linux 5.11+). */
+const volatile bool tracing_sk_storage = true;
+
 static __always_inline bool peer_may_wait(struct sock *sk, __u8 kind, bool trusted)
 {
-	if (!trusted || (kind == UDP_EVENT_RECV && !senders_from_queue))
+	if (!trusted || !tracing_sk_storage || (kind == UDP_EVENT_RECV && !senders_from_queue))
 		return true;
 	/* A socket without local storage of any program (one load) has no mark. */
 	if (!sk->sk_bpf_storage)
@@ -41,10 +44,17 @@ static __always_inline bool peer_may_wait(struct sock *sk, __u8 kind, bool trust
 	return bpf_sk_storage_get(&peer_naming_socks, sk, 0, 0) != NULL;
 }
 
-/* The socket's cookie; kprobes read the one the kernel gave it already. */
+/* Tracing programs may ask for a socket's cookie (Linux 5.12+). */
+const volatile bool tracing_socket_cookie = true;
+
+/*
+ * The socket's cookie; kprobes, and tracing programs where they may not ask
+ * for it, read the one the kernel gave it already.
+ */
 static __always_inline __u64 sock_cookie(struct sock *sk, bool trusted)
 {
-	return trusted ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	return trusted && tracing_socket_cookie ? bpf_get_socket_cookie(sk)
+						: BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 }
 
 /*
@@ -155,7 +165,7 @@ static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, i
 		return 0;
 	}
 	if (count_keys & COUNT_COMM) {
-		if (trusted)
+		if (trusted && tracing_task_btf)
 			__builtin_memcpy(comm, bpf_get_current_task_btf()->comm, TASK_COMM_LEN);
 		else
 			bpf_get_current_comm(comm, sizeof(comm));

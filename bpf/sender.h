@@ -51,6 +51,26 @@ static __always_inline void note_dequeued_sender(__u64 cookie, struct sk_buff *s
 	p->cookie = cookie;
 }
 
+#ifdef UDPTRACE_NO_ATOMICS
+/*
+ * The build for kernels without compare-and-swap (before Linux 5.12), which
+ * have no length tracepoints either (6.3+): no sender is inferred.
+ */
+static __always_inline void note_queued_sender(struct sock_state *st, const struct pkt *pkt)
+{
+	if (st)
+		st->senders.unsure = 1;
+}
+
+static __always_inline bool queued_sender(struct sock_state *st, struct sock_addrs *a)
+{
+	return false;
+}
+
+static __always_inline void unnote_refused(__u64 cookie)
+{
+}
+#else
 #define QUEUED_MASK 0xffffffffULL
 #define EPOCH_ONE (1ULL << 32)
 
@@ -172,5 +192,7 @@ static __always_inline void unnote_refused(__u64 cookie)
 	}
 	q->unsure = 1;
 }
+
+#endif /* UDPTRACE_NO_ATOMICS */
 
 #endif /* __UDPTRACE_SENDER_H */

@@ -18,6 +18,14 @@
 const volatile __u64 filter_cgroup_id = 0;
 const volatile __u32 filter_cgroup_level = 0;
 
+/* Tracing programs may ask for the current task's BTF pointer (Linux 5.11+). */
+const volatile bool tracing_task_btf = true;
+
+/* Before Linux 5.15 a cgroup kept its ancestors' ids, not pointers to them. */
+struct cgroup___ids {
+	__u64 ancestor_ids[0];
+} __attribute__((preserve_access_index));
+
 /* A task as an event reports it. */
 struct task_ctx {
 	__u64 ts_ns;
@@ -44,6 +52,13 @@ static __always_inline bool task_in_cgroup(struct task_struct *task)
 	cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
 	if (!cg || BPF_CORE_READ(cg, level) < (int)filter_cgroup_level)
 		return false;
+	if (!bpf_core_field_exists(struct cgroup, ancestors)) {
+		__u64 id = 0;
+
+		at = (__u64)cg + bpf_core_field_offset(struct cgroup___ids, ancestor_ids) +
+		     filter_cgroup_level * sizeof(id);
+		return !bpf_probe_read_kernel(&id, sizeof(id), (void *)at) && id == filter_cgroup_id;
+	}
 	at = (__u64)cg + bpf_core_field_offset(struct cgroup, ancestors) +
 	     filter_cgroup_level * sizeof(ancestor);
 	if (bpf_probe_read_kernel(&ancestor, sizeof(ancestor), (void *)at) || !ancestor)
@@ -87,8 +102,13 @@ static __always_inline void read_task_btf(struct task_ctx *t)
 	read_task(bpf_get_current_task_btf(), t);
 }
 
+/* The current task, through its BTF pointer where the kernel gives one. */
 static __always_inline void current_task_btf(struct task_ctx *t)
 {
+	if (!tracing_task_btf) {
+		current_task(t);
+		return;
+	}
 	t->ts_ns = bpf_ktime_get_ns();
 	t->pid_tgid = bpf_get_current_pid_tgid();
 	read_task_btf(t);

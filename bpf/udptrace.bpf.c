@@ -30,6 +30,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "udptrace.h"
+#include "args.h"
 #include "task.h"
 #include "addrs.h"
 #include "filter.h"
@@ -85,6 +86,19 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 }
 
 /*
+ * Where the hooked functions' arguments are on this kernel (bpf/args.h),
+ * written from its BTF before load; these defaults are Linux 6.1's.
+ */
+const volatile struct fn_args udp_sendmsg_args = { .sk = 0, .ret = 3 };
+const volatile struct fn_args udpv6_sendmsg_args = { .sk = 0, .ret = 3 };
+const volatile struct fn_args udp_recvmsg_args = { .sk = 0, .flags = 3, .ret = 5 };
+const volatile struct fn_args udpv6_recvmsg_args = { .sk = 0, .flags = 3, .ret = 5 };
+const volatile struct fn_args skb_consume_udp_args = { .sk = 0, .skb = 1, .len = 2 };
+const volatile struct fn_args ip_send_skb_args = { .skb = 1 };
+const volatile struct fn_args ip6_send_skb_args = { .skb = 0 };
+const volatile struct fn_args udp_enqueue_args = { .sk = 0, .skb = 1 };
+
+/*
  * fentry backend: fexit on the protocol's own functions, with their result.
  * An IPv6 socket sending to an IPv4-mapped peer passes udpv6_sendmsg and then
  * udp_sendmsg: each function counts only sockets of its own family, so such a
@@ -96,46 +110,58 @@ static __always_inline bool is_udp_of(struct sock *sk, __u16 family)
 }
 
 SEC("fexit/udp_sendmsg")
-int BPF_PROG(fexit_udp_sendmsg, struct sock *sk, void *msg, __u64 len, int ret)
+int fexit_udp_sendmsg(void *ctx)
 {
+	struct sock *sk = (struct sock *)fn_arg(ctx, udp_sendmsg_args.sk);
+
 	if (!is_udp_of(sk, AF_INET))
 		return 0;
-	return on_datagram(sk, ret, UDP_EVENT_SEND, 0);
+	return on_datagram(sk, (int)fn_arg(ctx, udp_sendmsg_args.ret), UDP_EVENT_SEND, 0);
 }
 
 SEC("fexit/udpv6_sendmsg")
-int BPF_PROG(fexit_udpv6_sendmsg, struct sock *sk, void *msg, __u64 len, int ret)
+int fexit_udpv6_sendmsg(void *ctx)
 {
+	struct sock *sk = (struct sock *)fn_arg(ctx, udpv6_sendmsg_args.sk);
+
 	if (!is_udp_of(sk, AF_INET6))
 		return 0;
-	return on_datagram(sk, ret, UDP_EVENT_SEND, 0);
+	return on_datagram(sk, (int)fn_arg(ctx, udpv6_sendmsg_args.ret), UDP_EVENT_SEND, 0);
 }
 
 SEC("fexit/udp_recvmsg")
-int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len,
-	     int ret)
+int fexit_udp_recvmsg(void *ctx)
 {
+	struct sock *sk = (struct sock *)fn_arg(ctx, udp_recvmsg_args.sk);
+
 	if (!is_udp_of(sk, AF_INET))
 		return 0;
-	return on_recv(sk, ret, flags);
+	return on_recv(sk, (int)fn_arg(ctx, udp_recvmsg_args.ret),
+		       (int)fn_arg(ctx, udp_recvmsg_args.flags));
 }
 
 SEC("fexit/udpv6_recvmsg")
-int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len,
-	     int ret)
+int fexit_udpv6_recvmsg(void *ctx)
 {
+	struct sock *sk = (struct sock *)fn_arg(ctx, udpv6_recvmsg_args.sk);
+
 	if (!is_udp_of(sk, AF_INET6))
 		return 0;
-	return on_recv(sk, ret, flags);
+	return on_recv(sk, (int)fn_arg(ctx, udpv6_recvmsg_args.ret),
+		       (int)fn_arg(ctx, udpv6_recvmsg_args.flags));
 }
 
 /* The datagram each receive hands over, for its sender (sender.h). */
 SEC("fentry/skb_consume_udp")
-int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+int fentry_skb_consume_udp(void *ctx)
 {
+	struct sock *sk = (struct sock *)fn_arg(ctx, skb_consume_udp_args.sk);
+	struct sk_buff *skb = (struct sk_buff *)fn_arg(ctx, skb_consume_udp_args.skb);
+
 	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
-	note_dequeued_sender(bpf_get_socket_cookie(sk), skb, len);
+	note_dequeued_sender(sock_cookie(sk, true), skb,
+			     (int)fn_arg(ctx, skb_consume_udp_args.len));
 	return 0;
 }
 
@@ -203,9 +229,9 @@ static __always_inline int leave(__u32 fn, int ret)
 }
 
 SEC("kprobe/udp_sendmsg")
-int BPF_KPROBE(kp_udp_sendmsg, struct sock *sk)
+int kp_udp_sendmsg(void *ctx)
 {
-	return enter(FN_UDP_SEND, sk, 0, AF_INET);
+	return enter(FN_UDP_SEND, (struct sock *)kprobe_arg(ctx, udp_sendmsg_args.sk), 0, AF_INET);
 }
 
 SEC("kretprobe/udp_sendmsg")
@@ -215,9 +241,10 @@ int BPF_KRETPROBE(krp_udp_sendmsg, int ret)
 }
 
 SEC("kprobe/udpv6_sendmsg")
-int BPF_KPROBE(kp_udpv6_sendmsg, struct sock *sk)
+int kp_udpv6_sendmsg(void *ctx)
 {
-	return enter(FN_UDP6_SEND, sk, 0, AF_INET6);
+	return enter(FN_UDP6_SEND, (struct sock *)kprobe_arg(ctx, udpv6_sendmsg_args.sk), 0,
+		     AF_INET6);
 }
 
 SEC("kretprobe/udpv6_sendmsg")
@@ -227,9 +254,10 @@ int BPF_KRETPROBE(krp_udpv6_sendmsg, int ret)
 }
 
 SEC("kprobe/udp_recvmsg")
-int BPF_KPROBE(kp_udp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags)
+int kp_udp_recvmsg(void *ctx)
 {
-	return enter(FN_UDP_RECV, sk, flags, AF_INET);
+	return enter(FN_UDP_RECV, (struct sock *)kprobe_arg(ctx, udp_recvmsg_args.sk),
+		     (int)kprobe_arg(ctx, udp_recvmsg_args.flags), AF_INET);
 }
 
 SEC("kretprobe/udp_recvmsg")
@@ -239,9 +267,10 @@ int BPF_KRETPROBE(krp_udp_recvmsg, int ret)
 }
 
 SEC("kprobe/udpv6_recvmsg")
-int BPF_KPROBE(kp_udpv6_recvmsg, struct sock *sk, void *msg, __u64 len, int flags)
+int kp_udpv6_recvmsg(void *ctx)
 {
-	return enter(FN_UDP6_RECV, sk, flags, AF_INET6);
+	return enter(FN_UDP6_RECV, (struct sock *)kprobe_arg(ctx, udpv6_recvmsg_args.sk),
+		     (int)kprobe_arg(ctx, udpv6_recvmsg_args.flags), AF_INET6);
 }
 
 SEC("kretprobe/udpv6_recvmsg")
@@ -251,11 +280,15 @@ int BPF_KRETPROBE(krp_udpv6_recvmsg, int ret)
 }
 
 SEC("kprobe/skb_consume_udp")
-int BPF_KPROBE(kp_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+int kp_skb_consume_udp(void *ctx)
 {
+	struct sock *sk = (struct sock *)kprobe_arg(ctx, skb_consume_udp_args.sk);
+
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
-	note_dequeued_sender(probed_cookie(sk), skb, len);
+	note_dequeued_sender(probed_cookie(sk),
+			     (struct sk_buff *)kprobe_arg(ctx, skb_consume_udp_args.skb),
+			     (int)kprobe_arg(ctx, skb_consume_udp_args.len));
 	return 0;
 }
 
@@ -295,10 +328,16 @@ int give_cookies(struct bpf_iter__udp *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->udp_sk;
 
-	if (sk)
+	if (sk && tracing_socket_cookie)
 		bpf_get_socket_cookie(sk);
 	return 0;
 }
+
+/* Iterators may ask for the socket of a file (Linux 5.11+). */
+const volatile bool iter_sock_from_file = true;
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
 
 /*
  * Then each of those sockets is owned by the first process found holding it.
@@ -317,9 +356,17 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 
 	if (!task || !file)
 		return 0;
-	sock = bpf_sock_from_file(file);
-	sk = sock ? sock->sk : NULL;
-	if (!sk || sk->sk_protocol != IPPROTO_UDP)
+	if (iter_sock_from_file) {
+		sock = bpf_sock_from_file(file);
+		sk = sock ? sock->sk : NULL;
+	} else {
+		/* What sock_from_file() does: a socket's inode, its struct socket. */
+		sock = (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) == S_IFSOCK
+			       ? BPF_CORE_READ(file, private_data)
+			       : NULL;
+		sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+	}
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!cookie)
@@ -402,40 +449,42 @@ int sock_release(struct bpf_sock *ctx)
 
 /* fentry backend: the IP transmit functions UDP ends in, and UDP's enqueue. */
 SEC("fentry/ip_send_skb")
-int BPF_PROG(fentry_ip_send_skb, void *net, struct sk_buff *skb)
+int fentry_ip_send_skb(void *ctx)
 {
-	return on_transmit(skb, true);
+	return on_transmit((struct sk_buff *)fn_arg(ctx, ip_send_skb_args.skb), true);
 }
 
 SEC("fentry/ip6_send_skb")
-int BPF_PROG(fentry_ip6_send_skb, struct sk_buff *skb)
+int fentry_ip6_send_skb(void *ctx)
 {
-	return on_transmit(skb, true);
+	return on_transmit((struct sk_buff *)fn_arg(ctx, ip6_send_skb_args.skb), true);
 }
 
 SEC("fentry/__udp_enqueue_schedule_skb")
-int BPF_PROG(fentry_udp_enqueue, struct sock *sk, struct sk_buff *skb)
+int fentry_udp_enqueue(void *ctx)
 {
-	return on_enqueue(sk, skb, true);
+	return on_enqueue((struct sock *)fn_arg(ctx, udp_enqueue_args.sk),
+			  (struct sk_buff *)fn_arg(ctx, udp_enqueue_args.skb), true);
 }
 
 /* kprobe backend: the same. */
 SEC("kprobe/ip_send_skb")
-int BPF_KPROBE(kp_ip_send_skb, void *net, struct sk_buff *skb)
+int kp_ip_send_skb(void *ctx)
 {
-	return on_transmit(skb, false);
+	return on_transmit((struct sk_buff *)kprobe_arg(ctx, ip_send_skb_args.skb), false);
 }
 
 SEC("kprobe/ip6_send_skb")
-int BPF_KPROBE(kp_ip6_send_skb, struct sk_buff *skb)
+int kp_ip6_send_skb(void *ctx)
 {
-	return on_transmit(skb, false);
+	return on_transmit((struct sk_buff *)kprobe_arg(ctx, ip6_send_skb_args.skb), false);
 }
 
 SEC("kprobe/__udp_enqueue_schedule_skb")
-int BPF_KPROBE(kp_udp_enqueue, struct sock *sk, struct sk_buff *skb)
+int kp_udp_enqueue(void *ctx)
 {
-	return on_enqueue(sk, skb, false);
+	return on_enqueue((struct sock *)kprobe_arg(ctx, udp_enqueue_args.sk),
+			  (struct sk_buff *)kprobe_arg(ctx, udp_enqueue_args.skb), false);
 }
 
 /*
@@ -492,7 +541,7 @@ int packet_egress(struct __sk_buff *skb)
 SEC("tp_btf/udp_fail_queue_rcv_skb")
 int BPF_PROG(udp_fail_queue, int rc, struct sock *sk)
 {
-	unnote_refused(bpf_get_socket_cookie(sk));
+	unnote_refused(sock_cookie(sk, true));
 	return 0;
 }
 
@@ -536,16 +585,19 @@ int packet_ingress(struct __sk_buff *skb)
  * Arriving ones (skb_iif set) belong to the socket they were for.
  */
 
-/* The kfree_skb tracepoint passes the receiving socket (Linux 6.11+). */
+/* The kfree_skb tracepoint passes a reason (Linux 5.17+) and the receiving socket (6.11+). */
+const volatile bool kfree_skb_has_reason = true;
 const volatile bool kfree_skb_has_rx_sk = false;
 /* This kernel's codes for the drops of a socket that refused a datagram. */
 const volatile __u32 reason_rcvbuff = 0xffffffff;
 const volatile __u32 reason_proto_mem = 0xffffffff;
 
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
+int kfree_skb(__u64 *ctx)
 {
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct payload_src src = {};
+	int reason = 0;
 	struct delivery *d;
 	struct task_ctx t;
 	struct sock *sk;
@@ -554,6 +606,8 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
 	__u64 cookie;
 	bool inbound;
 
+	if (kfree_skb_has_reason)
+		reason = (int)ctx[2];
 	/* A raw socket's copy of a UDP datagram is not a UDP datagram dropped. */
 	sk = BPF_CORE_READ(skb, sk);
 	if ((sk && !udp_sock(sk)) || !parse_skb(skb, &p))

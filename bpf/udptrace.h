@@ -229,4 +229,19 @@ struct count_slot {
 	struct count_value value;
 };
 
+/*
+ * Where a traced function's arguments are, by position from 0 (bpf/args.h);
+ * `ret` is where fexit finds its return value, after the last argument.
+ * NO_ARG where the function has no such argument.
+ */
+#define NO_ARG 0xff
+
+struct fn_args {
+	__u8 sk;
+	__u8 skb;
+	__u8 len;
+	__u8 flags;
+	__u8 ret;
+};
+
 #endif /* __UDPTRACE_H */

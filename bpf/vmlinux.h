@@ -218,7 +218,15 @@ struct task_struct {
 	char comm[16];
 };
 
-struct file;
+struct inode {
+	unsigned short i_mode;
+};
+
+/* A socket's file holds its struct socket (sock_from_file()). */
+struct file {
+	struct inode *f_inode;
+	void *private_data;
+};
 
 struct socket {
 	struct sock *sk;

@@ -11,7 +11,7 @@ use libbpf_rs::btf::{Btf, BtfKind, BtfType};
 use libbpf_rs::skel::Skel;
 use libbpf_rs::Link;
 
-use crate::bpf::types::family_bit;
+use crate::bpf::types::{family_bit, fn_args};
 use crate::bpf::UdptraceSkel;
 use crate::Error;
 
@@ -303,15 +303,78 @@ impl Plan {
 
 /// What the running kernel's BTF says about the hooks, read once per
 /// process: the BTF is megabytes to parse, and every backend tried asks.
-struct KernelHooks {
-    /// Of [`FENTRY_FUNCTIONS`], [`PACKET_FUNCTIONS`] and [`SENDER_FUNCTION`].
+pub(crate) struct KernelHooks {
+    /// Of [`FENTRY_FUNCTIONS`], [`PACKET_FUNCTIONS`] and [`SENDER_FUNCTION`]:
+    /// those the kernel lacks, or whose arguments it names otherwise.
     missing_functions: Vec<&'static str>,
+    /// Where the arguments of the others are.
+    args: Vec<(&'static str, fn_args)>,
     /// Of [`LENGTH_TRACEPOINTS`].
     missing_tracepoints: Vec<&'static str>,
+    kfree_skb_reason: bool,
     kfree_skb_rx_sk: bool,
+    /// Tracing programs may ask for a socket's cookie (Linux 5.12+): the
+    /// kernel has the helper's function for them.
+    pub tracing_socket_cookie: bool,
+    /// Iterators may ask for a file's socket (Linux 5.11+).
+    pub iter_sock_from_file: bool,
+    /// Tracing programs may read a socket's local storage (Linux 5.11+).
+    pub tracing_sk_storage: bool,
 }
 
-fn kernel_hooks() -> &'static KernelHooks {
+/// The arguments each hooked function's programs read, by the names the
+/// kernel gives them.
+fn needed_args(function: &str) -> &'static [&'static str] {
+    match function {
+        "udp_recvmsg" | "udpv6_recvmsg" => &["sk", "flags"],
+        "skb_consume_udp" => &["sk", "skb", "len"],
+        "ip_send_skb" | "ip6_send_skb" => &["skb"],
+        "__udp_enqueue_schedule_skb" => &["sk", "skb"],
+        _ => &["sk"],
+    }
+}
+
+/// Where `proto`'s arguments named in [`needed_args`] are, and its return
+/// value after them; None if one is missing, or fexit could not reach it.
+fn args_of(function: &str, proto: &FuncProto<'_>) -> Option<fn_args> {
+    const NO_ARG: u8 = 0xff;
+    // fentry/fexit contexts hold at most 6 arguments on older kernels, and bpf/args.h reads 8 slots.
+    let count = u8::try_from(proto.len()).ok().filter(|&n| n <= 6)?;
+    let position = |name: &str| {
+        proto
+            .iter()
+            .position(|p| p.name.is_some_and(|n| n == name))
+            .map(|i| i as u8)
+    };
+    let mut args = fn_args {
+        sk: NO_ARG,
+        skb: NO_ARG,
+        len: NO_ARG,
+        flags: NO_ARG,
+        ret: count,
+    };
+    for &name in needed_args(function) {
+        let at = position(name)?;
+        match name {
+            "sk" => args.sk = at,
+            "skb" => args.skb = at,
+            "len" => args.len = at,
+            _ => args.flags = at,
+        }
+    }
+    Some(args)
+}
+
+/// Where the arguments of `function` are on this kernel (None if it cannot be hooked).
+pub(crate) fn function_args(function: &str) -> Option<fn_args> {
+    kernel_hooks()
+        .args
+        .iter()
+        .find(|(f, _)| *f == function)
+        .map(|(_, a)| *a)
+}
+
+pub(crate) fn kernel_hooks() -> &'static KernelHooks {
     static HOOKS: OnceLock<KernelHooks> = OnceLock::new();
     HOOKS.get_or_init(|| {
         let functions = FENTRY_FUNCTIONS
@@ -322,8 +385,13 @@ fn kernel_hooks() -> &'static KernelHooks {
         let Ok(btf) = Btf::from_vmlinux() else {
             return KernelHooks {
                 missing_functions: functions.collect(),
+                args: Vec::new(),
                 missing_tracepoints: LENGTH_TRACEPOINTS.to_vec(),
+                kfree_skb_reason: false,
                 kfree_skb_rx_sk: false,
+                tracing_socket_cookie: false,
+                iter_sock_from_file: false,
+                tracing_sk_storage: false,
             };
         };
         let has = |name: &str, kind: BtfKind| {
@@ -331,20 +399,38 @@ fn kernel_hooks() -> &'static KernelHooks {
                 .is_some_and(|t| t.kind() == kind)
         };
         // The tracepoint's prototype: its context, then skb, location, reason, rx_sk.
-        let kfree_skb_rx_sk = btf
+        let kfree_skb_args = btf
             .type_by_name::<BtfType<'_>>("btf_trace_kfree_skb")
             .and_then(|t| t.next_type()) // the typedef's pointer
             .and_then(|t| t.next_type()) // its function prototype
             .and_then(|t| FuncProto::try_from(t).ok())
-            .is_some_and(|p| p.len() >= 5);
+            .map_or(0, |p| p.len());
+        let args: Vec<(&'static str, fn_args)> = functions
+            .clone()
+            .filter_map(|f| {
+                let proto = btf
+                    .type_by_name::<BtfType<'_>>(f)
+                    .filter(|t| t.kind() == BtfKind::Func)
+                    .and_then(|t| t.next_type())
+                    .and_then(|t| FuncProto::try_from(t).ok())?;
+                Some((f, args_of(f, &proto)?))
+            })
+            .collect();
         KernelHooks {
-            missing_functions: functions.filter(|f| !has(f, BtfKind::Func)).collect(),
+            missing_functions: functions
+                .filter(|f| !args.iter().any(|(g, _)| g == f))
+                .collect(),
+            args,
+            kfree_skb_reason: kfree_skb_args >= 4,
+            kfree_skb_rx_sk: kfree_skb_args >= 5,
+            tracing_socket_cookie: has("bpf_get_socket_ptr_cookie", BtfKind::Func),
+            iter_sock_from_file: has("bpf_sock_from_file", BtfKind::Func),
+            tracing_sk_storage: has("bpf_sk_storage_get_tracing", BtfKind::Func),
             missing_tracepoints: LENGTH_TRACEPOINTS
                 .iter()
                 .copied()
                 .filter(|t| !has(t, BtfKind::Typedef))
                 .collect(),
-            kfree_skb_rx_sk,
         }
     })
 }
@@ -355,23 +441,9 @@ pub(crate) fn kfree_skb_has_rx_sk() -> bool {
     kernel_hooks().kfree_skb_rx_sk
 }
 
-/// Whether cgroup_skb programs may ask for the current task's BTF pointer
-/// and so read its cgroup, uid and name as tracing programs do; before
-/// Linux 6.18 they may not ask for the uid or name with helpers.
-pub(crate) fn cgroup_skb_has_task_btf() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        use libbpf_rs::libbpf_sys as sys;
-        // SAFETY: loads and unloads a two-instruction probe program; no options.
-        let answer = unsafe {
-            sys::libbpf_probe_bpf_helper(
-                sys::BPF_PROG_TYPE_CGROUP_SKB,
-                sys::BPF_FUNC_get_current_task_btf,
-                std::ptr::null(),
-            )
-        };
-        answer == 1
-    })
+/// Whether the kfree_skb tracepoint passes the reason of a drop (Linux 5.17+).
+pub(crate) fn kfree_skb_has_reason() -> bool {
+    kernel_hooks().kfree_skb_reason
 }
 
 /// Those of `names` the kernel cannot hook.

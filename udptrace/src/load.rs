@@ -14,6 +14,7 @@ use crate::builder::TracerBuilder;
 use crate::count::CountField;
 use crate::drop_reason::drop_reason_code;
 use crate::event::EventKind;
+use crate::features;
 use crate::filter::addr_and_mask;
 use crate::Error;
 
@@ -177,7 +178,13 @@ pub(crate) fn load<'obj>(
     ro.kfree_skb_has_rx_sk = (plan.drops || plan.sockets) && backend::kfree_skb_has_rx_sk();
     ro.track_sockets = plan.sockets;
     ro.note_deliveries = (plan.drops || plan.sockets) && !backend::kfree_skb_has_rx_sk();
-    ro.cgroup_skb_task_btf = plan.packets.is_some() && backend::cgroup_skb_has_task_btf();
+    ro.cgroup_skb_task_btf = plan.packets.is_some() && features::cgroup_skb_task_btf();
+    ro.kfree_skb_has_reason = backend::kfree_skb_has_reason();
+    ro.tracing_socket_cookie = features::tracing_socket_cookie();
+    ro.tracing_task_btf = features::tracing_task_btf();
+    ro.iter_sock_from_file = backend::kernel_hooks().iter_sock_from_file;
+    ro.tracing_sk_storage = backend::kernel_hooks().tracing_sk_storage;
+    set_function_args(ro);
     (ro.tp_send_families, ro.tp_recv_families) = plan.tracepoint_families();
     (ro.peers_of_sends, ro.peers_of_recvs) = (plan.peers.send, plan.peers.recv);
     ro.senders_from_queue = plan.senders_from_queue();
@@ -201,6 +208,26 @@ pub(crate) fn load<'obj>(
             .map_err(Error::bpf("installing the ring buffers"))?;
     }
     Ok((skel, rings))
+}
+
+/// Where the hooked functions' arguments are on this kernel; a function
+/// whose arguments were not found is not loaded, and keeps its defaults.
+fn set_function_args(ro: &mut crate::bpf::types::rodata) {
+    let slots = [
+        ("udp_sendmsg", &mut ro.udp_sendmsg_args),
+        ("udpv6_sendmsg", &mut ro.udpv6_sendmsg_args),
+        ("udp_recvmsg", &mut ro.udp_recvmsg_args),
+        ("udpv6_recvmsg", &mut ro.udpv6_recvmsg_args),
+        ("skb_consume_udp", &mut ro.skb_consume_udp_args),
+        ("ip_send_skb", &mut ro.ip_send_skb_args),
+        ("ip6_send_skb", &mut ro.ip6_send_skb_args),
+        ("__udp_enqueue_schedule_skb", &mut ro.udp_enqueue_args),
+    ];
+    for (function, slot) in slots {
+        if let Some(args) = backend::function_args(function) {
+            *slot = args;
+        }
+    }
 }
 
 /// The payload bytes packet records have room for: the snap length rounded

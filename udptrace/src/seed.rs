@@ -4,7 +4,9 @@
 //!
 //! Two iterators do it. `iter/udp` walks one network namespace's UDP sockets,
 //! with pointers the cookie helper accepts, so it runs once in every namespace
-//! a thread or `/run/netns` holds. `iter/task_file` then walks every open
+//! a thread or `/run/netns` holds (where iterators may not ask for cookies,
+//! before Linux 5.12, the kernel's socket diagnostics list the sockets
+//! instead, which gives them theirs). `iter/task_file` then walks every open
 //! file for the process that owns each socket.
 
 use std::collections::HashSet;
@@ -16,18 +18,42 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::{Iter, Link, ProgramMut};
 
 use crate::bpf::UdptraceSkel;
-use crate::Error;
+use crate::{features, sock_diag, Error};
 
 /// Gives every existing UDP socket its cookie, then its owner.
 pub(crate) fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
+    if !features::tracing_socket_cookie() {
+        give_cookies_by_listing();
+    } else {
+        give_cookies(skel)?;
+    }
+    let owners = attach(&skel.progs.seed_owners, "iter/task_file")?;
+    run(&owners, "iter/task_file")
+}
+
+/// Where iterators may not ask for cookies (before Linux 5.12): the
+/// kernel's socket diagnostics list every namespace's UDP sockets, which
+/// gives each its cookie. Without them (no UDP diagnostics in the kernel),
+/// sockets get theirs as the hooks meet them.
+fn give_cookies_by_listing() {
+    let _ = sock_diag::list_udp_sockets();
+    for netns in other_network_namespaces() {
+        in_netns(netns, || {
+            let _ = sock_diag::list_udp_sockets();
+        });
+    }
+}
+
+fn give_cookies(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
     let cookies = attach(&skel.progs.give_cookies, "iter/udp")?;
     // Our own namespace on this thread: entering one needs CAP_SYS_ADMIN.
     run(&cookies, "iter/udp")?;
     for netns in other_network_namespaces() {
-        run_in_netns(&cookies, netns);
+        in_netns(netns, || {
+            let _ = run(&cookies, "iter/udp");
+        });
     }
-    let owners = attach(&skel.progs.seed_owners, "iter/task_file")?;
-    run(&owners, "iter/task_file")
+    Ok(())
 }
 
 fn attach(prog: &ProgramMut<'_>, section: &'static str) -> Result<Link, Error> {
@@ -44,15 +70,16 @@ fn run(link: &Link, section: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// iter/udp walks the namespace of the thread that starts it: a thread of
-/// its own enters `netns` for it. Without CAP_SYS_ADMIN it cannot, and that
-/// namespace's sockets get their cookies and owners as the hooks meet them.
-fn run_in_netns(link: &Link, netns: File) {
+/// iter/udp and socket diagnostics see the namespace of the thread that
+/// runs them: a thread of its own enters `netns` to run `f`. Without
+/// CAP_SYS_ADMIN it cannot, and that namespace's sockets get their cookies
+/// and owners as the hooks meet them.
+fn in_netns(netns: File, f: impl FnOnce() + Send) {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns on a file descriptor we hold, for this thread only.
             if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-                let _ = run(link, "iter/udp");
+                f();
             }
         });
     });
