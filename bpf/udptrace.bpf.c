@@ -41,6 +41,7 @@
 #include "sender.h"
 #include "datagram.h"
 #include "packet.h"
+#include "drop_cause.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -97,6 +98,9 @@ const volatile struct fn_args skb_consume_udp_args = { .sk = 0, .skb = 1, .len =
 const volatile struct fn_args ip_send_skb_args = { .skb = 1 };
 const volatile struct fn_args ip6_send_skb_args = { .skb = 0 };
 const volatile struct fn_args udp_enqueue_args = { .sk = 0, .skb = 1 };
+const volatile struct fn_args icmp_send_args = { .skb = 0, .icmp_type = 1, .icmp_code = 2 };
+const volatile struct fn_args icmpv6_send_args = { .skb = 0, .icmp_type = 1, .icmp_code = 2 };
+const volatile struct fn_args checksum_complete_args = { .skb = 0, .ret = 1 };
 
 /*
  * fentry backend: fexit on the protocol's own functions, with their result.
@@ -170,10 +174,11 @@ int fentry_skb_consume_udp(void *ctx)
  * trampolines. The entry probe keeps the arguments for the return probe, per
  * thread and function (udpv6_sendmsg calls udp_sendmsg for IPv4-mapped peers).
  */
-enum { FN_UDP_SEND = 1, FN_UDP6_SEND, FN_UDP_RECV, FN_UDP6_RECV };
+enum { FN_UDP_SEND = 1, FN_UDP6_SEND, FN_UDP_RECV, FN_UDP6_RECV, FN_CHECKSUM };
 
 struct call_args {
 	struct sock *sk;
+	struct sk_buff *skb;
 	int flags;
 };
 
@@ -591,13 +596,15 @@ const volatile bool kfree_skb_has_rx_sk = false;
 /* This kernel's codes for the drops of a socket that refused a datagram. */
 const volatile __u32 reason_rcvbuff = 0xffffffff;
 const volatile __u32 reason_proto_mem = 0xffffffff;
+/* The reason of a drop whose cause is not known. */
+const volatile __u32 reason_not_specified = 0xffffffff;
 
 SEC("tp_btf/kfree_skb")
 int kfree_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct payload_src src = {};
-	int reason = 0;
+	int reason;
 	struct delivery *d;
 	struct task_ctx t;
 	struct sock *sk;
@@ -606,6 +613,7 @@ int kfree_skb(__u64 *ctx)
 	__u64 cookie;
 	bool inbound;
 
+	reason = reason_not_specified;
 	if (kfree_skb_has_reason)
 		reason = (int)ctx[2];
 	/* A raw socket's copy of a UDP datagram is not a UDP datagram dropped. */
@@ -617,10 +625,19 @@ int kfree_skb(__u64 *ctx)
 		sk = (struct sock *)ctx[3];
 	cookie = probed_cookie(sk);
 	d = bpf_map_lookup_elem(&last_delivery, &zero);
+	/*
+	 * A datagram freed right after it was handed to its socket was refused
+	 * by it: by its full receive buffer, where the kernel gives no reason
+	 * (before Linux 5.17, UDP memory pressure cannot be told apart).
+	 */
 	if (!cookie && d && d->skb == (__u64)skb &&
-	    (reason == reason_rcvbuff || reason == reason_proto_mem)) {
+	    (reason == reason_rcvbuff || reason == reason_proto_mem || !kfree_skb_has_reason)) {
 		cookie = d->cookie;
 		d->skb = 0;
+		if (!kfree_skb_has_reason)
+			reason = reason_rcvbuff;
+	} else if (!kfree_skb_has_reason) {
+		reason = drop_cause_of((__u64)skb, reason);
 	}
 	note_sock_drop(cookie, reason == reason_rcvbuff, skb);
 	p.netns = sk ? sock_netns(sk, false) : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
@@ -631,6 +648,79 @@ int kfree_skb(__u64 *ctx)
 	if (payload_room)
 		skb_payload(&src, skb, &p);
 	emit_packet(UDP_EVENT_DROP, inbound, cookie, &p, reason, &t, &src);
+	return 0;
+}
+
+/*
+ * Drop reasons where kfree_skb gives none (drop_cause.h), on the fentry
+ * backend and the kprobe backend.
+ */
+SEC("fentry/__icmp_send")
+int fentry_icmp_send(void *ctx)
+{
+	note_icmp(fn_arg(ctx, icmp_send_args.skb), (int)fn_arg(ctx, icmp_send_args.icmp_type),
+		  (int)fn_arg(ctx, icmp_send_args.icmp_code), false);
+	return 0;
+}
+
+SEC("fentry/__icmpv6_send")
+int fentry_icmpv6_send(void *ctx)
+{
+	note_icmp(fn_arg(ctx, icmpv6_send_args.skb), (__u8)fn_arg(ctx, icmpv6_send_args.icmp_type),
+		  (__u8)fn_arg(ctx, icmpv6_send_args.icmp_code), true);
+	return 0;
+}
+
+SEC("fexit/__skb_checksum_complete")
+int fexit_checksum_complete(void *ctx)
+{
+	if ((__u16)fn_arg(ctx, checksum_complete_args.ret))
+		note_drop_cause(fn_arg(ctx, checksum_complete_args.skb), reason_udp_csum);
+	return 0;
+}
+
+SEC("kprobe/__icmp_send")
+int kp_icmp_send(void *ctx)
+{
+	note_icmp(kprobe_arg(ctx, icmp_send_args.skb),
+		  (int)kprobe_arg(ctx, icmp_send_args.icmp_type),
+		  (int)kprobe_arg(ctx, icmp_send_args.icmp_code), false);
+	return 0;
+}
+
+SEC("kprobe/__icmpv6_send")
+int kp_icmpv6_send(void *ctx)
+{
+	note_icmp(kprobe_arg(ctx, icmpv6_send_args.skb),
+		  (__u8)kprobe_arg(ctx, icmpv6_send_args.icmp_type),
+		  (__u8)kprobe_arg(ctx, icmpv6_send_args.icmp_code), true);
+	return 0;
+}
+
+/* The checksum's datagram, per thread, for its return. */
+SEC("kprobe/__skb_checksum_complete")
+int kp_checksum_complete(void *ctx)
+{
+	struct call_args args = {
+		.skb = (struct sk_buff *)kprobe_arg(ctx, checksum_complete_args.skb),
+	};
+	__u64 key = call_key(FN_CHECKSUM);
+
+	bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/__skb_checksum_complete")
+int BPF_KRETPROBE(krp_checksum_complete, int ret)
+{
+	__u64 key = call_key(FN_CHECKSUM);
+	struct call_args *args = bpf_map_lookup_elem(&args_by_call, &key);
+
+	if (!args)
+		return 0;
+	if ((__u16)ret)
+		note_drop_cause((__u64)args->skb, reason_udp_csum);
+	bpf_map_delete_elem(&args_by_call, &key);
 	return 0;
 }
 

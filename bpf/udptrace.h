@@ -241,6 +241,8 @@ struct fn_args {
 	__u8 skb;
 	__u8 len;
 	__u8 flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
 	__u8 ret;
 };
 

@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Runs udptrace's kernel test suites (udptrace/tests/socket_events.rs, senders.rs,
-# packet_events.rs, payload.rs, limits.rs, sockets.rs and attribution.rs) inside pinned Debian kernels under QEMU (TCG:
-# KVM guests hang on these hosts) once per backend, then, with the backend
-# `auto` picks, those suites plus the CLI's (udptrace-cli/tests/cli.rs,
-# startup.rs, views.rs and serve.rs, which runs on every backend too) and the C library's (udpevent/tests/foreign.rs, with its C
-# programs built here); and
-# the kernel suites on the host kernel; and the static binary (./dev.sh
-# static) alone with busybox in each kernel. Prints kernel x backend -> result
-# with test counts. A backend a kernel cannot run is reported unsupported, with why.
+# Runs udptrace's test suites inside Debian kernels under QEMU (TCG: KVM
+# guests hang on these hosts): the oldest and the newest kernel run the
+# kernel suites (udptrace/tests/socket_events.rs, senders.rs,
+# packet_events.rs, payload.rs, limits.rs, sockets.rs, attribution.rs, and
+# the CLI's serve.rs) once per backend, then the CLI's (cli.rs, startup.rs,
+# views.rs) and the C library's (udpevent/tests/foreign.rs, with its C
+# programs built here) with the backend `auto` picks; the kernels between
+# them run every suite once, with `auto`. Then the kernel suites on the host
+# kernel, and the static binary (./dev.sh static) alone with busybox in each
+# kernel. Prints kernel x backend -> result with test counts. A backend a
+# kernel cannot run is reported unsupported, with why.
 #
-#   vm/matrix.sh            build, boot the kernels (at once, a core each), print the table
+#   vm/matrix.sh            build, boot the kernels (two at a time, a core each), print the table
 #
 # Exits non-zero if any supported cell fails. Kernel packages are cached in
-# target/vm/ between runs; a fresh machine downloads them with apt.
+# target/vm/ between runs; a fresh machine downloads them with apt, from
+# private package lists for the suites other than the machine's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Pinned kernels: package=version.
+# The kernels: Debian suite (`system`: the machine's own package lists),
+# package=version, which cells run (`every`: each backend, fentry's
+# per-function fallback and auto; `auto`: auto alone, every suite), and the
+# lane that boots it (the lanes run at once, a host core each). Debian
+# 11's 5.10 is the oldest; sid's newest cloud kernel, whichever it is when
+# the matrix runs (its packages leave the archive when superseded), the newest.
 KERNELS=(
-	"linux-image-6.1.0-50-cloud-amd64=6.1.176-1"
-	"linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1"
+	"bullseye linux-image-5.10.0-32-cloud-amd64-unsigned=5.10.223-1 every 1"
+	"system linux-image-6.1.0-50-cloud-amd64=6.1.176-1 auto 1"
+	"sid newest every 2"
+	"system linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1 auto 2"
 )
 BACKENDS="fentry kprobe tracepoint"
-# Rows per kernel: each backend, fentry's per-function fallback, and auto.
-CELLS="$BACKENDS fallback auto"
-WORK=target/vm
+WORK=$PWD/target/vm
 mkdir -p "$WORK"
 
 cargo build --locked -q -p udptrace-cli -p udpevent
@@ -78,30 +86,73 @@ build_initramfs() {
 	echo "$out"
 }
 
-kernel_image() {
-	local pkg=${1%%=*} deb
-	deb=$(ls "$WORK"/"${pkg}"_*.deb 2>/dev/null | head -1 || true)
-	if [ -z "$deb" ]; then
-		(cd "$WORK" && apt-get download -q "$1" >/dev/null 2>&1) || {
-			echo "vm/matrix.sh: cannot download $1" >&2
-			return 1
-		}
-		deb=$(ls "$WORK"/"${pkg}"_*.deb | head -1)
+# apt-get and apt-cache on a Debian suite's own package lists, kept under
+# target/vm/apt-SUITE, leaving the machine's sources alone.
+apt_suite() { # suite, tool, args...
+	local suite=$1 tool=$2 dir=$WORK/apt-$1
+	shift 2
+	if [ "$suite" = system ]; then
+		"$tool" "$@"
+		return
 	fi
-	rm -rf "$WORK/x-$pkg"
-	dpkg -x "$deb" "$WORK/x-$pkg"
-	ls "$WORK/x-$pkg"/boot/vmlinuz-*
+	mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+	echo "deb http://deb.debian.org/debian $suite main" >"$dir/sources.list"
+	"$tool" -o Dir::Etc::sourcelist="$dir/sources.list" -o Dir::Etc::sourceparts=- \
+		-o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir/cache" "$@"
+}
+
+# The package=version of the newest cloud kernel a suite has: its metapackage's dependency.
+newest_kernel() { # suite
+	apt_suite "$1" apt-get update -qq >/dev/null 2>&1 || return 1
+	local image version
+	image=$(apt_suite "$1" apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+	[ -n "$image" ] || return 1
+	version=$(apt_suite "$1" apt-cache show "$image" 2>/dev/null | awk '/^Version:/ { print $2; exit }')
+	echo "$image=$version"
+}
+
+# Downloads (or finds in target/vm) a kernel package and the packages newer
+# Debian kernels split it into (linux-binary-*, linux-modules-*), unpacks
+# them into one tree and prints that tree's path.
+kernel_tree() { # suite, package=version
+	local suite=$1 pkg=${2%%=*} version=${2#*=} tree=$WORK/x-${2%%=*} deb dep
+	local debs=("$pkg=$version")
+	if [ "$suite" != system ]; then
+		apt_suite "$suite" apt-get update -qq >/dev/null 2>&1 || true
+	fi
+	for dep in $(apt_suite "$suite" apt-cache show "$pkg=$version" 2>/dev/null |
+		awk -F': ' '/^Depends:/ { print $2; exit }' | tr ',' '\n' |
+		grep -o 'linux-\(binary\|modules\)-[^ ]*'); do
+		debs+=("$dep=$version")
+	done
+	rm -rf "$tree"
+	for deb in "${debs[@]}"; do
+		local file
+		file=$(ls "$WORK"/"${deb%%=*}"_*.deb 2>/dev/null | head -1 || true)
+		if [ -z "$file" ]; then
+			(cd "$WORK" && apt_suite "$suite" apt-get download -q "$deb" >/dev/null 2>&1) || {
+				echo "vm/matrix.sh: cannot download $deb from Debian's $suite" >&2
+				return 1
+			}
+			file=$(ls "$WORK"/"${deb%%=*}"_*.deb | head -1)
+		fi
+		dpkg -x "$file" "$tree"
+	done
+	echo "$tree"
 }
 
 # The kernel's initramfs: the suites' one, and the modules the suites need
 # that this kernel builds as modules (veth, for the attribution suite's
 # namespace pair), loaded by vm/init. The kernel unpacks concatenated archives.
-kernel_initrd() { # package=version
-	local pkg=${1%%=*} root=$WORK/modules-root out=$WORK/initrd-${1%%=*}.cpio.gz module
+kernel_initrd() { # kernel tree
+	local tree=$1 root=$WORK/modules-$(basename "$1") out=$WORK/initrd-$(basename "$1").cpio.gz module
 	rm -rf "$root"
 	mkdir -p "$root/lib/modules"
-	for module in veth; do
-		module=$(find "$WORK/x-$pkg/lib/modules" -name "$module.ko*" | head -1)
+	# veth for the attribution suite's namespace pair; UDP socket diagnostics
+	# (before 5.12 they give existing sockets their cookies), in load order.
+	for module in veth inet_diag udp_diag; do
+		module=$(find "$tree" -path '*/lib/modules/*' -name "$module.ko*" | head -1)
 		case $module in
 		"") ;;
 		*.xz) xz -dc "$module" >"$root/lib/modules/$(basename "$module" .xz)" ;;
@@ -156,20 +207,16 @@ row() { # kernel, backend, result
 	rows+=("$(printf '| %-28s | %-10s | %s |' "$1" "$2" "$3")")
 }
 
-# `udptrace doctor` must pick the first backend that passed, in auto's order.
+# `udptrace doctor` must pick the first backend that starts in auto's order
+# (every backend's cell, where one runs, must pass too).
 doctor_row() { # kernel label, log
-	local expected="" picked backend
-	for backend in $BACKENDS; do
-		if [[ $(cell "$2" "$backend") == pass* ]]; then
-			expected=$backend
-			break
-		fi
-	done
+	local expected picked
+	expected=$(grep -a -m1 '^STARTS ' "$2" | awk '{ print $2 }')
 	picked=$(grep -a -o 'auto picks: *[a-z]*' "$2" | awk '{ print $3 }' | head -n 1)
 	if [ -n "$picked" ] && [ "$picked" = "$expected" ]; then
 		row "$1" doctor "pass (auto picks $picked)"
 	else
-		row "$1" doctor "FAIL (auto picks '${picked:-nothing}', expected '$expected')"
+		row "$1" doctor "FAIL (auto picks '${picked:-nothing}', expected '${expected:-nothing}')"
 		failed=1
 	fi
 }
@@ -196,39 +243,69 @@ cell() {
 # executing udp_sendmsg while the other patches in its fentry trampoline once
 # read a half-written call and the guest panicked (multi-threaded TCG and
 # cross-modifying code).
-boot() { # vmlinuz, initrd, MiB of memory, seconds allowed, log
+boot() { # vmlinuz, initrd, MiB of memory, seconds allowed, log, cells
 	timeout "$4" qemu-system-x86_64 -accel tcg,thread=single -cpu max -m "$3" -smp 2 \
 		-nographic -no-reboot \
 		-kernel "$1" -initrd "$2" \
-		-append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r' >"$5" || true
+		-append "console=ttyS0 quiet panic=-1 udptrace.cells=${6:-none}" 2>&1 | tr -d '\r' >"$5" || true
 }
 
-# Every kernel at once, each guest on a host core of its own: its suites,
-# then the static binary alone.
-boots=()
-for spec in "${KERNELS[@]}"; do
-	vmlinuz=$(kernel_image "$spec")
-	kernel_initrd=$(kernel_initrd "$spec")
-	{
-		boot "$vmlinuz" "$kernel_initrd" 2048 3300 "$WORK/${spec%%=*}.log"
-		boot "$vmlinuz" "$static_initrd" 1024 600 "$WORK/${spec%%=*}.static.log"
-	} &
-	boots+=($!)
+# Each kernel's package and unpacked tree, before any boots: a kernel that
+# cannot be fetched fails the run here, saying which.
+declare -a specs trees names
+for entry in "${KERNELS[@]}"; do
+	read -r suite spec cells lane <<<"$entry"
+	if [ -n "${UDPTRACE_MATRIX_SUITES:-}" ] && [[ ",$UDPTRACE_MATRIX_SUITES," != *",$suite,"* ]]; then
+		continue
+	fi
+	if [ "$spec" = newest ]; then
+		spec=$(newest_kernel "$suite") || {
+			echo "vm/matrix.sh: cannot find the newest cloud kernel in Debian's $suite" >&2
+			exit 1
+		}
+		echo "vm/matrix.sh: the newest kernel in Debian's $suite is $spec" >&2
+	fi
+	tree=$(kernel_tree "$suite" "$spec") || exit 1
+	specs+=("$suite $spec $cells $lane")
+	trees+=("$tree")
+	names+=("${spec%%=*}")
 done
-wait "${boots[@]}"
 
-for spec in "${KERNELS[@]}"; do
-	log=$WORK/${spec%%=*}.log
+# A lane boots its kernels one after the other: each one's suites, then the
+# static binary alone. The lanes run at once, a guest on each host core.
+run_lane() { # lane
+	local i suite spec cells lane vmlinuz
+	for i in "${!specs[@]}"; do
+		read -r suite spec cells lane <<<"${specs[$i]}"
+		[ "$lane" = "$1" ] || continue
+		vmlinuz=$(find "${trees[$i]}" -name 'vmlinuz*' -type f | head -1)
+		boot "$vmlinuz" "$(kernel_initrd "${trees[$i]}")" 2048 3000 "$WORK/${names[$i]}.log" "$cells"
+		boot "$vmlinuz" "$static_initrd" 1024 600 "$WORK/${names[$i]}.static.log"
+	done
+}
+run_lane 1 &
+lane1=$!
+run_lane 2
+wait $lane1
+
+for i in "${!specs[@]}"; do
+	read -r suite spec cells lane <<<"${specs[$i]}"
+	log=$WORK/${names[$i]}.log
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
-	for backend in $CELLS; do
+	label="$release (${spec#*=})"
+	case $cells in
+	every) rows_of="$BACKENDS fallback auto" ;;
+	*) rows_of=auto ;;
+	esac
+	for backend in $rows_of; do
 		result=$(cell "$log" "$backend")
 		[[ $result == FAIL* ]] && failed=1
-		row "$release (${spec#*=})" "$backend" "$result"
+		row "$label" "$backend" "$result"
 	done
-	doctor_row "$release (${spec#*=})" "$log"
-	result=$(static_cell "$WORK/${spec%%=*}.static.log")
+	doctor_row "$label" "$log"
+	result=$(static_cell "$WORK/${names[$i]}.static.log")
 	[[ $result == FAIL* ]] && failed=1
-	row "$release (${spec#*=})" static "$result"
+	row "$label" static "$result"
 done
 
 # The host kernel runs the same suite natively.
@@ -237,6 +314,7 @@ target/debug/udptrace doctor >"$host_log" 2>&1 || true
 for backend in $BACKENDS; do
 	if target/debug/udptrace --backend "$backend" -d 0.2 >/dev/null 2>"$WORK/host.err"; then
 		rc=0
+		echo "STARTS $backend" >>"$host_log"
 		echo "BEGIN $backend" >>"$host_log"
 		for suite in $SUITES; do
 			UDPTRACE_TEST_BACKEND=$backend "${tests[$suite]}" >>"$host_log" 2>&1 || rc=$?

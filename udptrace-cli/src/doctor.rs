@@ -5,9 +5,14 @@ use udptrace::doctor::diagnose;
 
 pub fn run() -> Result<()> {
     let d = diagnose();
-    let yes_no = |b: bool| if b { "yes" } else { "no" };
     println!("kernel:       {}", d.kernel);
-    println!("BTF:          {}", yes_no(d.btf));
+    if d.btf {
+        println!("BTF:          yes");
+    } else {
+        println!(
+            "BTF:          no (no /sys/kernel/btf/vmlinux: give the kernel's BTF with --btf FILE)"
+        );
+    }
     println!(
         "cgroup v2:    {}",
         d.cgroup2.as_deref().unwrap_or("not mounted")
@@ -34,6 +39,9 @@ pub fn run() -> Result<()> {
             }
             Err(why) => println!("backend {:<11} unavailable: {why}", check.backend),
         }
+    }
+    for limit in udptrace::kernel_limits() {
+        println!("limit:        {limit}");
     }
     match d.auto() {
         Some(b) => println!("auto picks:   {b}"),

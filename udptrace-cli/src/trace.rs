@@ -183,6 +183,9 @@ impl SelectArgs {
             Some(d) => format!(" for {} s; Ctrl-C ends it sooner.", d.as_secs_f64()),
             None => ". Hit Ctrl-C to end.".to_string(),
         };
+        for limit in tracer.limits() {
+            eprintln!("udptrace: note: {limit}");
+        }
         eprintln!(
             "Tracing UDP with the {} backend ({} probes){until}",
             tracer.backend(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libbpf_rs::btf::types::FuncProto;
-use libbpf_rs::btf::{Btf, BtfKind, BtfType};
+use libbpf_rs::btf::{BtfKind, BtfType};
 use libbpf_rs::skel::Skel;
 use libbpf_rs::Link;
 
@@ -52,6 +52,12 @@ pub(crate) enum PacketHooks {
     /// backend's, and the others' when a packet function is missing.
     CgroupSkb,
 }
+
+/// Where the fentry and kprobe backends learn the reasons of UDP's own drops
+/// where the kfree_skb tracepoint gives none (before Linux 5.17): the ICMP
+/// port unreachable that answers a datagram without a socket, and the
+/// checksum check a bad datagram fails (bpf/drop_cause.h).
+const DROP_CAUSE_FUNCTIONS: [&str; 3] = ["__icmp_send", "__icmpv6_send", "__skb_checksum_complete"];
 
 /// Where the fentry and kprobe backends read the sender of every receive: the
 /// function that hands a received datagram over, in the receiving thread.
@@ -232,9 +238,14 @@ impl Plan {
 
     /// Whether the sockets that exist at the start are looked up once: for
     /// their owners, whom received packets and drops are reported as, and
-    /// for kprobes, which cannot give a socket its cookie later.
+    /// for kprobes, which cannot give a socket its cookie later (nor can
+    /// fentry before Linux 5.12).
     pub fn seeds_sockets(&self) -> bool {
-        self.packets.is_some() || self.drops || self.sockets || self.backend == Backend::Kprobe
+        self.packets.is_some()
+            || self.drops
+            || self.sockets
+            || self.backend == Backend::Kprobe
+            || (self.backend == Backend::Fentry && !kernel_hooks().tracing_socket_cookie)
     }
 
     /// Whether receives infer their senders from what is queued (the
@@ -264,6 +275,15 @@ impl Plan {
                 && self.peers.recv
                 && self.senders == Senders::Dequeue
         };
+        // Drop reasons the kfree_skb tracepoint does not give, where it loads.
+        let drop_causes = (self.drops || self.sockets) && !kfree_skb_has_reason();
+        if DROP_CAUSE_FUNCTIONS.contains(&target) {
+            let backend = match kind {
+                "fentry" | "fexit" => Backend::Fentry,
+                _ => Backend::Kprobe,
+            };
+            return drop_causes && self.backend == backend && function_args(target).is_some();
+        }
         match kind {
             "fentry" | "kprobe" if target == SENDER_FUNCTION => sender_hook(match kind {
                 "fentry" => Backend::Fentry,
@@ -330,6 +350,9 @@ fn needed_args(function: &str) -> &'static [&'static str] {
         "skb_consume_udp" => &["sk", "skb", "len"],
         "ip_send_skb" | "ip6_send_skb" => &["skb"],
         "__udp_enqueue_schedule_skb" => &["sk", "skb"],
+        "__icmp_send" => &["skb_in", "type", "code"],
+        "__icmpv6_send" => &["skb", "type", "code"],
+        "__skb_checksum_complete" => &["skb"],
         _ => &["sk"],
     }
 }
@@ -351,14 +374,18 @@ fn args_of(function: &str, proto: &FuncProto<'_>) -> Option<fn_args> {
         skb: NO_ARG,
         len: NO_ARG,
         flags: NO_ARG,
+        icmp_type: NO_ARG,
+        icmp_code: NO_ARG,
         ret: count,
     };
     for &name in needed_args(function) {
         let at = position(name)?;
         match name {
             "sk" => args.sk = at,
-            "skb" => args.skb = at,
+            "skb" | "skb_in" => args.skb = at,
             "len" => args.len = at,
+            "type" => args.icmp_type = at,
+            "code" => args.icmp_code = at,
             _ => args.flags = at,
         }
     }
@@ -381,8 +408,9 @@ pub(crate) fn kernel_hooks() -> &'static KernelHooks {
             .iter()
             .chain(&PACKET_FUNCTIONS)
             .chain(&[SENDER_FUNCTION])
+            .chain(&DROP_CAUSE_FUNCTIONS)
             .copied();
-        let Ok(btf) = Btf::from_vmlinux() else {
+        let Some(btf) = crate::sys::kernel_btf() else {
             return KernelHooks {
                 missing_functions: functions.collect(),
                 args: Vec::new(),

@@ -13,7 +13,7 @@ use crate::count::CountField;
 use crate::filter::Filter;
 use crate::reader::{ReaderCtx, Shared, BATCHES_IN_FLIGHT};
 use crate::tracer::Tracer;
-use crate::{load, sys, Error};
+use crate::{features, load, sys, Error};
 
 /// Configures and starts a [`Tracer`].
 #[derive(Debug, Clone)]
@@ -218,6 +218,7 @@ impl TracerBuilder {
         load::route_libbpf_log();
         sys::check_btf()?;
         sys::check_privileges()?;
+        features::check_ring_buffers()?;
         let cgroup_root = sys::cgroup2_mount()?;
         // A forced backend, or each the kernel's BTF allows, in order of
         // preference, until one loads and attaches.

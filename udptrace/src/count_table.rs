@@ -1,7 +1,9 @@
 //! Reading `udptrace count`'s per-CPU tables from user space: the slots of
 //! compact keys, which only grow (each read takes what was added since the
 //! last), and the hash table of the other keys, whose rows are read and
-//! removed in one step. Rows are summed over the CPUs and both tables.
+//! removed in one step (before Linux 5.14, which cannot, they stay and each
+//! read takes what was added since the last, as for slots). Rows are summed
+//! over the CPUs and both tables.
 
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
@@ -24,6 +26,9 @@ pub(crate) struct CountTable {
     fields: Vec<CountField>,
     /// What each slot of each CPU held at the last read, by slot then CPU.
     slots_read: Mutex<Vec<count_value>>,
+    /// Where the kernel cannot read and remove a row in one step: what each
+    /// row held at the last read.
+    rows_read: Mutex<Option<HashMap<Vec<u8>, count_value>>>,
 }
 
 // SAFETY: a plain C struct of integers and byte arrays: any bytes are a valid value.
@@ -36,6 +41,7 @@ impl CountTable {
             slots,
             fields,
             slots_read: Mutex::new(Vec::new()),
+            rows_read: Mutex::new(None),
         }
     }
 
@@ -102,20 +108,39 @@ impl CountTable {
         Ok(())
     }
 
-    /// Reads and removes one row of the per-CPU table, summed over the CPUs.
+    /// Reads and removes one row of the per-CPU table, summed over the CPUs;
+    /// where the kernel cannot remove it as it reads, what the row gained
+    /// since the last read.
     fn take_row(&self, key: &[u8], cpus: usize) -> Result<Option<count_value>, Error> {
         // The kernel writes one 8-byte-aligned value per possible CPU.
         let size = size_of::<count_value>().next_multiple_of(8);
         let mut values = vec![0u8; cpus * size];
+        let mut rows_read = self.rows_read.lock().unwrap_or_else(|e| e.into_inner());
+        let lookup = match rows_read.as_ref() {
+            None => libbpf_rs::libbpf_sys::bpf_map_lookup_and_delete_elem,
+            Some(_) => libbpf_rs::libbpf_sys::bpf_map_lookup_elem,
+        };
         // SAFETY: `key` has the map's key size (it came from the map) and
         // `values` holds a value for every possible CPU, as the call writes.
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_map_lookup_and_delete_elem(
+        let mut rc = unsafe {
+            lookup(
                 self.map.as_fd().as_raw_fd(),
                 key.as_ptr().cast(),
                 values.as_mut_ptr().cast(),
             )
         };
+        // ENOTSUPP: hash tables are read and removed in one step from Linux 5.14.
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(524) {
+            *rows_read = Some(HashMap::new());
+            // SAFETY: as above.
+            rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
+                    self.map.as_fd().as_raw_fd(),
+                    key.as_ptr().cast(),
+                    values.as_mut_ptr().cast(),
+                )
+            };
+        }
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::ENOENT) {
@@ -123,12 +148,28 @@ impl CountTable {
             }
             return Err(Error::System(format!("reading the count table: {err}")));
         }
+        let mut sum = Self::sum(&values, size);
+        if let Some(last) = rows_read.as_mut() {
+            let before = last.insert(key.to_vec(), sum).unwrap_or_default();
+            sum = count_value {
+                events: sum.events.saturating_sub(before.events),
+                bytes: sum.bytes.saturating_sub(before.bytes),
+            };
+            if sum.events == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(sum))
+    }
+
+    /// A row's values, one per CPU, added up.
+    fn sum(values: &[u8], size: usize) -> count_value {
         let mut sum = count_value::default();
         for cpu in values.chunks_exact(size) {
             sum.events += u64_at(cpu, offset_of!(count_value, events));
             sum.bytes += u64_at(cpu, offset_of!(count_value, bytes));
         }
-        Ok(Some(sum))
+        sum
     }
 }
 

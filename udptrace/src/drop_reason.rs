@@ -1,22 +1,38 @@
 //! Names of the kernel's drop reasons, read from its BTF: the numbering of
-//! `enum skb_drop_reason` changes between kernel versions.
+//! `enum skb_drop_reason` changes between kernel versions. Kernels before
+//! Linux 5.17 give no reasons: there the programs tell the drops they can
+//! (a socket that refused a datagram) from the rest, under codes of our own.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use libbpf_rs::btf::types::Enum;
-use libbpf_rs::btf::Btf;
 
 const PREFIX: &str = "SKB_DROP_REASON_";
+
+/// The reasons the programs give where the kernel has none.
+const OWN_REASONS: [(u32, &str); 5] = [
+    (2, "NOT_SPECIFIED"),
+    (3, "NO_SOCKET"),
+    (4, "SOCKET_RCVBUFF"),
+    (5, "PROTO_MEM"),
+    (6, "UDP_CSUM"),
+];
 
 fn reasons() -> &'static HashMap<u32, String> {
     static REASONS: OnceLock<HashMap<u32, String>> = OnceLock::new();
     REASONS.get_or_init(|| {
-        let Ok(btf) = Btf::from_vmlinux() else {
-            return HashMap::new();
+        let own = || {
+            OWN_REASONS
+                .iter()
+                .map(|&(c, n)| (c, n.to_owned()))
+                .collect()
+        };
+        let Some(btf) = crate::sys::kernel_btf() else {
+            return own();
         };
         let Some(reasons) = btf.type_by_name::<Enum<'_>>("skb_drop_reason") else {
-            return HashMap::new();
+            return own();
         };
         reasons
             .iter()

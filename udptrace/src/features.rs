@@ -101,3 +101,39 @@ fn probe_helper(prog_type: sys::bpf_prog_type, helper: sys::bpf_func_id) -> bool
     // SAFETY: loads and unloads a two-instruction probe program; no options.
     unsafe { sys::libbpf_probe_bpf_helper(prog_type, helper, std::ptr::null()) == 1 }
 }
+
+/// What this kernel cannot give, whatever it traces: one line each, for
+/// `udptrace doctor` (none on current kernels).
+pub fn kernel_limits() -> Vec<&'static str> {
+    let mut limits = Vec::new();
+    if !crate::backend::kfree_skb_has_reason() {
+        limits.push(NO_DROP_REASONS);
+    }
+    limits
+}
+
+/// Of [`kernel_limits`], those that touch a tracer with these probes.
+pub(crate) fn limits_of(probes: &[String]) -> Vec<&'static str> {
+    kernel_limits()
+        .into_iter()
+        .filter(|&limit| limit != NO_DROP_REASONS || probes.iter().any(|p| p == "tp_btf/kfree_skb"))
+        .collect()
+}
+
+const NO_DROP_REASONS: &str = "this kernel's drops carry no reason (Linux 5.17+): a datagram its \
+    socket refused is reported as SOCKET_RCVBUFF, every other drop as NOT_SPECIFIED";
+
+/// Every event goes through BPF ring buffers (Linux 5.8+): one clear line
+/// on older kernels rather than a failed map creation.
+pub(crate) fn check_ring_buffers() -> Result<(), crate::Error> {
+    // SAFETY: creates and closes a probe map; no options.
+    let has =
+        unsafe { sys::libbpf_probe_bpf_map_type(sys::BPF_MAP_TYPE_RINGBUF, std::ptr::null()) };
+    // Unprivileged callers cannot probe: the privilege check speaks for them.
+    if has == 0 {
+        return Err(crate::Error::System(
+            "this kernel has no BPF ring buffers (Linux 5.8+), which udptrace needs".into(),
+        ));
+    }
+    Ok(())
+}

@@ -53,10 +53,12 @@ pub use drop_reason::drop_reason_name;
 pub use errno::{errno_name, errno_text};
 pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
+pub use features::kernel_limits;
 pub use filter::{parse_addr_filter, parse_netns, Filter};
 pub use ipnet::IpNet;
 pub use sockets::{SockLife, SocketInfo};
 pub use stats::{Stats, StatsReader};
+pub use sys::use_btf_file;
 pub use tracer::{StopHandle, Tracer};
 
 /// The most UDP payload bytes a packet event can carry

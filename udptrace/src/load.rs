@@ -14,9 +14,9 @@ use crate::builder::TracerBuilder;
 use crate::count::CountField;
 use crate::drop_reason::drop_reason_code;
 use crate::event::EventKind;
-use crate::features;
 use crate::filter::addr_and_mask;
 use crate::Error;
+use crate::{features, sys};
 
 /// libbpf prints warnings and whole verifier logs to stderr; users get our
 /// one-line errors instead, naming the program the kernel rejected, and
@@ -108,7 +108,14 @@ pub(crate) fn load<'obj>(
     plan: &Plan,
 ) -> Result<(UdptraceSkel<'obj>, Vec<MapHandle>), Error> {
     let (rings, ring_bytes) = create_rings(b)?;
-    let mut open = UdptraceSkelBuilder::default()
+    let mut builder = UdptraceSkelBuilder::default();
+    if let Some(path) = sys::btf_file() {
+        builder
+            .obj_builder
+            .btf_custom_path(path)
+            .map_err(Error::bpf("using the BTF file"))?;
+    }
+    let mut open = builder
         .open(storage)
         .map_err(Error::bpf("opening the BPF object"))?;
     open.maps
@@ -193,6 +200,9 @@ pub(crate) fn load<'obj>(
         let code = |name| drop_reason_code(name).unwrap_or(u32::MAX);
         ro.reason_rcvbuff = code("SOCKET_RCVBUFF");
         ro.reason_proto_mem = code("PROTO_MEM");
+        ro.reason_not_specified = code("NOT_SPECIFIED");
+        ro.reason_no_socket = code("NO_SOCKET");
+        ro.reason_udp_csum = code("UDP_CSUM");
     }
     REJECTED.with(|r| r.borrow_mut().take());
     let skel = open.load().map_err(|e| Error::bpf(load_failure())(e))?;
@@ -222,6 +232,9 @@ fn set_function_args(ro: &mut crate::bpf::types::rodata) {
         ("ip_send_skb", &mut ro.ip_send_skb_args),
         ("ip6_send_skb", &mut ro.ip6_send_skb_args),
         ("__udp_enqueue_schedule_skb", &mut ro.udp_enqueue_args),
+        ("__icmp_send", &mut ro.icmp_send_args),
+        ("__icmpv6_send", &mut ro.icmpv6_send_args),
+        ("__skb_checksum_complete", &mut ro.checksum_complete_args),
     ];
     for (function, slot) in slots {
         if let Some(args) = backend::function_args(function) {

@@ -86,6 +86,12 @@ impl Tracer {
         &self.probes
     }
 
+    /// What the kernel cannot give this tracer's events, one line each
+    /// (drop reasons before Linux 5.17); empty on current kernels.
+    pub fn limits(&self) -> Vec<&'static str> {
+        crate::features::limits_of(&self.probes)
+    }
+
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(self.stop.clone())
     }
