@@ -55,6 +55,7 @@ tests[cli]=$(test_binary udptrace-cli cli)
 tests[startup]=$(test_binary udptrace-cli startup)
 tests[views]=$(test_binary udptrace-cli views)
 tests[serve]=$(test_binary udptrace-cli serve)
+tests[start_under_load]=$(test_binary udptrace-cli start_under_load)
 tests[foreign]=$(test_binary udpevent foreign)
 # The C library's test programs, built here: the guest has no compiler.
 sh udpevent/tests/c/build.sh "$WORK/cbin" target/debug

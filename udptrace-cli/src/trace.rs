@@ -392,6 +392,12 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     if let Some(n) = not_written {
         line += &format!("; not written {n}");
     }
+    if stats.skipped > 0 {
+        line += &format!(
+            "; hook runs the kernel skipped {} (a task preempted in a hook: up to as many events missing or without their sender)",
+            stats.skipped
+        );
+    }
     if stats.recv_eagain > 0 {
         line += &format!("; EAGAIN receives not shown {}", stats.recv_eagain);
     }

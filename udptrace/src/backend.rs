@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -564,6 +564,9 @@ impl std::str::FromStr for Backend {
 pub(crate) struct Probe {
     pub name: String,
     pub _link: Link,
+    /// The program, where it makes events and the kernel may skip a run of
+    /// it ([`skipped_runs`](crate::stats)).
+    pub skippable: Option<OwnedFd>,
 }
 
 /// What to say when a probe does not attach: kprobes fail this way when the
@@ -605,9 +608,14 @@ pub(crate) fn attach(
             prog.attach()
         }
         .map_err(Error::bpf(attach_failure(&section)))?;
+        let skippable = makes_skippable_events(&section)
+            .then(|| prog.as_fd().try_clone_to_owned())
+            .transpose()
+            .map_err(|e| Error::System(format!("keeping {section}: {e}")))?;
         probes.push(Probe {
             name: plan.probe_name(&section),
             _link: link,
+            skippable,
         });
     }
     // Last, once sock_create sees every new socket: the ones that exist already.
@@ -615,6 +623,21 @@ pub(crate) fn attach(
         crate::seed::seed_sockets(skel)?;
     }
     Ok(probes)
+}
+
+/// Whether the program in `section` makes events (or a receive's sender) and the kernel may skip a
+/// run of it: a tracing program (fentry, fexit, tp_btf) or kprobe whose
+/// previous run on the same CPU has not ended, as when a task is preempted
+/// in it on kernels that preempt there (Linux 7.x by default) and the next
+/// task on that CPU passes the same hook. The kernel counts the runs it
+/// skips; udptrace reports them (`Stats::skipped`). The hook that notes a
+/// receive's sender counts too: a run of it skipped leaves a receive
+/// without its sender. (cgroup hooks are never skipped.)
+fn makes_skippable_events(section: &str) -> bool {
+    let (kind, target) = section.split_once('/').unwrap_or((section, ""));
+    matches!(kind, "fentry" | "fexit" | "tp_btf" | "kprobe" | "kretprobe")
+        && !DROP_CAUSE_FUNCTIONS.contains(&target)
+        && target != "udp_fail_queue_rcv_skb"
 }
 
 /// Whether the program in `section` leaves something for another hook.

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -46,6 +47,8 @@ pub(crate) struct Ready {
     pub count_slots_map: MapHandle,
     pub sock_states_map: MapHandle,
     pub probes: Vec<String>,
+    /// The programs whose skipped runs may be missing events.
+    pub skippable: Vec<OwnedFd>,
 }
 
 pub(crate) struct ReaderCtx {
@@ -138,6 +141,19 @@ impl ReaderCtx {
         let (ring, waiter) = match (ring, maps) {
             (Ok(ring), Ok((stats_map, counts_map, count_slots_map, sock_states_map))) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
+                let skippable = match probes
+                    .iter()
+                    .filter_map(|p| p.skippable.as_ref())
+                    .map(|fd| fd.try_clone())
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(fds) => fds,
+                    Err(e) => {
+                        let _ =
+                            ready_tx.send(Err(Error::System(format!("keeping the programs: {e}"))));
+                        return;
+                    }
+                };
                 if ready_tx
                     .send(Ok(Ready {
                         backend: plan.effective_backend(),
@@ -146,6 +162,7 @@ impl ReaderCtx {
                         count_slots_map,
                         sock_states_map,
                         probes: names,
+                        skippable,
                     }))
                     .is_err()
                 {

@@ -1,6 +1,7 @@
 //! What a tracer counts: events delivered by kind, from the reader thread,
 //! and what the kernel counted instead of emitting, from its `stats` map.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -21,6 +22,14 @@ pub struct Stats {
     /// Events the kernel could not store (the ring buffer was full) or,
     /// with kprobes, could not follow (the table of calls in flight was full).
     pub lost: u64,
+    /// Runs of an event hook the kernel skipped: its previous run on that
+    /// CPU had not ended, as when a task is preempted in it (kernels that
+    /// preempt there: Linux 7.x by default) and the next task on the CPU
+    /// passes the same hook. Each may have been an event (or a receive's
+    /// sender), or one the filters drop: at most this many events are
+    /// missing beyond `lost`, or shown without their sender. 0 with kprobes,
+    /// which run with preemption off.
+    pub skipped: u64,
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,
     /// Receives that failed with EAGAIN, counted but not emitted. Like the
@@ -66,17 +75,31 @@ pub struct StatsReader(Arc<StatsSource>);
 
 struct StatsSource {
     stats_map: MapHandle,
+    /// The programs whose skipped runs may be missing events.
+    skippable: Vec<OwnedFd>,
     shared: Arc<Shared>,
 }
 
 impl StatsReader {
-    pub(crate) fn new(stats_map: MapHandle, shared: Arc<Shared>) -> StatsReader {
-        StatsReader(Arc::new(StatsSource { stats_map, shared }))
+    pub(crate) fn new(
+        stats_map: MapHandle,
+        skippable: Vec<OwnedFd>,
+        shared: Arc<Shared>,
+    ) -> StatsReader {
+        StatsReader(Arc::new(StatsSource {
+            stats_map,
+            skippable,
+            shared,
+        }))
     }
 
     /// Counts so far, read from the kernel and the reader thread.
     pub fn stats(&self) -> Stats {
-        let StatsSource { stats_map, shared } = &*self.0;
+        let StatsSource {
+            stats_map,
+            skippable,
+            shared,
+        } = &*self.0;
         let kernel = |stat: udp_stat| -> u64 {
             let idx = stat.0;
             stats_map
@@ -89,6 +112,7 @@ impl StatsReader {
         Stats {
             events: std::array::from_fn(|i| shared.events[i].load(Ordering::Relaxed)),
             lost: kernel(udp_stat::UDP_STAT_LOST),
+            skipped: skippable.iter().map(skipped_runs).sum(),
             undecodable: shared.undecodable.load(Ordering::Relaxed),
             recv_eagain: kernel(udp_stat::UDP_STAT_RECV_EAGAIN),
             recv_peek: kernel(udp_stat::UDP_STAT_RECV_PEEK),
@@ -98,6 +122,28 @@ impl StatsReader {
             count_full: kernel(udp_stat::UDP_STAT_COUNT_FULL),
             recv_sender_unknown: kernel(udp_stat::UDP_STAT_RECV_NO_SENDER),
         }
+    }
+}
+
+/// The runs of a program the kernel skipped because its previous run on the
+/// same CPU had not ended (`recursion_misses`, Linux 5.12+; 0 before).
+fn skipped_runs(prog: &OwnedFd) -> u64 {
+    use libbpf_rs::libbpf_sys as sys;
+    let mut info = sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a bpf_prog_info of `len` bytes; the kernel fills at
+    // most that and asks for no other buffers (their pointers are zero).
+    let rc = unsafe {
+        sys::bpf_obj_get_info_by_fd(
+            prog.as_raw_fd(),
+            (&mut info as *mut sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        info.recursion_misses
+    } else {
+        0
     }
 }
 

@@ -527,9 +527,18 @@ fn concurrent_senders_and_readers_never_get_a_wrong_sender() {
         attributed += 1;
     }
     let shown = events.iter().filter(|e| e.local == client).count() as u64;
-    assert_eq!(shown + stats.lost, received.load(Ordering::Relaxed));
+    // Exact, but for the runs of the hook the kernel skipped (a reader
+    // preempted in it), each of which may have been a receive of ours.
+    let received = received.load(Ordering::Relaxed);
+    assert!(
+        shown + stats.lost <= received && received <= shown + stats.lost + stats.skipped,
+        "shown {shown} of {received}: {stats:?}"
+    );
     if reads_senders_from_datagrams(&tracer) {
-        assert_eq!(attributed + stats.lost, received.load(Ordering::Relaxed));
+        assert!(
+            received - attributed - stats.lost <= stats.skipped,
+            "{attributed} of {received} with their sender: {stats:?}"
+        );
     }
 }
 

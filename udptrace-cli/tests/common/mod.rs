@@ -59,8 +59,9 @@ pub fn spawn_tracer(cmd: &mut Command) -> (Child, mpsc::Receiver<String>, String
             let _ = tx.send(line);
         }
     });
-    let first = rx
-        .recv_timeout(Duration::from_secs(20))
+    // Notes on what the kernel cannot give come first (older kernels).
+    let first = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .find(|line| !line.starts_with("udptrace: note: "))
         .expect("udptrace printed nothing");
     // Which backend depends on the kernel, and on the events asked for (drops
     // alone need none of the socket hooks a kernel may refuse).
