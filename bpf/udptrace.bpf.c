@@ -99,7 +99,7 @@ const volatile struct fn_args ip_send_skb_args = { .skb = 1 };
 const volatile struct fn_args ip6_send_skb_args = { .skb = 0 };
 const volatile struct fn_args udp_enqueue_args = { .sk = 0, .skb = 1 };
 const volatile struct fn_args icmp_send_args = { .skb = 0, .icmp_type = 1, .icmp_code = 2 };
-const volatile struct fn_args icmpv6_send_args = { .skb = 0, .icmp_type = 1, .icmp_code = 2 };
+const volatile struct fn_args icmp6_send_args = { .skb = 0, .icmp_type = 1, .icmp_code = 2 };
 const volatile struct fn_args checksum_complete_args = { .skb = 0, .ret = 1 };
 
 /*
@@ -174,7 +174,7 @@ int fentry_skb_consume_udp(void *ctx)
  * trampolines. The entry probe keeps the arguments for the return probe, per
  * thread and function (udpv6_sendmsg calls udp_sendmsg for IPv4-mapped peers).
  */
-enum { FN_UDP_SEND = 1, FN_UDP6_SEND, FN_UDP_RECV, FN_UDP6_RECV, FN_CHECKSUM };
+enum { FN_UDP_SEND = 1, FN_UDP6_SEND, FN_UDP_RECV, FN_UDP6_RECV, FN_CHECKSUM, FN_ENQUEUE };
 
 struct call_args {
 	struct sock *sk;
@@ -192,6 +192,38 @@ struct {
 static __always_inline __u64 call_key(__u32 fn)
 {
 	return ((__u64)fn << 32) | (__u32)bpf_get_current_pid_tgid();
+}
+
+/*
+ * A call's datagram and socket, for its return probe: by thread, or by CPU
+ * in a softirq on an idle CPU (thread 0 on every CPU).
+ */
+static __always_inline __u64 call_key_of(__u32 fn)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	return ((__u64)fn << 32) | (tid ? tid : 0x80000000 | bpf_get_smp_processor_id());
+}
+
+static __always_inline void enter_with(__u32 fn, struct sock *sk, __u64 skb)
+{
+	struct call_args args = { .sk = sk, .skb = (struct sk_buff *)skb };
+	__u64 key = call_key_of(fn);
+
+	bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY);
+}
+
+/* The arguments entry left for this return (taken), or false. */
+static __always_inline bool leave_with(__u32 fn, struct call_args *out)
+{
+	__u64 key = call_key_of(fn);
+	struct call_args *args = bpf_map_lookup_elem(&args_by_call, &key);
+
+	if (!args)
+		return false;
+	*out = *args;
+	bpf_map_delete_elem(&args_by_call, &key);
+	return true;
 }
 
 static __always_inline int enter(__u32 fn, struct sock *sk, int flags, __u16 family)
@@ -485,11 +517,18 @@ int kp_ip6_send_skb(void *ctx)
 	return on_transmit((struct sk_buff *)kprobe_arg(ctx, ip6_send_skb_args.skb), false);
 }
 
+/* Where kfree_skb gives no reason: UDP's enqueue's arguments, for its return (drop_cause.h). */
+const volatile bool note_refusals = false;
+
 SEC("kprobe/__udp_enqueue_schedule_skb")
 int kp_udp_enqueue(void *ctx)
 {
-	return on_enqueue((struct sock *)kprobe_arg(ctx, udp_enqueue_args.sk),
-			  (struct sk_buff *)kprobe_arg(ctx, udp_enqueue_args.skb), false);
+	struct sock *sk = (struct sock *)kprobe_arg(ctx, udp_enqueue_args.sk);
+	__u64 skb = kprobe_arg(ctx, udp_enqueue_args.skb);
+
+	if (note_refusals)
+		enter_with(FN_ENQUEUE, sk, skb);
+	return on_enqueue(sk, (struct sk_buff *)skb, false);
 }
 
 /*
@@ -593,11 +632,6 @@ int packet_ingress(struct __sk_buff *skb)
 /* The kfree_skb tracepoint passes a reason (Linux 5.17+) and the receiving socket (6.11+). */
 const volatile bool kfree_skb_has_reason = true;
 const volatile bool kfree_skb_has_rx_sk = false;
-/* This kernel's codes for the drops of a socket that refused a datagram. */
-const volatile __u32 reason_rcvbuff = 0xffffffff;
-const volatile __u32 reason_proto_mem = 0xffffffff;
-/* The reason of a drop whose cause is not known. */
-const volatile __u32 reason_not_specified = 0xffffffff;
 
 SEC("tp_btf/kfree_skb")
 int kfree_skb(__u64 *ctx)
@@ -625,19 +659,12 @@ int kfree_skb(__u64 *ctx)
 		sk = (struct sock *)ctx[3];
 	cookie = probed_cookie(sk);
 	d = bpf_map_lookup_elem(&last_delivery, &zero);
-	/*
-	 * A datagram freed right after it was handed to its socket was refused
-	 * by it: by its full receive buffer, where the kernel gives no reason
-	 * (before Linux 5.17, UDP memory pressure cannot be told apart).
-	 */
-	if (!cookie && d && d->skb == (__u64)skb &&
-	    (reason == reason_rcvbuff || reason == reason_proto_mem || !kfree_skb_has_reason)) {
+	if (!kfree_skb_has_reason) {
+		reason = drop_cause_of((__u64)skb, reason, &cookie);
+	} else if (!cookie && d && d->skb == (__u64)skb &&
+		   (reason == reason_rcvbuff || reason == reason_proto_mem)) {
 		cookie = d->cookie;
 		d->skb = 0;
-		if (!kfree_skb_has_reason)
-			reason = reason_rcvbuff;
-	} else if (!kfree_skb_has_reason) {
-		reason = drop_cause_of((__u64)skb, reason);
 	}
 	note_sock_drop(cookie, reason == reason_rcvbuff, skb);
 	p.netns = sk ? sock_netns(sk, false) : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
@@ -663,11 +690,21 @@ int fentry_icmp_send(void *ctx)
 	return 0;
 }
 
-SEC("fentry/__icmpv6_send")
-int fentry_icmpv6_send(void *ctx)
+SEC("fentry/icmp6_send")
+int fentry_icmp6_send(void *ctx)
 {
-	note_icmp(fn_arg(ctx, icmpv6_send_args.skb), (__u8)fn_arg(ctx, icmpv6_send_args.icmp_type),
-		  (__u8)fn_arg(ctx, icmpv6_send_args.icmp_code), true);
+	note_icmp(fn_arg(ctx, icmp6_send_args.skb), (__u8)fn_arg(ctx, icmp6_send_args.icmp_type),
+		  (__u8)fn_arg(ctx, icmp6_send_args.icmp_code), true);
+	return 0;
+}
+
+SEC("fexit/__udp_enqueue_schedule_skb")
+int fexit_udp_enqueue(void *ctx)
+{
+	struct sock *sk = (struct sock *)fn_arg(ctx, udp_enqueue_args.sk);
+
+	note_enqueued(fn_arg(ctx, udp_enqueue_args.skb), (int)fn_arg(ctx, udp_enqueue_args.ret),
+		      probed_cookie(sk));
 	return 0;
 }
 
@@ -675,7 +712,7 @@ SEC("fexit/__skb_checksum_complete")
 int fexit_checksum_complete(void *ctx)
 {
 	if ((__u16)fn_arg(ctx, checksum_complete_args.ret))
-		note_drop_cause(fn_arg(ctx, checksum_complete_args.skb), reason_udp_csum);
+		note_drop_cause(fn_arg(ctx, checksum_complete_args.skb), reason_udp_csum, 0);
 	return 0;
 }
 
@@ -688,39 +725,39 @@ int kp_icmp_send(void *ctx)
 	return 0;
 }
 
-SEC("kprobe/__icmpv6_send")
-int kp_icmpv6_send(void *ctx)
+SEC("kprobe/icmp6_send")
+int kp_icmp6_send(void *ctx)
 {
-	note_icmp(kprobe_arg(ctx, icmpv6_send_args.skb),
-		  (__u8)kprobe_arg(ctx, icmpv6_send_args.icmp_type),
-		  (__u8)kprobe_arg(ctx, icmpv6_send_args.icmp_code), true);
+	note_icmp(kprobe_arg(ctx, icmp6_send_args.skb),
+		  (__u8)kprobe_arg(ctx, icmp6_send_args.icmp_type),
+		  (__u8)kprobe_arg(ctx, icmp6_send_args.icmp_code), true);
 	return 0;
 }
 
-/* The checksum's datagram, per thread, for its return. */
 SEC("kprobe/__skb_checksum_complete")
 int kp_checksum_complete(void *ctx)
 {
-	struct call_args args = {
-		.skb = (struct sk_buff *)kprobe_arg(ctx, checksum_complete_args.skb),
-	};
-	__u64 key = call_key(FN_CHECKSUM);
-
-	bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY);
+	enter_with(FN_CHECKSUM, NULL, kprobe_arg(ctx, checksum_complete_args.skb));
 	return 0;
 }
 
 SEC("kretprobe/__skb_checksum_complete")
 int BPF_KRETPROBE(krp_checksum_complete, int ret)
 {
-	__u64 key = call_key(FN_CHECKSUM);
-	struct call_args *args = bpf_map_lookup_elem(&args_by_call, &key);
+	struct call_args args;
 
-	if (!args)
-		return 0;
-	if ((__u16)ret)
-		note_drop_cause((__u64)args->skb, reason_udp_csum);
-	bpf_map_delete_elem(&args_by_call, &key);
+	if (leave_with(FN_CHECKSUM, &args) && (__u16)ret)
+		note_drop_cause((__u64)args.skb, reason_udp_csum, 0);
+	return 0;
+}
+
+SEC("kretprobe/__udp_enqueue_schedule_skb")
+int BPF_KRETPROBE(krp_udp_enqueue, int ret)
+{
+	struct call_args args;
+
+	if (leave_with(FN_ENQUEUE, &args))
+		note_enqueued((__u64)args.skb, ret, probed_cookie(args.sk));
 	return 0;
 }
 

@@ -21,15 +21,16 @@ cd "$(dirname "$0")/.."
 
 # The kernels: Debian suite (`system`: the machine's own package lists),
 # package=version, which cells run (`every`: each backend, fentry's
-# per-function fallback and auto; `auto`: auto alone, every suite), and the
-# lane that boots it (the lanes run at once, a host core each). Debian
-# 11's 5.10 is the oldest; sid's newest cloud kernel, whichever it is when
-# the matrix runs (its packages leave the archive when superseded), the newest.
+# per-function fallback and auto; `auto`: auto alone, every suite), the
+# lane that boots it (the lanes run at once, a host core each), and the
+# backends it must start (one that does not fails the run). Debian 11's
+# 5.10 is the oldest; sid's newest cloud kernel, whichever it is when the
+# matrix runs (its packages leave the archive when superseded), the newest.
 KERNELS=(
-	"bullseye linux-image-5.10.0-32-cloud-amd64-unsigned=5.10.223-1 every 1"
-	"system linux-image-6.1.0-50-cloud-amd64=6.1.176-1 auto 1"
-	"sid newest every 2"
-	"system linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1 auto 2"
+	"bullseye linux-image-5.10.0-32-cloud-amd64-unsigned=5.10.223-1 every 1 fentry,kprobe"
+	"system linux-image-6.1.0-50-cloud-amd64=6.1.176-1 auto 1 fentry,kprobe"
+	"sid newest every 2 fentry,kprobe,tracepoint"
+	"system linux-image-6.12.117+deb12-cloud-amd64=6.12.117-1~deb12u1 auto 2 fentry,kprobe,tracepoint"
 )
 BACKENDS="fentry kprobe tracepoint"
 WORK=$PWD/target/vm
@@ -130,13 +131,13 @@ kernel_tree() { # suite, package=version
 	rm -rf "$tree"
 	for deb in "${debs[@]}"; do
 		local file
-		file=$(ls "$WORK"/"${deb%%=*}"_*.deb 2>/dev/null | head -1 || true)
+		file=$(ls "$WORK"/"${deb%%=*}_${deb#*=}"_*.deb 2>/dev/null | head -1 || true)
 		if [ -z "$file" ]; then
 			(cd "$WORK" && apt_suite "$suite" apt-get download -q "$deb" >/dev/null 2>&1) || {
 				echo "vm/matrix.sh: cannot download $deb from Debian's $suite" >&2
 				return 1
 			}
-			file=$(ls "$WORK"/"${deb%%=*}"_*.deb | head -1)
+			file=$(ls "$WORK"/"${deb%%=*}_${deb#*=}"_*.deb | head -1)
 		fi
 		dpkg -x "$file" "$tree"
 	done
@@ -255,7 +256,7 @@ boot() { # vmlinuz, initrd, MiB of memory, seconds allowed, log, cells
 # cannot be fetched fails the run here, saying which.
 declare -a specs trees names
 for entry in "${KERNELS[@]}"; do
-	read -r suite spec cells lane <<<"$entry"
+	read -r suite spec cells lane starts <<<"$entry"
 	if [ -n "${UDPTRACE_MATRIX_SUITES:-}" ] && [[ ",$UDPTRACE_MATRIX_SUITES," != *",$suite,"* ]]; then
 		continue
 	fi
@@ -267,7 +268,7 @@ for entry in "${KERNELS[@]}"; do
 		echo "vm/matrix.sh: the newest kernel in Debian's $suite is $spec" >&2
 	fi
 	tree=$(kernel_tree "$suite" "$spec") || exit 1
-	specs+=("$suite $spec $cells $lane")
+	specs+=("$suite $spec $cells $lane $starts")
 	trees+=("$tree")
 	names+=("${spec%%=*}")
 done
@@ -275,12 +276,12 @@ done
 # A lane boots its kernels one after the other: each one's suites, then the
 # static binary alone. The lanes run at once, a guest on each host core.
 run_lane() { # lane
-	local i suite spec cells lane vmlinuz
+	local i suite spec cells lane starts vmlinuz
 	for i in "${!specs[@]}"; do
-		read -r suite spec cells lane <<<"${specs[$i]}"
+		read -r suite spec cells lane starts <<<"${specs[$i]}"
 		[ "$lane" = "$1" ] || continue
 		vmlinuz=$(find "${trees[$i]}" -name 'vmlinuz*' -type f | head -1)
-		boot "$vmlinuz" "$(kernel_initrd "${trees[$i]}")" 2048 3000 "$WORK/${names[$i]}.log" "$cells"
+		boot "$vmlinuz" "$(kernel_initrd "${trees[$i]}")" 2048 3300 "$WORK/${names[$i]}.log" "$cells"
 		boot "$vmlinuz" "$static_initrd" 1024 600 "$WORK/${names[$i]}.static.log"
 	done
 }
@@ -290,7 +291,7 @@ run_lane 2
 wait $lane1
 
 for i in "${!specs[@]}"; do
-	read -r suite spec cells lane <<<"${specs[$i]}"
+	read -r suite spec cells lane starts <<<"${specs[$i]}"
 	log=$WORK/${names[$i]}.log
 	release=$(grep -a -m1 -o 'KERNEL [^ ]*' "$log" | cut -d' ' -f2 || echo "${spec%%=*}")
 	label="$release (${spec#*=})"
@@ -300,8 +301,19 @@ for i in "${!specs[@]}"; do
 	esac
 	for backend in $rows_of; do
 		result=$(cell "$log" "$backend")
+		# A backend this kernel has must start: a refusal there is a failure.
+		if [[ $result == unsupported* && ",$starts," == *",$backend,"* ]]; then
+			result="FAIL (must start here) ${result#unsupported}"
+		fi
 		[[ $result == FAIL* ]] && failed=1
 		row "$label" "$backend" "$result"
+	done
+	# (On kernels of the auto column alone, where no cell says so.)
+	for backend in ${starts//,/ }; do
+		if [ "$cells" != every ] && ! grep -a -q "^STARTS $backend" "$log"; then
+			row "$label" "$backend" "FAIL (did not start: see $log)"
+			failed=1
+		fi
 	done
 	doctor_row "$label" "$log"
 	result=$(static_cell "$WORK/${names[$i]}.static.log")

@@ -56,8 +56,9 @@ pub(crate) enum PacketHooks {
 /// Where the fentry and kprobe backends learn the reasons of UDP's own drops
 /// where the kfree_skb tracepoint gives none (before Linux 5.17): the ICMP
 /// port unreachable that answers a datagram without a socket, and the
-/// checksum check a bad datagram fails (bpf/drop_cause.h).
-const DROP_CAUSE_FUNCTIONS: [&str; 3] = ["__icmp_send", "__icmpv6_send", "__skb_checksum_complete"];
+/// checksum check a bad datagram fails (bpf/drop_cause.h); and the return
+/// of UDP's enqueue (fexit, kretprobe), which says it refused one.
+const DROP_CAUSE_FUNCTIONS: [&str; 3] = ["__icmp_send", "icmp6_send", "__skb_checksum_complete"];
 
 /// Where the fentry and kprobe backends read the sender of every receive: the
 /// function that hands a received datagram over, in the receiving thread.
@@ -259,6 +260,12 @@ impl Plan {
             && self.backend != Backend::Kprobe
     }
 
+    /// Whether the reasons of drops the kfree_skb tracepoint does not give
+    /// (before Linux 5.17) are learnt from the hooks of bpf/drop_cause.h.
+    pub fn drop_causes(&self) -> bool {
+        (self.drops || self.sockets) && !kfree_skb_has_reason()
+    }
+
     /// Whether the program in `section` (`fexit/udp_sendmsg`, `cgroup/connect4`) is loaded.
     pub fn wants_program(&self, section: &str) -> bool {
         let (kind, target) = section.split_once('/').unwrap_or((section, ""));
@@ -275,9 +282,10 @@ impl Plan {
                 && self.peers.recv
                 && self.senders == Senders::Dequeue
         };
-        // Drop reasons the kfree_skb tracepoint does not give, where it loads.
-        let drop_causes = (self.drops || self.sockets) && !kfree_skb_has_reason();
-        if DROP_CAUSE_FUNCTIONS.contains(&target) {
+        let drop_causes = self.drop_causes();
+        let refusals =
+            target == "__udp_enqueue_schedule_skb" && matches!(kind, "fexit" | "kretprobe");
+        if DROP_CAUSE_FUNCTIONS.contains(&target) || refusals {
             let backend = match kind {
                 "fentry" | "fexit" => Backend::Fentry,
                 _ => Backend::Kprobe,
@@ -311,7 +319,8 @@ impl Plan {
                 self.backend == Backend::Fentry && packet_fn && (via_functions || delivery_fn)
             }
             "kprobe" if packet_fn => {
-                self.backend == Backend::Kprobe && (via_functions || delivery_fn)
+                let refusals = drop_causes && target == "__udp_enqueue_schedule_skb";
+                self.backend == Backend::Kprobe && (via_functions || delivery_fn || refusals)
             }
             "kprobe" | "kretprobe" => {
                 self.socket_events && self.backend == Backend::Kprobe && present
@@ -351,7 +360,7 @@ fn needed_args(function: &str) -> &'static [&'static str] {
         "ip_send_skb" | "ip6_send_skb" => &["skb"],
         "__udp_enqueue_schedule_skb" => &["sk", "skb"],
         "__icmp_send" => &["skb_in", "type", "code"],
-        "__icmpv6_send" => &["skb", "type", "code"],
+        "icmp6_send" => &["skb", "type", "code"],
         "__skb_checksum_complete" => &["skb"],
         _ => &["sk"],
     }
@@ -635,8 +644,10 @@ pub(crate) fn attach(
 /// without its sender. (cgroup hooks are never skipped.)
 fn makes_skippable_events(section: &str) -> bool {
     let (kind, target) = section.split_once('/').unwrap_or((section, ""));
+    let refusals = target == "__udp_enqueue_schedule_skb" && matches!(kind, "fexit" | "kretprobe");
     matches!(kind, "fentry" | "fexit" | "tp_btf" | "kprobe" | "kretprobe")
         && !DROP_CAUSE_FUNCTIONS.contains(&target)
+        && !refusals
         && target != "udp_fail_queue_rcv_skb"
 }
 

@@ -19,7 +19,7 @@ pub(crate) fn bpf_object(with: &'static [u8], without: &'static [u8]) -> &'stati
 }
 
 /// Whether the verifier accepts atomic compare-and-exchange (Linux 5.12+):
-/// loads a five-instruction socket filter that uses it on the stack.
+/// loads a seven-instruction socket filter that uses it on the stack.
 pub(crate) fn atomics() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
@@ -109,6 +109,9 @@ pub fn kernel_limits() -> Vec<&'static str> {
     if !crate::backend::kfree_skb_has_reason() {
         limits.push(NO_DROP_REASONS);
     }
+    if crate::seed::listing_failed() {
+        limits.push(NO_SOCKET_LISTING);
+    }
     limits
 }
 
@@ -120,8 +123,12 @@ pub(crate) fn limits_of(probes: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
-const NO_DROP_REASONS: &str = "this kernel's drops carry no reason (Linux 5.17+): a datagram its \
-    socket refused is reported as SOCKET_RCVBUFF, every other drop as NOT_SPECIFIED";
+const NO_DROP_REASONS: &str = "this kernel's drops carry no reason (Linux 5.17+): udptrace tells \
+    SOCKET_RCVBUFF, PROTO_MEM, NO_SOCKET and UDP_CSUM from what precedes them, any other drop is \
+    NOT_SPECIFIED";
+
+const NO_SOCKET_LISTING: &str = "the kernel did not list its UDP sockets (socket diagnostics, \
+    udp_diag): those open before tracing began are known from their first datagram on";
 
 /// Every event goes through BPF ring buffers (Linux 5.8+): one clear line
 /// on older kernels rather than a failed map creation.

@@ -187,6 +187,7 @@ pub(crate) fn load<'obj>(
     ro.note_deliveries = (plan.drops || plan.sockets) && !backend::kfree_skb_has_rx_sk();
     ro.cgroup_skb_task_btf = plan.packets.is_some() && features::cgroup_skb_task_btf();
     ro.kfree_skb_has_reason = backend::kfree_skb_has_reason();
+    ro.note_refusals = plan.drop_causes() && plan.backend == Backend::Kprobe;
     ro.tracing_socket_cookie = features::tracing_socket_cookie();
     ro.tracing_task_btf = features::tracing_task_btf();
     ro.iter_sock_from_file = backend::kernel_hooks().iter_sock_from_file;
@@ -233,7 +234,7 @@ fn set_function_args(ro: &mut crate::bpf::types::rodata) {
         ("ip6_send_skb", &mut ro.ip6_send_skb_args),
         ("__udp_enqueue_schedule_skb", &mut ro.udp_enqueue_args),
         ("__icmp_send", &mut ro.icmp_send_args),
-        ("__icmpv6_send", &mut ro.icmpv6_send_args),
+        ("icmp6_send", &mut ro.icmp6_send_args),
         ("__skb_checksum_complete", &mut ro.checksum_complete_args),
     ];
     for (function, slot) in slots {

@@ -14,6 +14,7 @@ use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libbpf_rs::{Iter, Link, ProgramMut};
 
@@ -36,12 +37,23 @@ pub(crate) fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
 /// gives each its cookie. Without them (no UDP diagnostics in the kernel),
 /// sockets get theirs as the hooks meet them.
 fn give_cookies_by_listing() {
-    let _ = sock_diag::list_udp_sockets();
+    let failed = |listed: std::io::Result<()>| {
+        if listed.is_err() {
+            LISTING_FAILED.store(true, Ordering::Relaxed);
+        }
+    };
+    failed(sock_diag::list_udp_sockets());
     for netns in other_network_namespaces() {
-        in_netns(netns, || {
-            let _ = sock_diag::list_udp_sockets();
-        });
+        in_netns(netns, || failed(sock_diag::list_udp_sockets()));
     }
+}
+
+/// A listing of UDP sockets failed in this process (the kernel lacks UDP
+/// socket diagnostics): [`crate::features::kernel_limits`] says so.
+static LISTING_FAILED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn listing_failed() -> bool {
+    LISTING_FAILED.load(Ordering::Relaxed)
 }
 
 fn give_cookies(skel: &UdptraceSkel<'_>) -> Result<(), Error> {

@@ -27,8 +27,9 @@ pub struct Stats {
     /// preempt there: Linux 7.x by default) and the next task on the CPU
     /// passes the same hook. Each may have been an event (or a receive's
     /// sender), or one the filters drop: at most this many events are
-    /// missing beyond `lost`, or shown without their sender. 0 with kprobes,
-    /// which run with preemption off.
+    /// missing beyond `lost`, or shown without their sender. kprobes run
+    /// with preemption off, but are skipped too when another BPF program is
+    /// running on the CPU (counted from Linux 6.7).
     pub skipped: u64,
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,

@@ -66,6 +66,7 @@ static BTF_FILE: OnceLock<PathBuf> = OnceLock::new();
 /// every tracer this process starts. Fails with one line if the file is not
 /// BTF, or if another file was set already.
 pub fn use_btf_file(path: &Path) -> Result<(), Error> {
+    crate::load::route_libbpf_log();
     Btf::from_path(path)
         .map_err(|e| Error::System(format!("cannot read BTF from {}: {e}", path.display())))?;
     if BTF_FILE.get().is_some_and(|set| set != path) {
