@@ -9,9 +9,7 @@ pub fn run() -> Result<()> {
     if d.btf {
         println!("BTF:          yes");
     } else {
-        println!(
-            "BTF:          no (no /sys/kernel/btf/vmlinux: give the kernel's BTF with --btf FILE)"
-        );
+        println!("BTF:          no (udptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)");
     }
     println!(
         "cgroup v2:    {}",

@@ -53,11 +53,6 @@ struct Cli {
     /// auto (on a terminal, unless NO_COLOR is set), always or never
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
     color: ColorChoice,
-    /// Read the running kernel's types from FILE, for kernels built without
-    /// BTF (no /sys/kernel/btf/vmlinux): btfhub publishes such files for
-    /// distribution kernels
-    #[arg(long, global = true, value_name = "FILE")]
-    btf: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -272,12 +267,6 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err((subcommand, msg)) = cli.check() {
         usage_error(subcommand, msg);
-    }
-    if let Some(path) = &cli.btf {
-        if let Err(e) = udptrace::use_btf_file(path) {
-            eprintln!("udptrace: error: {e}");
-            return ExitCode::FAILURE;
-        }
     }
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),

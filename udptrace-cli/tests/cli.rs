@@ -159,14 +159,6 @@ fn bad_input_is_one_clear_line() {
         &run(&["trace", "--packets", "-e", "send"]),
         "cannot be used with",
     );
-    assert_clean_failure(
-        &run(&["--btf", "/no/such/btf"]),
-        "cannot read BTF from /no/such/btf",
-    );
-    assert_clean_failure(
-        &run(&["--btf", "/proc/version"]),
-        "cannot read BTF from /proc/version",
-    );
     assert_clean_failure(&run(&["--netns", "net"]), "expected an inode number");
     assert_clean_failure(&run(&["--netns", "/no/such/ns"]), "No such file");
     assert_clean_failure(&run(&["--netns", "0", "-d", "1"]), "above 0");
@@ -220,34 +212,6 @@ fn bad_input_is_one_clear_line() {
         ]),
         "at least two records",
     );
-}
-
-/// A kernel built without BTF is traced with its BTF from a file (`--btf`),
-/// as btfhub publishes them: here a copy of this kernel's own, which must
-/// give the same events.
-#[test]
-fn btf_from_a_file_traces_as_the_kernels_own() {
-    let file = std::env::temp_dir().join(format!("udptrace-test-{}.btf", std::process::id()));
-    std::fs::copy("/sys/kernel/btf/vmlinux", &file).unwrap();
-    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = rx.local_addr().unwrap().port().to_string();
-    let btf = file.to_str().unwrap();
-    let (child, stderr) = start(&["trace", "--json", "--btf", btf, "-d", "2", "--port", &port]);
-    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    tx.send_to(&[7u8; 33], rx.local_addr().unwrap()).unwrap();
-    let mut buf = [0u8; 64];
-    assert_eq!(rx.recv(&mut buf).unwrap(), 33);
-    let (out, _) = finish(child, stderr);
-    std::fs::remove_file(&file).unwrap();
-    assert!(out.status.success());
-    let events = json_lines(&out);
-    let of = |kind: &str| {
-        events
-            .iter()
-            .filter(|e| e["event"] == kind && e["bytes"] == 33)
-            .count()
-    };
-    assert_eq!((of("send"), of("recv")), (1, 1), "{events:?}");
 }
 
 /// DTrace's udp provider script, `udptrace trace --packets`: one line per

@@ -6,8 +6,7 @@ pub enum Error {
     #[error("insufficient privileges: missing {0} (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")]
     Privileges(String),
     #[error(
-        "this kernel has no BTF ({}): udptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, \
-         or its BTF in a file given with --btf FILE (btfhub publishes them for distribution kernels)",
+        "this kernel has no BTF ({}): udptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
         crate::sys::VMLINUX_BTF
     )]
     NoBtf,

@@ -58,7 +58,6 @@ pub use filter::{parse_addr_filter, parse_netns, Filter};
 pub use ipnet::IpNet;
 pub use sockets::{SockLife, SocketInfo};
 pub use stats::{Stats, StatsReader};
-pub use sys::use_btf_file;
 pub use tracer::{StopHandle, Tracer};
 
 /// The most UDP payload bytes a packet event can carry

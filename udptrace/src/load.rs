@@ -14,9 +14,9 @@ use crate::builder::TracerBuilder;
 use crate::count::CountField;
 use crate::drop_reason::drop_reason_code;
 use crate::event::EventKind;
+use crate::features;
 use crate::filter::addr_and_mask;
 use crate::Error;
-use crate::{features, sys};
 
 /// libbpf prints warnings and whole verifier logs to stderr; users get our
 /// one-line errors instead, naming the program the kernel rejected, and
@@ -108,14 +108,7 @@ pub(crate) fn load<'obj>(
     plan: &Plan,
 ) -> Result<(UdptraceSkel<'obj>, Vec<MapHandle>), Error> {
     let (rings, ring_bytes) = create_rings(b)?;
-    let mut builder = UdptraceSkelBuilder::default();
-    if let Some(path) = sys::btf_file() {
-        builder
-            .obj_builder
-            .btf_custom_path(path)
-            .map_err(Error::bpf("using the BTF file"))?;
-    }
-    let mut open = builder
+    let mut open = UdptraceSkelBuilder::default()
         .open(storage)
         .map_err(Error::bpf("opening the BPF object"))?;
     open.maps

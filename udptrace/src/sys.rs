@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use libbpf_rs::Btf;
 
@@ -58,44 +57,13 @@ pub(crate) fn check_privileges() -> Result<(), Error> {
     }
 }
 
-/// A BTF file describing the running kernel, for kernels built without
-/// their own (as btfhub publishes them for distribution kernels).
-static BTF_FILE: OnceLock<PathBuf> = OnceLock::new();
-
-/// Reads the running kernel's types from `path` instead of its own BTF, for
-/// every tracer this process starts. Fails with one line if the file is not
-/// BTF, or if another file was set already.
-pub fn use_btf_file(path: &Path) -> Result<(), Error> {
-    crate::load::route_libbpf_log();
-    Btf::from_path(path)
-        .map_err(|e| Error::System(format!("cannot read BTF from {}: {e}", path.display())))?;
-    if BTF_FILE.get().is_some_and(|set| set != path) {
-        return Err(Error::System(format!(
-            "this process reads the kernel's BTF from {} already",
-            BTF_FILE
-                .get()
-                .map_or(String::new(), |p| p.display().to_string())
-        )));
-    }
-    let _ = BTF_FILE.set(path.to_owned());
-    Ok(())
-}
-
-/// The BTF file given with [`use_btf_file`], if any.
-pub(crate) fn btf_file() -> Option<&'static Path> {
-    BTF_FILE.get().map(PathBuf::as_path)
-}
-
-/// The running kernel's types: its own BTF, or the file given for it.
+/// The running kernel's types (its BTF).
 pub(crate) fn kernel_btf() -> Option<Btf<'static>> {
-    match btf_file() {
-        Some(path) => Btf::from_path(path).ok(),
-        None => Btf::from_vmlinux().ok(),
-    }
+    Btf::from_vmlinux().ok()
 }
 
 pub(crate) fn check_btf() -> Result<(), Error> {
-    if btf_file().is_some() || Path::new(VMLINUX_BTF).exists() {
+    if Path::new(VMLINUX_BTF).exists() {
         Ok(())
     } else {
         Err(Error::NoBtf)
