@@ -234,7 +234,13 @@ static __always_inline int enter(__u32 fn, struct sock *sk, int flags, __u16 fam
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
 	    BPF_CORE_READ(sk, __sk_common.skc_family) != family)
 		return 0;
-	/* A call whose return cannot be followed is a lost event, if selected. */
+	/*
+	 * This thread's previous call whose return probe never ran may have been
+	 * an event; a call whose return cannot be followed is a lost one, if
+	 * selected.
+	 */
+	if (bpf_map_lookup_elem(&args_by_call, &key) && task_wanted(bpf_get_current_pid_tgid()))
+		stat_inc(UDP_STAT_RETURN_MISSED);
 	if (bpf_map_update_elem(&args_by_call, &key, &args, BPF_ANY) &&
 	    task_wanted(bpf_get_current_pid_tgid()))
 		stat_inc(UDP_STAT_LOST);

@@ -52,7 +52,14 @@ enum udp_stat {
 	 * the filters select, whether the address filters kept them or not.
 	 */
 	UDP_STAT_RECV_NO_SENDER = 7,
-	UDP_STAT_MAX = 8,
+	/*
+	 * kprobe calls whose return probe never ran (the kernel had no return
+	 * probe instance left: as few as one per CPU before Linux 5.11 on kernels
+	 * without preemption), seen when the thread calls again: each may have
+	 * been an event.
+	 */
+	UDP_STAT_RETURN_MISSED = 8,
+	UDP_STAT_MAX = 9,
 };
 
 /* Cumulative traffic of one socket since tracing started. */

@@ -29,7 +29,10 @@ pub struct Stats {
     /// sender), or one the filters drop: at most this many events are
     /// missing beyond `lost`, or shown without their sender. kprobes run
     /// with preemption off, but are skipped too when another BPF program is
-    /// running on the CPU (counted from Linux 6.7).
+    /// running on the CPU (counted from Linux 6.7); and a kretprobe misses
+    /// returns when more calls are in flight than it has instances (as few
+    /// as one per CPU on kernels without preemption before 5.11), counted
+    /// here when the thread calls again.
     pub skipped: u64,
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,
@@ -113,7 +116,8 @@ impl StatsReader {
         Stats {
             events: std::array::from_fn(|i| shared.events[i].load(Ordering::Relaxed)),
             lost: kernel(udp_stat::UDP_STAT_LOST),
-            skipped: skippable.iter().map(skipped_runs).sum(),
+            skipped: skippable.iter().map(skipped_runs).sum::<u64>()
+                + kernel(udp_stat::UDP_STAT_RETURN_MISSED),
             undecodable: shared.undecodable.load(Ordering::Relaxed),
             recv_eagain: kernel(udp_stat::UDP_STAT_RECV_EAGAIN),
             recv_peek: kernel(udp_stat::UDP_STAT_RECV_PEEK),
