@@ -49,6 +49,8 @@ pub(crate) struct Ready {
     pub probes: Vec<String>,
     /// The programs whose skipped runs may be missing events.
     pub skippable: Vec<OwnedFd>,
+    /// The kprobe calls in flight, whose return probe may never run.
+    pub calls_map: MapHandle,
 }
 
 pub(crate) struct ReaderCtx {
@@ -135,11 +137,15 @@ impl ReaderCtx {
                     counts,
                     slots,
                     MapHandle::try_from(&skel.maps.sock_states)?,
+                    MapHandle::try_from(&skel.maps.args_by_call)?,
                 ))
             })
             .map_err(Error::bpf("opening the stats, count and socket maps"));
         let (ring, waiter) = match (ring, maps) {
-            (Ok(ring), Ok((stats_map, counts_map, count_slots_map, sock_states_map))) => {
+            (
+                Ok(ring),
+                Ok((stats_map, counts_map, count_slots_map, sock_states_map, calls_map)),
+            ) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 let skippable = match probes
                     .iter()
@@ -163,6 +169,7 @@ impl ReaderCtx {
                         sock_states_map,
                         probes: names,
                         skippable,
+                        calls_map,
                     }))
                     .is_err()
                 {

@@ -32,7 +32,7 @@ pub struct Stats {
     /// running on the CPU (counted from Linux 6.7); and a kretprobe misses
     /// returns when more calls are in flight than it has instances (as few
     /// as one per CPU on kernels without preemption before 5.11), counted
-    /// here when the thread calls again.
+    /// here when the thread calls again or has exited.
     pub skipped: u64,
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,
@@ -81,6 +81,8 @@ struct StatsSource {
     stats_map: MapHandle,
     /// The programs whose skipped runs may be missing events.
     skippable: Vec<OwnedFd>,
+    /// kprobe calls in flight (`args_by_call`), by function << 32 | thread.
+    calls_map: MapHandle,
     shared: Arc<Shared>,
 }
 
@@ -88,11 +90,13 @@ impl StatsReader {
     pub(crate) fn new(
         stats_map: MapHandle,
         skippable: Vec<OwnedFd>,
+        calls_map: MapHandle,
         shared: Arc<Shared>,
     ) -> StatsReader {
         StatsReader(Arc::new(StatsSource {
             stats_map,
             skippable,
+            calls_map,
             shared,
         }))
     }
@@ -102,6 +106,7 @@ impl StatsReader {
         let StatsSource {
             stats_map,
             skippable,
+            calls_map,
             shared,
         } = &*self.0;
         let kernel = |stat: udp_stat| -> u64 {
@@ -117,7 +122,8 @@ impl StatsReader {
             events: std::array::from_fn(|i| shared.events[i].load(Ordering::Relaxed)),
             lost: kernel(udp_stat::UDP_STAT_LOST),
             skipped: skippable.iter().map(skipped_runs).sum::<u64>()
-                + kernel(udp_stat::UDP_STAT_RETURN_MISSED),
+                + kernel(udp_stat::UDP_STAT_RETURN_MISSED)
+                + calls_of_gone_threads(calls_map),
             undecodable: shared.undecodable.load(Ordering::Relaxed),
             recv_eagain: kernel(udp_stat::UDP_STAT_RECV_EAGAIN),
             recv_peek: kernel(udp_stat::UDP_STAT_RECV_PEEK),
@@ -150,6 +156,20 @@ fn skipped_runs(prog: &OwnedFd) -> u64 {
     } else {
         0
     }
+}
+
+/// kprobe send and receive calls whose thread has exited without its return
+/// probe running: each may have been an event (a thread's last call, which
+/// no later call of it can reveal as UDP_STAT_RETURN_MISSED does).
+fn calls_of_gone_threads(calls: &MapHandle) -> u64 {
+    // bpf/udptrace.bpf.c: FN_UDP_SEND to FN_UDP6_RECV, the calls that make events.
+    const EVENT_CALLS: std::ops::RangeInclusive<u64> = 1..=4;
+    calls
+        .keys()
+        .filter_map(|key| Some(u64::from_ne_bytes(key.as_slice().try_into().ok()?)))
+        .filter(|key| EVENT_CALLS.contains(&(key >> 32)))
+        .filter(|key| !std::path::Path::new(&format!("/proc/{}", key & 0xffff_ffff)).exists())
+        .count() as u64
 }
 
 /// Each CPU's `stats` value is one `__u64`.

@@ -65,7 +65,12 @@ impl Tracer {
             batches,
             pending: Vec::new().into_iter(),
             stop,
-            stats: StatsReader::new(ready.stats_map, ready.skippable, shared.clone()),
+            stats: StatsReader::new(
+                ready.stats_map,
+                ready.skippable,
+                ready.calls_map,
+                shared.clone(),
+            ),
             shared,
             counts: CountTable::new(ready.counts_map, ready.count_slots_map, count_by),
             sockets: SocketTable::new(ready.sock_states_map),

@@ -341,9 +341,12 @@ fn every_event_from_start_on_is_delivered_under_load() {
         "the server answered every query, the client read every answer"
     );
     assert_eq!(stats.undecodable, 0);
-    assert_eq!(
-        seen.iter().sum::<u64>() + stats.lost,
-        4 * AFTER,
+    // Exact, but for the hook runs the kernel skipped (a task preempted in
+    // a hook; a kprobe call whose return probe never ran), each of which may
+    // have been one of these events.
+    let traced = seen.iter().sum::<u64>() + stats.lost;
+    assert!(
+        traced <= 4 * AFTER && 4 * AFTER <= traced + stats.skipped,
         "client sends, server receives, server sends, client receives: {seen:?}, {stats:?}"
     );
 }
