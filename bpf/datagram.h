@@ -153,7 +153,7 @@ static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, i
 	if (trusted && senders_from_queue && from_peer) {
 		if (!cookie)
 			cookie = sock_cookie(sk, trusted);
-		if (queued_sender(sock_state_of(cookie), found ? NULL : &a))
+		if (queued_sender(sock_state_of(cookie), sk, found ? NULL : &a))
 			found = true;
 	}
 	if (filter_pid || (count_keys & COUNT_PID))
@@ -209,7 +209,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	found = take_peer(sk, cookie, kind, trusted, &a);
 	/* One lookup for the counters and the queued senders. */
 	st = sock_state_of(cookie);
-	if (trusted && senders_from_queue && from_peer && queued_sender(st, found ? NULL : &a))
+	if (trusted && senders_from_queue && from_peer && queued_sender(st, sk, found ? NULL : &a))
 		found = true;
 	cnt = account(st, kind, ret);
 	if (track_sockets && st && ret >= 0)

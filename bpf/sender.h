@@ -18,7 +18,8 @@
  * it. When two senders' datagrams may be pending at once, the receive's
  * sender is unknown, unless the caller asked for it (cgroup/recvmsg4|6). A
  * socket that existed before tracing began may hold datagrams nobody noted:
- * no sender is inferred for it.
+ * it is unsure, and no sender is inferred for it until its queue is empty
+ * again, when it starts afresh.
  */
 #ifndef __UDPTRACE_SENDER_H
 #define __UDPTRACE_SENDER_H
@@ -51,18 +52,28 @@ static __always_inline void note_dequeued_sender(__u64 cookie, struct sk_buff *s
 	p->cookie = cookie;
 }
 
+/* The datagrams queued to `sk` as the kernel counts them, in both of UDP's queues. */
+static __always_inline __u32 queued_datagrams(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_receive_queue.qlen) +
+	       BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
+}
+
 #ifdef UDPTRACE_NO_ATOMICS
 /*
  * The build for kernels without compare-and-swap (before Linux 5.12), which
  * have no length tracepoints either (6.3+): no sender is inferred.
  */
-static __always_inline void note_queued_sender(struct sock_state *st, const struct pkt *pkt)
+static __always_inline void note_queued_sender(struct sock_state *st, struct sock *sk,
+					       const struct pkt *pkt)
 {
-	if (st)
-		st->senders.unsure = 1;
+	/* Reads the queue as the other build does: both must share their types (build.rs). */
+	if (st && sk)
+		st->senders.unsure = queued_datagrams(sk) != ~0U;
 }
 
-static __always_inline bool queued_sender(struct sock_state *st, struct sock_addrs *a)
+static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk,
+					  struct sock_addrs *a)
 {
 	return false;
 }
@@ -80,6 +91,26 @@ static __always_inline __u64 read_once(const __u64 *p)
 }
 
 /*
+ * An unsure socket whose queue is empty holds nothing unnoted any more: it
+ * starts afresh, with a new epoch and nothing pending. A datagram noted
+ * before that and still on its way to the queue (a window of a few
+ * instructions in the softirq that delivers it) is no longer counted; the
+ * first epoch after the fresh start checks for it (queued_sender).
+ */
+static __always_inline void start_afresh(struct queued_senders *q, struct sock *sk)
+{
+	__u64 word = read_once(&q->word);
+	__u64 fresh = (word & ~QUEUED_MASK) + EPOCH_ONE;
+
+	if (queued_datagrams(sk))
+		return;
+	/* Before the swap: a note opening the next epoch must find it. */
+	q->fresh = fresh >> 32;
+	if (__sync_val_compare_and_swap(&q->word, word, fresh) == word)
+		q->unsure = 0;
+}
+
+/*
  * Tracepoint backend, cgroup_skb ingress: a datagram for the socket whose
  * state is `st` is about to be queued. An epoch lasts while the count of noted datagrams
  * not yet received stays above zero: the datagram that opens one (count
@@ -88,14 +119,18 @@ static __always_inline __u64 read_once(const __u64 *p)
  * No reset is needed: a datagram's own count keeps its epoch open until it
  * is received, and every mark of its epoch was made before it was queued.
  */
-static __always_inline void note_queued_sender(struct sock_state *st, const struct pkt *pkt)
+static __always_inline void note_queued_sender(struct sock_state *st, struct sock *sk,
+					       const struct pkt *pkt)
 {
 	struct queued_senders *q;
 	__u64 word, epoch, seen;
 
 	if (!st)
-		return; /* not known from its creation: no sender is ever inferred */
+		return; /* not in the socket table: no sender is ever inferred */
 	q = &st->senders;
+	/* Nothing queued yet (this datagram is not): nothing unnoted either. */
+	if (q->unsure && sk)
+		start_afresh(q, sk);
 	word = read_once(&q->word);
 	for (int i = 0; i < 8; i++) {
 		bool opens = (word & QUEUED_MASK) == 0;
@@ -122,28 +157,33 @@ static __always_inline void note_queued_sender(struct sock_state *st, const stru
 }
 
 /*
- * Tracepoint backend: a receive has taken one datagram off the socket. Fills
+ * Tracepoint backend: a receive has taken one datagram off `sk`. Fills
  * in its sender (into `a`, unless NULL: known already) and returns true when
  * its epoch had one sender only. A
  * receive the count does not cover (nothing noted is pending) means
- * datagrams were queued unnoted: the socket is unsure from then on.
+ * datagrams were queued unnoted: the socket is unsure until its queue is
+ * empty.
  */
-static __always_inline bool queued_sender(struct sock_state *st, struct sock_addrs *a)
+static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk,
+					  struct sock_addrs *a)
 {
 	struct queued_senders *q;
-	__u64 word, seen, ready, mixed;
+	__u64 word, seen, ready, mixed, epoch;
 	__u8 addr[16];
 	__u16 port;
 
 	if (!st)
 		return false;
 	q = &st->senders;
-	if (q->unsure)
+	if (q->unsure) {
+		start_afresh(q, sk);
 		return false;
+	}
 	word = read_once(&q->word);
 	for (int i = 0; i < 8; i++) {
 		if ((word & QUEUED_MASK) == 0) {
 			q->unsure = 1;
+			start_afresh(q, sk);
 			return false;
 		}
 		/* Read while this datagram's count keeps its epoch open. */
@@ -156,8 +196,18 @@ static __always_inline bool queued_sender(struct sock_state *st, struct sock_add
 			word = seen;
 			continue;
 		}
-		if (ready != word >> 32 || mixed == word >> 32)
+		epoch = word >> 32;
+		if (ready != epoch || mixed == epoch)
 			return false;
+		/*
+		 * The first epoch after a fresh start: a datagram queued beyond
+		 * what is noted pending was noted before the start, perhaps by
+		 * another sender.
+		 */
+		if (epoch == q->fresh + 1 && queued_datagrams(sk) > (word & QUEUED_MASK) - 1) {
+			q->unsure = 1;
+			return false;
+		}
 		if (!a)
 			return true;
 		__builtin_memcpy(a->raddr, addr, 16);

@@ -20,11 +20,14 @@ struct queued_senders {
 	/* The epoch whose sender `addr`/`port` hold, and the last one seen mixed. */
 	__u64 ready;
 	__u64 mixed;
+	/* The epoch the last fresh start opened with nothing pending (sender.h). */
+	__u64 fresh;
 	__u8 addr[16];
 	__u16 port;
 	/*
 	 * Datagrams nobody noted may be queued: the socket existed before
-	 * tracing began, or a receive found nothing noted pending.
+	 * tracing began, or a receive found nothing noted pending. Cleared
+	 * when its queue is empty.
 	 */
 	__u8 unsure;
 };

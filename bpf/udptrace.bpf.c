@@ -598,6 +598,14 @@ int BPF_PROG(udp_fail_queue, int rc, struct sock *sk)
 /* Ingress also sees deliveries for packet events and drops (else only senders). */
 const volatile bool ingress_deliveries = true;
 
+/* The socket an arriving datagram is for, where ingress can see the kernel's sk_buff. */
+static __always_inline struct sock *ingress_sock(struct __sk_buff *ctx)
+{
+	if (!bpf_ksym_exists(bpf_cast_to_kern_ctx))
+		return NULL;
+	return ((struct sk_buff *)bpf_cast_to_kern_ctx(ctx))->sk;
+}
+
 SEC("cgroup_skb/ingress")
 int packet_ingress(struct __sk_buff *skb)
 {
@@ -616,7 +624,7 @@ int packet_ingress(struct __sk_buff *skb)
 	if (senders_from_queue || wanted || (ingress_deliveries && track_sockets))
 		st = sock_state_of_known(cookie);
 	if (senders_from_queue)
-		note_queued_sender(st, &p);
+		note_queued_sender(st, ingress_sock(skb), &p);
 	if (ingress_deliveries) {
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);

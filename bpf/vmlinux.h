@@ -176,6 +176,11 @@ struct sock_common {
 
 struct bpf_local_storage;
 
+/* A queue of socket buffers: only its length is read. */
+struct sk_buff_head {
+	__u32 qlen;
+};
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
@@ -185,6 +190,7 @@ struct sock {
 		atomic_t rmem_alloc; /* sk_rmem_alloc: bytes queued to receive */
 	} sk_backlog;
 	int sk_rcvbuf;
+	struct sk_buff_head sk_receive_queue;
 };
 
 
@@ -248,7 +254,10 @@ struct bpf_iter__task_file {
 	};
 };
 
-struct udp_sock;
+/* UDP receives from `reader_queue`, refilled from sk_receive_queue when it runs dry. */
+struct udp_sock {
+	struct sk_buff_head reader_queue;
+};
 
 /* The UDP socket iterator's context: every UDP socket of one network namespace. */
 struct bpf_iter__udp {

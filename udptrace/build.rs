@@ -80,8 +80,16 @@ fn data_statement(skeleton: &str) -> std::ops::Range<usize> {
     start..end
 }
 
-/// A skeleton without the statement that embeds its object.
-fn without_data(skeleton: &str) -> String {
+/// A skeleton without the statement that embeds its object, its items in a
+/// fixed order: the compiler writes types in the order the code first uses
+/// them, which the two builds' code need not share.
+fn without_data(skeleton: &str) -> Vec<String> {
     let at = data_statement(skeleton);
-    format!("{}{}", &skeleton[..at.start], &skeleton[at.end..])
+    let text = format!("{}{}", &skeleton[..at.start], &skeleton[at.end..]);
+    let mut items: Vec<String> = text
+        .split("\n        #[derive(")
+        .map(str::to_owned)
+        .collect();
+    items.sort();
+    items
 }

@@ -202,3 +202,92 @@ fn dnsperf_started_mid_load_every_datagram_after_the_tracing_line() {
 
     let _ = std::fs::remove_file(queries);
 }
+
+/// A load whose sockets predate the tracer: dnsperf does not ask who sent
+/// its answers, and datagrams may be queued to its socket as tracing
+/// starts. Its receives must have their sender (and so pass a filter on the
+/// server's port) once its queue has emptied: at most dnsperf's
+/// outstanding queries (its `-q`) go unknown.
+#[test]
+fn receives_of_a_socket_older_than_the_tracer_have_their_sender() {
+    const OUTSTANDING: u64 = 100;
+    let queries = std::env::temp_dir().join(format!("udptrace-older-{}", std::process::id()));
+    std::fs::write(&queries, "load.udptrace.test A\n".repeat(100)).unwrap();
+    let port = free_port();
+    let _server = dnsmasq(port);
+    let load = dnsperf(port, &queries)
+        .args(["-l", "3", "-q", &OUTSTANDING.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("dnsperf is installed");
+    let mut load = Killed(load);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut tracer = Command::new(udptrace_bin())
+        .args(["trace", "--json", "-e", "recv", "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(banner.starts_with("Tracing"), "{banner}");
+    let mut stdout = tracer.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    assert!(load.0.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
+    assert!(tracer.wait().unwrap().success());
+    let mut summary = String::new();
+    stderr.read_to_string(&mut summary).unwrap();
+    let after = |label: &str| -> u64 {
+        summary
+            .split(label)
+            .nth(1)
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let (lost, unknown) = (after("; lost "), after("receives of unknown sender "));
+    assert_eq!(lost, 0, "{summary}");
+
+    let events: Vec<Value> = printed
+        .join()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let server_receives = events.iter().filter(|e| e["lport"] == port).count() as u64;
+    let client_receives: Vec<&Value> = events.iter().filter(|e| e["lport"] != port).collect();
+    for e in &client_receives {
+        assert_eq!(
+            (&e["raddr"], &e["rport"]),
+            (&Value::from("127.0.0.1"), &Value::from(port)),
+            "{e}"
+        );
+    }
+    // Every answer to a query the server received while traced reaches the
+    // client (dnsperf ran to its end) but for those queued or in flight as
+    // tracing began, which the queries received before it cover.
+    assert!(
+        unknown <= OUTSTANDING,
+        "{unknown} of unknown sender: {summary}"
+    );
+    assert!(
+        client_receives.len() as u64 + OUTSTANDING >= server_receives,
+        "{} answers with their sender, {server_receives} queries received: {summary}",
+        client_receives.len()
+    );
+    assert!(server_receives > 1000, "{summary}");
+    let _ = std::fs::remove_file(queries);
+}
