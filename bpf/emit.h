@@ -35,9 +35,8 @@ struct {
 } events SEC(".maps");
 
 /*
- * Bytes of UDP payload that packet and drop records carry room for: the snap
- * length rounded up to 8, or 0 for headers only. A constant to the verifier,
- * so records of one run are all one size, and small snap lengths cost little.
+ * Bytes of UDP payload that packet and drop records can carry: the snap
+ * length rounded up to 8, or 0 for headers only.
  */
 const volatile __u32 payload_room = 0;
 /* The snap length itself: payload bytes copied at most (at most payload_room). */
@@ -55,11 +54,10 @@ static __always_inline void *this_cpu_ring(void)
 }
 
 /*
- * Where to build the next event, with room for `extra` bytes after it
- * (a constant): space in this CPU's ring buffer (`*ring`, for event_done()),
- * or the count-mode scratch.
+ * Where to build the next event: space in this CPU's ring buffer (`*ring`,
+ * for event_done()), or the count-mode scratch.
  */
-static __always_inline struct udp_event *event_slot_sized(void **ring, __u32 extra)
+static __always_inline struct udp_event *event_slot(void **ring)
 {
 	struct udp_event *e = NULL;
 	__u32 zero = 0;
@@ -72,38 +70,40 @@ static __always_inline struct udp_event *event_slot_sized(void **ring, __u32 ext
 	}
 	*ring = this_cpu_ring();
 	if (*ring)
-		e = bpf_ringbuf_reserve(*ring, sizeof(*e) + extra, 0);
+		e = bpf_ringbuf_reserve(*ring, sizeof(*e), 0);
 	if (!e)
 		stat_inc(UDP_STAT_LOST);
 	return e;
 }
 
-static __always_inline struct udp_event *event_slot(void **ring)
+/*
+ * How to hand over a record that leaves `pending` bytes in `ring`: wake the
+ * consumer once, as the pending data crosses wakeup_bytes. Waking it again
+ * for every event while it catches up would cost an interrupt each (a
+ * self-IPI; a VM exit under virtualisation) and tell it nothing. A crossing
+ * missed in a race with a nested program waits for the drain timer.
+ */
+static __always_inline __u64 wakeup_flags(__u64 pending, __u64 record_bytes)
 {
-	return event_slot_sized(ring, 0);
+	if (pending >= wakeup_bytes && pending < wakeup_bytes + record_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
 }
 
 /* Hands a built event to user space through `ring`, or counts it. */
 static __always_inline void event_done(struct udp_event *e, void *ring)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP, avail = 0;
+	__u64 flags, avail = 0;
 
 	if (count_mode) {
 		/* The event is the first member of its count_scratch. */
 		count_event((struct count_scratch *)e);
 		return;
 	}
-	/*
-	 * Wake the consumer once, as the pending data crosses wakeup_bytes. Waking
-	 * it again for every event while it catches up would cost an interrupt
-	 * each (a self-IPI; a VM exit under virtualisation) and tell it nothing.
-	 * A crossing missed in a race with a nested program waits for the drain
-	 * timer.
-	 */
+	/* Reserved, so already among the pending bytes. */
 	if (ring)
 		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
-	if (avail >= wakeup_bytes && avail < wakeup_bytes + RINGBUF_RECORD_BYTES + payload_room)
-		flags = BPF_RB_FORCE_WAKEUP;
+	flags = wakeup_flags(avail, RINGBUF_RECORD_BYTES);
 	bpf_ringbuf_submit(e, flags);
 }
 

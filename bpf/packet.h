@@ -366,7 +366,7 @@ static __always_inline __u64 gather_payload(void *dst, const struct payload_src 
 
 /*
  * Copies the first bytes of the payload, up to the snap length, to `dst`
- * (payload_room bytes); returns how many.
+ * (room for payload_snaplen bytes); returns how many.
  */
 static __always_inline __u16 copy_payload(void *dst, const struct payload_src *src, __u64 len)
 {
@@ -389,14 +389,67 @@ static __always_inline __u16 copy_payload(void *dst, const struct payload_src *s
 	return bpf_probe_read_kernel(dst, len, data) ? 0 : len;
 }
 
+/*
+ * Packet and drop records with a payload are built here, one per CPU (user
+ * space sizes the array), then copied into the ring buffer at their own
+ * length: bpf_ringbuf_reserve() takes a constant size only, and a 40-byte
+ * DNS query must not cost the snap length's 64 KiB. `busy` while a program
+ * builds one: a program interrupting it on the same CPU loses its event
+ * (counted as lost) rather than overwrite it.
+ */
+struct payload_record {
+	__u64 busy;
+	struct udp_event e;
+	__u8 payload[65536];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct payload_record);
+} payload_records SEC(".maps");
+
+static __always_inline struct payload_record *payload_record_slot(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct payload_record *rec = bpf_map_lookup_elem(&payload_records, &cpu);
+
+	if (!rec || rec->busy) {
+		stat_inc(UDP_STAT_LOST);
+		return NULL;
+	}
+	rec->busy = 1;
+	return rec;
+}
+
+/* Copies the record, with `caplen` bytes of payload, into this CPU's ring buffer. */
+static __always_inline void payload_record_done(struct payload_record *rec, __u64 caplen)
+{
+	__u64 size = sizeof(rec->e) + ((caplen + 7) & ~7ULL), avail;
+	void *ring = this_cpu_ring();
+
+	asm volatile("" : "+r"(size));
+	if (!ring || size > sizeof(rec->e) + sizeof(rec->payload)) {
+		stat_inc(UDP_STAT_LOST);
+	} else {
+		/* Not yet among the pending bytes: added to them. */
+		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) + size + 8;
+		if (bpf_ringbuf_output(ring, &rec->e, size, wakeup_flags(avail, size + 8)))
+			stat_inc(UDP_STAT_LOST);
+	}
+	rec->busy = 0;
+}
+
 /* A packet event of `task`; `reason` for drops; with its payload from `src` if snapped. */
 static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, const struct pkt *p,
 					__u32 reason, const struct task_ctx *task,
 					const struct payload_src *src)
 {
+	struct payload_record *rec = NULL;
 	struct sock_addrs a = {};
 	struct udp_event *e;
-	void *ring;
+	void *ring = NULL;
 
 	a.netns = p->netns;
 	a.family = p->ip_ver == 6 ? AF_INET6 : AF_INET;
@@ -406,7 +459,12 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	a.rport = inbound ? p->sport : p->dport;
 	if (!kind_wanted(kind) || !stored_task_wanted(task) || !addrs_wanted(&a))
 		return;
-	e = event_slot_sized(&ring, count_mode ? 0 : payload_room);
+	if (payload_room && !count_mode) {
+		rec = payload_record_slot();
+		e = rec ? &rec->e : NULL;
+	} else {
+		e = event_slot(&ring);
+	}
 	if (!e)
 		return;
 	e->ts_ns = bpf_ktime_get_ns();
@@ -421,9 +479,12 @@ static __always_inline void emit_packet(__u8 kind, bool inbound, __u64 cookie, c
 	e->detail.packet.gso_segs = p->gso_segs > 1 ? p->gso_segs : 1;
 	e->detail.packet.ip_ver = p->ip_ver;
 	e->detail.packet.inbound = inbound;
-	if (payload_room && !count_mode)
-		e->detail.packet.caplen =
-			copy_payload(e + 1, src, p->ip_plength > 8 ? p->ip_plength - 8 : 0);
+	if (rec) {
+		e->detail.packet.caplen = copy_payload(rec->payload, src,
+						       p->ip_plength > 8 ? p->ip_plength - 8 : 0);
+		payload_record_done(rec, e->detail.packet.caplen);
+		return;
+	}
 	event_done(e, ring);
 }
 

@@ -89,8 +89,8 @@ union event_detail {
 };
 
 /*
- * One event, 136 bytes. With a snap length (payload_room), packet and drop
- * records are longer by it: the first `caplen` bytes of the UDP payload follow.
+ * One event, 136 bytes. With a snap length, packet and drop records are
+ * followed by the first `caplen` bytes of the UDP payload, padded to 8.
  */
 struct udp_event {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */

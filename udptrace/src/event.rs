@@ -313,7 +313,7 @@ impl Event {
 
     /// Decodes one ring-buffer record; `mono_to_wall_ns` converts the kernel's
     /// monotonic timestamp.
-    pub(crate) fn decode(data: &[u8], mono_to_wall_ns: i64) -> Option<Event> {
+    pub(crate) fn decode(data: &[u8], mono_to_wall_ns: i64, captures: bool) -> Option<Event> {
         let raw: &udp_event = plain::from_bytes(data).ok()?;
         let family = match i32::from(raw.family) {
             libc::AF_INET => Family::V4,
@@ -325,8 +325,8 @@ impl Event {
         let (counters, packet) = unsafe { (raw.detail.counters, raw.detail.packet) };
         let mut payload = None;
         let (counters, packet) = if kind.is_packet() {
-            // Records of a run with a snap length carry its room for payload.
-            if data.len() > mem::size_of::<udp_event>() {
+            // Records of a run with a snap length carry their payload, if any.
+            if captures {
                 let caplen = usize::from(packet.caplen);
                 payload = Some(
                     data.get(mem::size_of::<udp_event>()..)?
@@ -527,7 +527,7 @@ mod tests {
     #[test]
     fn decodes_ipv4_send() {
         let raw = record(SEND, libc::AF_INET as u16, 10);
-        let ev = Event::decode(bytes_of(&raw), 5_000).unwrap();
+        let ev = Event::decode(bytes_of(&raw), 5_000, false).unwrap();
         assert_eq!(ev.kind, EventKind::Send);
         assert_eq!(ev.ts_ns, 6_000);
         assert_eq!(ev.local, "127.0.0.1:5000".parse().unwrap());
@@ -541,7 +541,7 @@ mod tests {
     #[test]
     fn ipv6_socket_keeps_mapped_addresses() {
         let raw = record(RECV, libc::AF_INET6 as u16, 0);
-        let ev = Event::decode(bytes_of(&raw), 0).unwrap();
+        let ev = Event::decode(bytes_of(&raw), 0, false).unwrap();
         assert_eq!(ev.family, Family::V6);
         assert_eq!(ev.local.to_string(), "[::ffff:127.0.0.1]:5000");
         assert_eq!(ev.bytes(), Some(0), "a 0-byte datagram is a receive");
@@ -550,7 +550,7 @@ mod tests {
     #[test]
     fn failed_call_carries_errno_name_not_bytes() {
         let raw = record(SEND, libc::AF_INET as u16, -111);
-        let ev = Event::decode(bytes_of(&raw), 0).unwrap();
+        let ev = Event::decode(bytes_of(&raw), 0, false).unwrap();
         assert_eq!(ev.bytes(), None);
         assert_eq!(ev.error().as_deref(), Some("ECONNREFUSED"));
         let json = serde_json::to_value(ev).unwrap();
@@ -561,16 +561,16 @@ mod tests {
     #[test]
     fn rejects_short_or_unknown_records() {
         let raw = record(9, libc::AF_INET as u16, 0);
-        assert!(Event::decode(bytes_of(&raw), 0).is_none());
+        assert!(Event::decode(bytes_of(&raw), 0, false).is_none());
         let raw = record(SEND, 1, 0);
-        assert!(Event::decode(bytes_of(&raw), 0).is_none());
-        assert!(Event::decode(&[0u8; 10], 0).is_none());
+        assert!(Event::decode(bytes_of(&raw), 0, false).is_none());
+        assert!(Event::decode(&[0u8; 10], 0, false).is_none());
     }
 
     #[test]
     fn json_has_the_stable_keys() {
         let raw = record(SEND, libc::AF_INET as u16, 10);
-        let json = serde_json::to_value(Event::decode(bytes_of(&raw), 0).unwrap()).unwrap();
+        let json = serde_json::to_value(Event::decode(bytes_of(&raw), 0, false).unwrap()).unwrap();
         let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         for k in [
             "ts",
@@ -622,6 +622,7 @@ mod decode_props {
             family in prop_oneof![Just(libc::AF_INET as u8), Just(libc::AF_INET6 as u8), any::<u8>()],
             offset in any::<i64>(),
             ret in prop_oneof![Just(i32::MIN), Just(-1), any::<i32>()],
+            captures in any::<bool>(),
         ) {
             let mut buf = Aligned([0; 256]);
             buf.0[..bytes.len()].copy_from_slice(&bytes);
@@ -637,7 +638,7 @@ mod decode_props {
                 let ret_at = std::mem::offset_of!(udp_event, ret);
                 buf.0[ret_at..ret_at + 4].copy_from_slice(&ret.to_ne_bytes());
             }
-            if let Some(ev) = Event::decode(&buf.0[..bytes.len()], offset) {
+            if let Some(ev) = Event::decode(&buf.0[..bytes.len()], offset, captures) {
                 let _ = serde_json::to_string(&ev).unwrap();
                 let _ = (ev.error(), ev.errno(), ev.comm.to_string());
             }

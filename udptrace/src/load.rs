@@ -116,11 +116,17 @@ pub(crate) fn load<'obj>(
         .set_inner_map_fd(rings[0].as_fd())
         .and_then(|()| open.maps.events.set_max_entries(rings.len() as u32))
         .map_err(Error::bpf("sizing the ring buffers"))?;
-    // A scratch per CPU for payloads in page fragments, with a snap length.
+    // Per CPU, with a snap length: a scratch for payloads in page fragments,
+    // and a record with a payload, built before it is copied at its length.
     if b.snaplen > 0 {
         open.maps
             .payload_scratch
             .set_max_entries(rings.len() as u32)
+            .and_then(|()| {
+                open.maps
+                    .payload_records
+                    .set_max_entries(rings.len() as u32)
+            })
             .map_err(Error::bpf("sizing the payload scratch"))?;
     }
     if let Some(sockets) = b.socket_table_size {
@@ -243,18 +249,22 @@ fn payload_room(snaplen: u32) -> u32 {
     snaplen.next_multiple_of(8)
 }
 
-/// A packet record's size in a ring buffer, with its header.
+/// The largest packet record's size in a ring buffer, with its header (each
+/// is as long as its payload, up to the snap length).
 pub(crate) fn packet_record_bytes(snaplen: u32) -> u32 {
     (mem::size_of::<crate::bpf::types::udp_event>() as u32) + payload_room(snaplen) + 8
 }
 
 /// Pending bytes that wake the consumer when the caller set none: 64 KiB of
 /// records without payload, and as many records when they are larger (each
-/// wake-up is an interrupt, whatever the record size), but never more than a
+/// wake-up is an interrupt, whatever the record size): records as long as
+/// the snap length, up to a full Ethernet frame's payload (records follow
+/// each datagram's length, and most are no longer), but never more than a
 /// quarter of the ring, so that the pending data can reach it.
 fn default_wakeup_bytes(snaplen: u32, ring_bytes: u32) -> u64 {
+    const TYPICAL_PAYLOAD: u32 = 1472;
     let records = (64 << 10) / packet_record_bytes(0);
-    let wakeup = u64::from(records) * u64::from(packet_record_bytes(snaplen));
+    let wakeup = u64::from(records) * u64::from(packet_record_bytes(snaplen.min(TYPICAL_PAYLOAD)));
     wakeup.min(u64::from(ring_bytes) / 4)
 }
 

@@ -105,8 +105,9 @@ impl ReaderCtx {
         // Events are decoded straight into the merge, which sorts them in place.
         let merge = RefCell::new(TimeMerge::default());
         let cgroups = RefCell::new(CgroupNames::default());
+        let captures = self.builder.snaplen > 0;
         let decode = |data: &[u8]| {
-            match Event::decode(data, offset) {
+            match Event::decode(data, offset, captures) {
                 Some(mut ev) => {
                     ev.cgroup_info = cgroups.borrow_mut().resolve(ev.cgroup);
                     merge.borrow_mut().push(ev)

@@ -202,3 +202,47 @@ fn snap_length_beyond_a_datagram_is_refused() {
         .expect("refused");
     assert!(err.to_string().contains("snap length 65536"), "{err}");
 }
+
+/// Records are as long as their payload, not the snap length: a ring of
+/// 256 KiB, which holds three records of a whole 64 KiB datagram, holds a
+/// burst of a thousand 32-byte datagrams captured whole.
+#[test]
+fn records_cost_their_datagrams_length_not_the_snap_length() {
+    const BURST: usize = 1000;
+    let rx = bind_v4();
+    set_rcvbuf(&rx, 4 << 20);
+    let tx = bind_v4();
+    let tracer = builder()
+        .filter(Filter {
+            port: Some(port(&tx)),
+            kinds: vec![EventKind::PacketSend],
+            ..Default::default()
+        })
+        .snaplen(udptrace::MAX_SNAPLEN)
+        .ring_buffer_size(256 << 10)
+        .start()
+        .expect("tracer starts");
+    let sent: Vec<Vec<u8>> = (0..BURST).map(|i| pattern(i as u8, 32)).collect();
+    for data in &sent {
+        tx.send_to(data, rx.local_addr().unwrap()).unwrap();
+    }
+    let events = finish(tracer);
+    let captured: Vec<&[u8]> = events.iter().map(payload).collect();
+    assert_eq!(captured, sent.iter().map(Vec::as_slice).collect::<Vec<_>>());
+}
+
+/// An empty datagram captured has an empty payload, not none.
+#[test]
+fn empty_datagram_has_an_empty_payload() {
+    let rx = bind_v4();
+    let tx = bind_v4();
+    let tracer = start(port(&tx), 64);
+    tx.send_to(&[], rx.local_addr().unwrap()).unwrap();
+    assert_eq!(rx.recv(&mut [0u8; 8]).unwrap(), 0);
+    let events = finish(tracer);
+    for kind in [EventKind::PacketSend, EventKind::PacketRecv] {
+        let evs = of_kind(&events, kind);
+        assert_eq!(evs.len(), 1, "{events:#?}");
+        assert_eq!(evs[0].payload.as_deref(), Some(&[][..]), "{kind}");
+    }
+}
