@@ -122,7 +122,9 @@ fn write(out: &mut Sink, t: &DnsTransaction, json: bool, done: &mut Totals) {
             t.server(),
             t.id,
             t.qtype,
-            escape_bytes(t.name.as_bytes()),
+            // Escaped by the decoder as dig escapes it, into printable ASCII:
+            // escaping it again would double its backslashes.
+            t.name,
             rcode,
             answers,
             latency

@@ -2,6 +2,7 @@
 //! Handshake, Retry, Version Negotiation) with its process, version,
 //! connection ids, and the server name a client's Initial asks for.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use anyhow::Result;
@@ -81,7 +82,7 @@ fn header(out: &mut Vec<u8>) -> std::io::Result<()> {
 
 fn datagram(out: &mut Sink, ev: &Event, json: bool, totals: &mut Totals) {
     let payload = ev.payload.as_deref().unwrap_or_default();
-    let packets = match parse_datagram(payload, !ev.truncated()) {
+    let packets = match parse_datagram(payload, datagram_len(ev)) {
         Ok(packets) if !payload.is_empty() => packets,
         _ => {
             totals.not_quic += 1;
@@ -111,11 +112,34 @@ fn datagram(out: &mut Sink, ev: &Event, json: bool, totals: &mut Totals) {
                 packet.packet_type.name(),
                 cid_hex(&packet.dcid),
                 cid_hex(&packet.scid),
-                packet
-                    .sni
-                    .as_deref()
-                    .map_or("-".into(), |s| escape_bytes(s.as_bytes()))
+                sni_text(packet.sni.as_deref())
             )
         });
+    }
+}
+
+/// The UDP payload's length, of which the event may carry only the start.
+fn datagram_len(ev: &Event) -> usize {
+    ev.packet
+        .map_or(0, |p| usize::from(p.ip_plength.saturating_sub(8)))
+}
+
+/// The SNI column: the name with what is not printable UTF-8 as `\xNN`, or `-`.
+fn sni_text(sni: Option<&[u8]>) -> Cow<'_, str> {
+    sni.map_or("-".into(), escape_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_name_that_is_not_utf8_prints_its_bytes() {
+        assert_eq!(
+            sni_text(Some(b"\xff\xfe\x80host.example")),
+            r"\xff\xfe\x80host.example"
+        );
+        assert_eq!(sni_text(Some(b"quic.test")), "quic.test");
+        assert_eq!(sni_text(None), "-");
     }
 }

@@ -1,6 +1,7 @@
 //! Standard output, buffered, knowing which records reached it. A closed pipe
 //! (`| head`) ends a run quietly; any other write error (a full disk, an I/O
 //! error) is an error, and the records it kept from being written are counted.
+//! A file of our own is then cut back to its last whole record.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,11 +24,15 @@ pub struct Sink {
     out: ManuallyDrop<File>,
     owned: bool,
     buf: Vec<u8>,
-    /// For each record in `buf`: the offset where it ends, and how many
-    /// records it stands for (a JSON table stands for its rows).
+    /// For each record or text in `buf`: the offset where it ends, and how
+    /// many records it stands for (a JSON table stands for its rows, a
+    /// header for none).
     ends: Vec<(usize, u64)>,
     state: State,
     not_written: u64,
+    /// Bytes written before `buf` that end with a whole record or text: the
+    /// length a file of ours is cut back to when a write fails midway.
+    whole: u64,
 }
 
 impl Sink {
@@ -41,10 +46,11 @@ impl Sink {
             ends: Vec::new(),
             state: State::Open,
             not_written: 0,
+            whole: 0,
         }
     }
 
-    /// Writes to `file` instead of standard output.
+    /// Writes to `file`, empty, instead of standard output.
     pub fn file(file: File) -> Sink {
         let mut sink = Sink::stdout();
         sink.out = ManuallyDrop::new(file);
@@ -57,6 +63,8 @@ impl Sink {
         if self.is_open() {
             // Writing to a Vec cannot fail.
             let _ = write(&mut self.buf);
+            // It ends whole as a record does (a capture's header blocks), and counts none.
+            self.ends.push((self.buf.len(), 0));
         }
     }
 
@@ -97,20 +105,38 @@ impl Sink {
                 Err(e) => break Err(e),
             }
         };
-        if let Err(e) = result {
-            self.not_written += self
-                .ends
-                .iter()
-                .filter(|(end, _)| *end > done)
-                .map(|(_, count)| count)
-                .sum::<u64>();
-            self.state = match e.kind() {
-                io::ErrorKind::BrokenPipe => State::Closed,
-                _ => State::Failed(e),
-            };
+        match result {
+            Ok(()) => self.whole += self.buf.len() as u64,
+            Err(e) => {
+                self.not_written += self
+                    .ends
+                    .iter()
+                    .filter(|(end, _)| *end > done)
+                    .map(|(_, count)| count)
+                    .sum::<u64>();
+                let kept = self.ends.iter().rev().find(|(end, _)| *end <= done);
+                self.whole += kept.map_or(0, |(end, _)| *end as u64);
+                self.cut_back();
+                self.state = match e.kind() {
+                    io::ErrorKind::BrokenPipe => State::Closed,
+                    _ => State::Failed(e),
+                };
+            }
         }
         self.buf.clear();
         self.ends.clear();
+    }
+
+    /// After a failed write, cuts a regular file of ours back to its last
+    /// whole record: a record cut short is one its reader cannot parse (a
+    /// capture's block, which tshark reports as cut short). Standard output
+    /// and pipes are not ours to cut.
+    fn cut_back(&self) {
+        let regular = self.out.metadata().is_ok_and(|m| m.is_file());
+        if self.owned && regular {
+            // The write error is the one to report; this is a best effort.
+            let _ = self.out.set_len(self.whole);
+        }
     }
 
     /// Notices a reader that went away while nothing was written: a pipe

@@ -1,14 +1,16 @@
 //! `udptrace trace` and `udptrace drops`: stream events as text columns,
 //! DTrace's packet lines, or NDJSON; the filter arguments all commands share.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clap::builder::{PathBufValueParser, TypedValueParser};
 use clap::Args;
 use udptrace::{
-    parse_addr_filter, parse_netns, Backend, EventKind, Family, Filter, IpNet, Stats, Tracer,
-    TracerBuilder,
+    check_cgroup_path, check_comm, check_container_prefix, check_netns, parse_addr_filter,
+    parse_netns, Backend, EventKind, Family, Filter, IpNet, Stats, Tracer, TracerBuilder,
 };
 
 use crate::output::{self, Format};
@@ -22,7 +24,7 @@ pub struct SelectArgs {
     #[arg(short, long, value_name = "PID", value_parser = parse_pid)]
     pid: Option<u32>,
     /// Only threads with this name (as in /proc/PID/task/TID/comm)
-    #[arg(short, long, value_name = "NAME")]
+    #[arg(short, long, value_name = "NAME", value_parser = parse_comm)]
     comm: Option<String>,
     /// Only traffic with this port on either side (a receive's remote side
     /// is its sender, whether or not the reader asked for the address)
@@ -33,11 +35,11 @@ pub struct SelectArgs {
     addr: Option<IpNet>,
     /// Only tasks in this cgroup v2 or below it: a path below the cgroup
     /// mount (/system.slice/nginx.service) or under it (/sys/fs/cgroup/...)
-    #[arg(long, value_name = "PATH", conflicts_with = "container")]
+    #[arg(long, value_name = "PATH", conflicts_with = "container", value_parser = cgroup_parser())]
     cgroup: Option<PathBuf>,
     /// Only tasks of the container whose id starts with this (as docker
     /// takes ids: docker, containerd, CRI-O and Podman cgroups)
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_container)]
     container: Option<String>,
     /// Only sockets of this network namespace: its inode number (as
     /// `ls -l /proc/PID/ns/net` shows it), net:[N], or a file of it
@@ -87,8 +89,8 @@ pub struct TraceArgs {
     #[arg(short = 'w', long = "write", value_name = "FILE", conflicts_with_all = ["json", "wide", "show_eagain"])]
     write: Option<PathBuf>,
     /// Capture the first BYTES of each datagram's UDP payload (0 to 65535;
-    /// with -w 256 by default, else none): in the capture, or in --json as
-    /// hex `payload` with `truncated`
+    /// with -w whole datagrams by default, else none): in the capture, or in
+    /// --json as hex `payload` with `truncated`
     #[arg(long, value_name = "BYTES", value_parser = parse_snaplen)]
     snaplen: Option<u32>,
     /// Each CPU's ring buffer, in bytes: a power of two of at least 4096, K
@@ -103,9 +105,11 @@ pub struct TraceArgs {
     select: SelectArgs,
 }
 
-/// The payload captured with -w unless --snaplen says otherwise: a DNS
-/// message or a QUIC Initial's header and the start of its payload.
-const DEFAULT_WRITE_SNAPLEN: u32 = 256;
+/// The payload captured with -w unless --snaplen says otherwise: whole
+/// datagrams, as tcpdump and tshark capture them (a DNS answer with DNSSEC
+/// or a QUIC Initial is longer than a few hundred bytes). Records are as
+/// long as each datagram, so small ones cost no more for it.
+const DEFAULT_WRITE_SNAPLEN: u32 = udptrace::MAX_SNAPLEN;
 
 #[derive(Args, Debug, Default)]
 pub struct DropsArgs {
@@ -119,12 +123,45 @@ pub struct DropsArgs {
     select: SelectArgs,
 }
 
+// The filters' values are checked by the library's own rules as they are
+// parsed: a value it would refuse at start is a usage error, before
+// anything is attached.
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    check_comm(s).map_err(reason)?;
+    Ok(s.into())
+}
+
+/// A cgroup path, UTF-8 or not, as a path argument may be.
+fn cgroup_parser() -> impl TypedValueParser<Value = PathBuf> {
+    PathBufValueParser::new().try_map(|path| {
+        check_cgroup_path(&path).map_err(reason)?;
+        Ok::<_, String>(path)
+    })
+}
+
+fn parse_container(s: &str) -> Result<String, String> {
+    check_container_prefix(s).map_err(reason)?;
+    Ok(s.into())
+}
+
 fn parse_netns_arg(s: &str) -> Result<u32, String> {
-    parse_netns(s).map_err(|e| e.to_string())
+    let inode = parse_netns(s).map_err(reason)?;
+    check_netns(inode).map_err(reason)?;
+    Ok(inode)
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
-    parse_addr_filter(s).map_err(|e| e.to_string())
+    parse_addr_filter(s).map_err(reason)
+}
+
+/// Why a filter's value is refused, for clap's `invalid value ... for
+/// '--OPTION'`, which says already that it is invalid.
+fn reason(e: udptrace::Error) -> String {
+    match e {
+        udptrace::Error::InvalidFilter(why) => why,
+        other => other.to_string(),
+    }
 }
 
 /// `auto` (None) or a forced backend.
@@ -237,16 +274,19 @@ pub fn run(args: TraceArgs) -> Result<()> {
         (None, false, true) => Format::Packets,
         (None, false, false) => Format::Text,
     };
-    // A file to write is created once tracing runs: a failed start leaves an
-    // earlier capture of that name as it was.
-    // Before it starts, whether it can be (without truncating it).
-    if let Some(path) = &args.write {
-        capture_sink(path, false)?;
-    }
+    // A file to write is emptied once tracing runs: a failed start leaves an
+    // earlier capture of that name as it was, and none where there was none.
+    let new_file = match &args.write {
+        Some(path) => check_capture(path)?,
+        None => NewFile(None),
+    };
     let write = args.write.clone();
-    let out = move || match &write {
-        Some(path) => capture_sink(path, true),
-        None => Ok(Sink::stdout()),
+    let out = move || {
+        new_file.keep();
+        match &write {
+            Some(path) => capture_sink(path, true),
+            None => Ok(Sink::stdout()),
+        }
     };
     let builder = args
         .select
@@ -266,9 +306,43 @@ pub fn run(args: TraceArgs) -> Result<()> {
     )
 }
 
+/// Before tracing starts: whether -w's output can be written, without
+/// emptying an existing file. A file it had to create is handed back, to be
+/// removed again unless tracing starts.
+fn check_capture(path: &Path) -> Result<NewFile> {
+    if path.as_os_str() != "-" {
+        let created = OpenOptions::new().write(true).create_new(true).open(path);
+        if created.is_ok() {
+            return Ok(NewFile(Some(path.to_owned())));
+        }
+    }
+    // It exists, or cannot be created: opening it says which.
+    capture_sink(path, false)?;
+    Ok(NewFile(None))
+}
+
+/// A capture file created before tracing started, removed when dropped
+/// unless kept: a failed start leaves no empty capture behind.
+struct NewFile(Option<PathBuf>);
+
+impl NewFile {
+    /// Tracing started: the file is the capture's.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Where -w writes: a file (emptied if `truncate`), or standard output
 /// unless a terminal, which a capture would only garble.
-fn capture_sink(path: &std::path::Path, truncate: bool) -> Result<Sink> {
+fn capture_sink(path: &Path, truncate: bool) -> Result<Sink> {
     if path.as_os_str() == "-" {
         // SAFETY: isatty only inspects the descriptor.
         if unsafe { libc::isatty(1) } == 1 {
@@ -278,7 +352,7 @@ fn capture_sink(path: &std::path::Path, truncate: bool) -> Result<Sink> {
         }
         return Ok(Sink::stdout());
     }
-    let file = std::fs::OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(truncate)

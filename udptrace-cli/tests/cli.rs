@@ -550,65 +550,6 @@ fn doctor_reports_the_backend_auto_picks() {
     );
 }
 
-/// A tmpfs of a few pages on a fresh directory, unmounted when dropped: a
-/// filesystem that fills up, without relying on /dev/full.
-struct SmallFs {
-    dir: std::path::PathBuf,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("udptrace-small-fs-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
-        let opts = CString::new(format!("size={size}")).unwrap();
-        // SAFETY: NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::mount(
-                c"udptrace-test".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                opts.as_ptr().cast(),
-            )
-        };
-        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
-        SmallFs { dir }
-    }
-
-    /// A file on it, opened for writing.
-    fn file(&self, name: &str) -> std::fs::File {
-        std::fs::File::create(self.dir.join(name)).unwrap()
-    }
-
-    /// Takes every free byte, so that any further write fails with ENOSPC.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut filler = self.file("filler");
-        let block = [b'x'; 4096];
-        while filler.write(&block).is_ok_and(|n| n > 0) {}
-    }
-
-    fn read(&self, name: &str) -> String {
-        String::from_utf8(std::fs::read(self.dir.join(name)).unwrap()).unwrap()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        use std::os::unix::ffi::OsStrExt;
-        let target = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 /// The number after `prefix` in `line` (e.g. "lost " in a summary).
 fn number_after(line: &str, prefix: &str) -> Option<u64> {
     let rest = &line[line.find(prefix)? + prefix.len()..];
@@ -735,8 +676,13 @@ fn closed_pipe_ends_an_idle_run_quietly() {
 
 /// A mistake on the command line: one clear line naming the option, status 2.
 fn assert_usage_error(args: &[&str], needles: &[&str]) {
-    let mut child = Command::new(udptrace_bin())
-        .args(args)
+    assert_usage_error_of(Command::new(udptrace_bin()).args(args), args, needles);
+}
+
+/// [`assert_usage_error`] of `cmd`, which runs udptrace with `args`; what
+/// it printed.
+fn assert_usage_error_of(cmd: &mut Command, args: &[&str], needles: &[&str]) -> String {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -762,6 +708,7 @@ fn assert_usage_error(args: &[&str], needles: &[&str]) {
         assert!(text.contains(needle), "{args:?}: {text}");
     }
     assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+    text
 }
 
 /// Durations the clock cannot add are refused before anything starts.
@@ -798,6 +745,73 @@ fn useless_values_are_usage_errors() {
     );
     assert_usage_error(&["count", "--by", "dport,dport"], &["twice"]);
     assert_usage_error(&["--port", "0"], &["--port", "port must be 1 to 65535"]);
+}
+
+/// Filter values the library would refuse at start are refused as they are
+/// parsed, by the same rules, with the same reasons: run unprivileged, the
+/// error is the value's (status 2), not the missing privileges.
+#[test]
+fn bad_filter_values_are_usage_errors_before_anything_starts() {
+    let bin = world_executable_copy("bad-filters");
+    let long_comm = "a-23-byte-thread-name!!";
+    let long_id = "a".repeat(65);
+    let cases: [(&[&str], &[&str]); 7] = [
+        (
+            &["trace", "--comm", long_comm],
+            &["--comm", "1 to 15 bytes"],
+        ),
+        (&["--comm", ""], &["--comm", "1 to 15 bytes"]),
+        (
+            &["--container", "zz"],
+            &["--container", "1 to 64 hex digits"],
+        ),
+        (
+            &["dns", "--container", &long_id],
+            &["--container", "hex digits"],
+        ),
+        (&["drops", "--netns", "0"], &["--netns", "above 0"]),
+        (&["quic", "--netns", "net:[0]"], &["--netns", "above 0"]),
+        (
+            &["count", "--by", "dport", "--cgroup", "/sys/fs/cgroup/../x"],
+            &["--cgroup", "no '..'"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let text = assert_usage_error_of(&mut as_nobody(&bin, "-all", args), args, needles);
+        // One line says it all; clap's usage hint follows.
+        let first = text.lines().next().unwrap();
+        assert!(first.starts_with("error: invalid value"), "{text}");
+        assert!(needles.iter().all(|n| first.contains(n)), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
+
+/// A capture whose tracing could not start (no privileges) leaves no file
+/// where there was none, and an earlier capture of that name as it was.
+#[test]
+fn a_failed_start_leaves_no_new_capture_and_keeps_an_old_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = world_executable_copy("failed-start");
+    let dir = bin.parent().unwrap().join("captures");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let never = dir.join("never.pcapng");
+    let out = as_nobody(&bin, "-all", &["trace", "-w", never.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "insufficient privileges");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!never.exists(), "an empty capture was left behind");
+
+    let kept = dir.join("kept.pcapng");
+    std::fs::write(&kept, b"an earlier capture").unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&bin, "-all", &["trace", "-w", kept.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "insufficient privileges");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"an earlier capture");
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
 }
 
 /// `-e send,send` asks for sends once: the summary counts them once.

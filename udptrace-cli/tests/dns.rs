@@ -344,3 +344,54 @@ fn every_query_of_a_dnsperf_load_is_one_transaction_each_side() {
         "{summary:?}"
     );
 }
+
+/// A query for the name of these labels (type A, id `id`), any bytes in them.
+fn query_of_labels(id: u16, labels: &[&[u8]]) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in labels {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label);
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+/// `udptrace dns ARGS` on `port` while a query for a name holding a
+/// newline, a dot inside a label and a backslash is sent there: its
+/// standard output.
+fn trace_hostile_name(port: u16, args: &[&str]) -> String {
+    let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let port_arg = port.to_string();
+    let mut argv = vec!["dns", "--port", &port_arg, "-d", "1.5"];
+    argv.extend_from_slice(args);
+    let (tracer, stderr) = start(&argv);
+    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let query = query_of_labels(7, &[b"a\nb", b"x.y", b"back\\slash"]);
+    client
+        .send_to(&query, server.local_addr().unwrap())
+        .unwrap();
+    let (out, summary) = finish(tracer, stderr);
+    assert!(out.status.success(), "{summary:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Names are printed as dig prints them, escaped once: a newline as
+/// `\010`, a dot inside a label as `\.`, a backslash as `\\`; JSON holds
+/// that same text.
+#[test]
+fn names_are_escaped_once_as_dig_escapes_them() {
+    const NAME: &str = r"a\010b.x\.y.back\\slash.";
+    let text = trace_hostile_name(free_udp_port(), &[]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" 7 A ")).collect();
+    assert_eq!(lines.len(), 2, "the client's and the server's: {text}");
+    for line in lines {
+        assert_eq!(line.split_whitespace().nth(7), Some(NAME), "{line}");
+    }
+    let json = trace_hostile_name(free_udp_port(), &["--json"]);
+    let names: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["name"].clone())
+        .collect();
+    assert_eq!(names, [NAME, NAME], "{json}");
+}

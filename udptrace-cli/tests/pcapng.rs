@@ -102,13 +102,14 @@ fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("udptrace-{}-{name}", std::process::id()))
 }
 
-/// Sends datagrams of several sizes, IPv4 and IPv6, and one to a closed
+/// Sends datagrams of several sizes (up to 9,000 bytes: more than one
+/// Ethernet frame holds), IPv4 and IPv6, and one to a closed
 /// port (a drop), from sockets on `port`; returns once all arrived.
 fn workload(tx4: &UdpSocket, tx6: &UdpSocket, closed: u16) {
     let rx4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let rx6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
-    let mut buf = [0u8; 2048];
-    for (i, len) in [0usize, 1, 100, 1400].into_iter().enumerate() {
+    let mut buf = vec![0u8; 65536];
+    for (i, len) in [0usize, 1, 100, 1400, 9000].into_iter().enumerate() {
         let data: Vec<u8> = (0..len).map(|b| (b as u8) ^ (i as u8 * 40)).collect();
         tx4.send_to(&data, rx4.local_addr().unwrap()).unwrap();
         tx6.send_to(&data, rx6.local_addr().unwrap()).unwrap();
@@ -132,12 +133,11 @@ fn capture_matches_tshark_on_lo_with_process_and_direction() {
         .port();
     let (ours, theirs) = (temp("ours.pcapng"), temp("theirs.pcapng"));
     let witness = tshark_capture(&theirs, port);
+    // Whole datagrams by default, as tshark captures them.
     let (tracer, stderr) = start(&[
         "trace",
         "-w",
         ours.to_str().unwrap(),
-        "--snaplen",
-        "2000",
         "--port",
         &port.to_string(),
         "-d",
@@ -173,7 +173,7 @@ fn capture_matches_tshark_on_lo_with_process_and_direction() {
     let _ = std::fs::remove_file(&theirs);
 
     // On lo, tshark sees each datagram once; udptrace sees it leave and arrive.
-    assert_eq!(theirs_read.len(), 9, "{theirs_read:#?}");
+    assert_eq!(theirs_read.len(), 11, "{theirs_read:#?}");
     let strip = |d: &Datagram| (d.src.clone(), d.sport, d.dport, d.payload.clone());
     let sent: Vec<&Datagram> = ours_read
         .iter()
@@ -240,11 +240,78 @@ fn capture_to_standard_output_without_drops() {
     std::fs::write(&file, &out.stdout).unwrap();
     let read = tshark_read(&file);
     let _ = std::fs::remove_file(&file);
-    // Eight datagrams each way, and the send to port 9 whose drop is left out.
-    assert_eq!(read.len(), 17, "{read:#?}");
+    // Ten datagrams each way, and the send to port 9 whose drop is left out.
+    assert_eq!(read.len(), 21, "{read:#?}");
     assert_eq!(read.iter().filter(|d| d.dport == 9).count(), 1);
     assert!(read.iter().all(|d| !d.comment.contains("drop=")));
     assert!(read.iter().all(|d| d.payload.len() <= 20), "{read:#?}");
     let longest = read.iter().map(|d| d.payload.len()).max();
     assert_eq!(longest, Some(20), "10 bytes at most, in hex");
+}
+
+/// The lengths of a pcapng file's blocks, each read from its header, as far
+/// as they go; their sum is the file's length when it ends with a whole one.
+fn block_lengths(capture: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let mut at = 0;
+    while let Some(header) = capture.get(at + 4..at + 8) {
+        let total = u32::from_le_bytes(header.try_into().unwrap()) as usize;
+        if total == 0 {
+            break;
+        }
+        lengths.push(total);
+        at += total;
+    }
+    lengths
+}
+
+/// A disk that fills mid-capture: the run fails in one line, and the file is
+/// cut back to its last whole block, which tshark reads without complaint.
+#[test]
+fn a_full_disk_leaves_a_capture_of_whole_blocks() {
+    let fs = SmallFs::mount("64k");
+    let file = fs.dir.join("full.pcapng");
+    let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = rx.local_addr().unwrap().port().to_string();
+    let (tracer, stderr) = start(&[
+        "trace",
+        "-w",
+        file.to_str().unwrap(),
+        "--snaplen",
+        "1000",
+        "--port",
+        &port,
+        "-d",
+        "30",
+    ]);
+    // Each datagram is a block of over 1000 bytes as it leaves and another
+    // as it arrives (or is dropped): 100 of them fill 64 KiB three times.
+    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    for _ in 0..100 {
+        tx.send_to(&[0x5a; 1000], rx.local_addr().unwrap()).unwrap();
+    }
+    let (out, stderr) = finish(tracer, stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr:?}");
+    assert_eq!(
+        stderr.last().unwrap(),
+        "udptrace: error: writing the output: No space left on device (os error 28)"
+    );
+    let errors = stderr.iter().filter(|l| l.contains("error")).count();
+    assert_eq!(errors, 1, "{stderr:?}");
+
+    let capture = std::fs::read(&file).unwrap();
+    let blocks = block_lengths(&capture);
+    assert!(blocks.len() > 2, "{} bytes", capture.len());
+    assert_eq!(blocks.iter().sum::<usize>(), capture.len(), "{blocks:?}");
+    let read = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let complaint = String::from_utf8_lossy(&read.stderr);
+    assert!(read.status.success(), "{complaint}");
+    assert!(!complaint.contains("cut short"), "{complaint}");
+    // The header blocks, then a packet per block.
+    let packets = String::from_utf8_lossy(&read.stdout).lines().count();
+    assert_eq!(packets, blocks.len() - 2);
 }

@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::filter::{check_cgroup_path, check_container_prefix};
 use crate::sys::cgroup2_mount;
 use crate::Error;
 
@@ -253,18 +254,10 @@ pub(crate) struct CgroupTarget {
 
 /// A cgroup named by its path: absolute (under the mount) or below the mount.
 pub(crate) fn cgroup_target(path: &Path) -> Result<CgroupTarget, Error> {
+    check_cgroup_path(path)?;
     let mount = cgroup2_mount()?;
     let rel = path.strip_prefix(&mount).unwrap_or(path);
     let rel = rel.strip_prefix("/").unwrap_or(rel);
-    if rel
-        .components()
-        .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return Err(Error::InvalidFilter(format!(
-            "cgroup {} must be a plain path below the cgroup mount (no '..')",
-            path.display()
-        )));
-    }
     let dir = mount.join(rel);
     let meta = fs::metadata(&dir)
         .map_err(|e| Error::InvalidFilter(format!("no cgroup {}: {e}", dir.display())))?;
@@ -284,13 +277,8 @@ pub(crate) fn cgroup_target(path: &Path) -> Result<CgroupTarget, Error> {
 /// The cgroup of the one container whose id starts with `prefix` (as
 /// `docker` takes ids): the shallowest cgroup that names it.
 pub(crate) fn container_cgroup(prefix: &str) -> Result<PathBuf, Error> {
+    check_container_prefix(prefix)?;
     let prefix = prefix.to_ascii_lowercase();
-    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::InvalidFilter(format!(
-            "container id '{}' must be 1 to 64 hex digits",
-            prefix.escape_debug()
-        )));
-    }
     let mount = cgroup2_mount()?;
     let mut found: HashMap<String, PathBuf> = HashMap::new();
     let mut dirs = vec![mount.clone()];

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Header, MessageType, Query};
+use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -31,9 +32,9 @@ pub struct DnsMessage {
     /// The header's response code (its low 4 bits).
     pub rcode: u8,
     pub answers: u16,
-    /// The first question: its name as on the wire (ASCII, with the root's
-    /// dot) and its type's mnemonic, e.g. `AAAA`. A query always has one; a
-    /// response may leave it out (FORMERR, NOTIMP).
+    /// The first question: its name in presentation form ([`name_text`]) and
+    /// its type's mnemonic, e.g. `AAAA`. A query always has one; a response
+    /// may leave it out (FORMERR, NOTIMP).
     pub question: Option<(String, String)>,
 }
 
@@ -48,7 +49,7 @@ pub fn parse_message(payload: &[u8]) -> Option<DnsMessage> {
         0 => return None,
         _ => {
             let query = Query::read(&mut decoder).ok()?;
-            Some((query.name().to_ascii(), query.query_type().to_string()))
+            Some((name_text(query.name()), query.query_type().to_string()))
         }
     };
     Some(DnsMessage {
@@ -59,6 +60,33 @@ pub fn parse_message(payload: &[u8]) -> Option<DnsMessage> {
         answers: header.counts.answers,
         question,
     })
+}
+
+/// A name in presentation form, as dig prints it (RFC 1035 section 5.1):
+/// each label followed by a dot; inside a label, a character that means
+/// something in that form (`.`, `\`, `"`, `(`, `)`, `;`, `@`, `$`) after a
+/// backslash, and a byte that is not printable ASCII as `\DDD`, in decimal.
+/// The text is printable ASCII, safe on a terminal as it is, and reads back
+/// as the same name.
+pub fn name_text(name: &Name) -> String {
+    if name.is_root() {
+        return ".".into();
+    }
+    let mut text = String::new();
+    for label in name.iter() {
+        for &b in label {
+            match b {
+                b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                    text.push('\\');
+                    text.push(char::from(b));
+                }
+                0x21..=0x7e => text.push(char::from(b)),
+                _ => text += &format!("\\{b:03}"),
+            }
+        }
+        text.push('.');
+    }
+    text
 }
 
 /// The mnemonic of a header's response code (RFC 6895's registry).
@@ -126,6 +154,7 @@ pub struct DnsTransaction {
     /// The other end: the server for a client, the client for a server.
     pub remote: SocketAddr,
     pub id: u16,
+    /// In presentation form ([`name_text`]): printable ASCII.
     pub name: String,
     pub qtype: String,
     /// None when no response came (within the timeout, or before tracing ended).
@@ -341,6 +370,20 @@ mod tests {
         let (name, qtype) = m.question.unwrap();
         assert_eq!((name.as_str(), qtype.as_str()), ("www.example.", "A"));
         assert_eq!(rcode_name(m.rcode), "NXDOMAIN");
+    }
+
+    /// Bytes a label may hold, as dig prints them: once escaped, and
+    /// unambiguous (a dot inside a label is not a label's end).
+    #[test]
+    fn names_print_as_dig_prints_them() {
+        let mut m = message(false, 0, 0, false);
+        m.truncate(12);
+        m.extend_from_slice(b"\x03a\nb\x03x.y\x0aback\\slash\x05caf\xc3\xa9\x00\x00\x01\x00\x01");
+        let (name, _) = parse_message(&m).unwrap().question.unwrap();
+        assert_eq!(name, r"a\010b.x\.y.back\\slash.caf\195\169.");
+        let root =
+            parse_message(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01");
+        assert_eq!(root.unwrap().question.unwrap().0, ".");
     }
 
     #[test]

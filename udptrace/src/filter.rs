@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use ipnet::IpNet;
 
@@ -74,6 +74,55 @@ pub fn parse_netns(s: &str) -> Result<u32, Error> {
     u32::try_from(meta.ino()).map_err(|_| bad("not a network namespace".into()))
 }
 
+/// The rule of [`Filter::comm`]: a name the kernel can hold (1 to 15 bytes,
+/// no NUL). Public so that a command line refuses it as it is parsed.
+pub fn check_comm(comm: &str) -> Result<(), Error> {
+    if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
+        return Err(Error::InvalidFilter(format!(
+            "comm '{}' must be 1 to 15 bytes: the kernel keeps no more of a task name",
+            comm.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// The rule of [`Filter::netns`]: no namespace has inode 0.
+pub fn check_netns(inode: u32) -> Result<(), Error> {
+    if inode == 0 {
+        return Err(Error::InvalidFilter(
+            "netns must be an inode number above 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The rule of [`Filter::cgroup`]'s form: a plain path, without `.` or `..`
+/// (whether that cgroup exists is only known at start).
+pub fn check_cgroup_path(path: &Path) -> Result<(), Error> {
+    let plain = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain {
+        return Err(Error::InvalidFilter(format!(
+            "cgroup {} must be a plain path below the cgroup mount (no '..')",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The rule of [`Filter::container`]'s form: 1 to 64 hex digits, as
+/// `docker` takes ids (which container it names is only known at start).
+pub fn check_container_prefix(prefix: &str) -> Result<(), Error> {
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidFilter(format!(
+            "container id '{}' must be 1 to 64 hex digits",
+            prefix.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
 /// The 16-byte address and mask the kernel compares against. IPv4 networks
 /// become IPv4-mapped IPv6 ones, the form the BPF programs keep addresses in.
 pub(crate) fn addr_and_mask(net: &IpNet) -> ([u8; 16], [u8; 16]) {
@@ -88,12 +137,7 @@ pub(crate) fn addr_and_mask(net: &IpNet) -> ([u8; 16], [u8; 16]) {
 impl Filter {
     pub(crate) fn check(&self) -> Result<(), Error> {
         if let Some(comm) = &self.comm {
-            if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
-                return Err(Error::InvalidFilter(format!(
-                    "comm '{}' must be 1 to 15 bytes: the kernel keeps no more of a task name",
-                    comm.escape_debug()
-                )));
-            }
+            check_comm(comm)?;
         }
         if self.pid == Some(0) {
             return Err(Error::InvalidFilter("pid must be greater than 0".into()));
@@ -101,10 +145,14 @@ impl Filter {
         if self.port == Some(0) {
             return Err(Error::InvalidFilter("port must be 1 to 65535".into()));
         }
-        if self.netns == Some(0) {
-            return Err(Error::InvalidFilter(
-                "netns must be an inode number above 0".into(),
-            ));
+        if let Some(netns) = self.netns {
+            check_netns(netns)?;
+        }
+        if let Some(path) = &self.cgroup {
+            check_cgroup_path(path)?;
+        }
+        if let Some(prefix) = &self.container {
+            check_container_prefix(prefix)?;
         }
         if self.cgroup.is_some() && self.container.is_some() {
             return Err(Error::InvalidFilter(
@@ -213,6 +261,25 @@ mod tests {
         assert!(f.check().is_err());
         let f = Filter {
             port: Some(0),
+            ..Default::default()
+        };
+        assert!(f.check().is_err());
+    }
+
+    #[test]
+    fn field_rules_refuse_what_start_would() {
+        assert!(check_comm("nginx").is_ok());
+        assert!(check_comm("").is_err());
+        assert!(check_comm("a-23-byte-thread-name!!").is_err());
+        assert!(check_container_prefix("3f4E").is_ok());
+        assert!(check_container_prefix("zz").is_err());
+        assert!(check_container_prefix(&"a".repeat(65)).is_err());
+        assert!(check_netns(0).is_err());
+        assert!(check_cgroup_path(Path::new("/system.slice/x.service")).is_ok());
+        assert!(check_cgroup_path(Path::new("/sys/fs/cgroup/../x")).is_err());
+        assert!(check_cgroup_path(Path::new("./x")).is_err());
+        let f = Filter {
+            container: Some("zz".into()),
             ..Default::default()
         };
         assert!(f.check().is_err());

@@ -54,7 +54,10 @@ pub use errno::{errno_name, errno_text};
 pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
 pub use features::kernel_limits;
-pub use filter::{parse_addr_filter, parse_netns, Filter};
+pub use filter::{
+    check_cgroup_path, check_comm, check_container_prefix, check_netns, parse_addr_filter,
+    parse_netns, Filter,
+};
 pub use ipnet::IpNet;
 pub use sockets::{SockLife, SocketInfo};
 pub use stats::{Stats, StatsReader};

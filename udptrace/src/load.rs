@@ -324,8 +324,12 @@ mod tests {
         let small = default_wakeup_bytes(0, 4 << 20);
         assert!((64_000..=65_536).contains(&small), "{small}");
         let records = small / u64::from(packet_record_bytes(0));
-        let large = default_wakeup_bytes(1500, 64 << 20);
-        assert_eq!(large, records * u64::from(packet_record_bytes(1500)));
+        let large = default_wakeup_bytes(1000, 64 << 20);
+        assert_eq!(large, records * u64::from(packet_record_bytes(1000)));
+        // Records follow their datagrams' length: a whole-datagram snap
+        // length counts on records of a full Ethernet frame's payload.
+        let whole = default_wakeup_bytes(crate::MAX_SNAPLEN, 64 << 20);
+        assert_eq!(whole, records * u64::from(packet_record_bytes(1472)));
         assert_eq!(default_wakeup_bytes(1500, 1 << 20), 256 << 10);
         assert_eq!(default_wakeup_bytes(0, 4096), 1024);
     }

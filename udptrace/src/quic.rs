@@ -61,25 +61,29 @@ pub struct QuicPacket {
     pub dcid: Vec<u8>,
     pub scid: Vec<u8>,
     /// A client Initial's server name (TLS SNI), where its protection came
-    /// off and its ClientHello holds one.
-    pub sni: Option<String>,
+    /// off and its ClientHello holds one: its bytes as sent, which a client
+    /// need not make UTF-8 or printable.
+    pub sni: Option<Vec<u8>>,
 }
 
 /// Why a datagram on the QUIC port is not QUIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotQuic;
 
-/// The long-header packets of a datagram, in order (a datagram may coalesce
-/// several); empty when it starts with a short-header packet (1-RTT data).
-/// A long header cut short or with impossible lengths is not QUIC, unless
-/// `data` is only the datagram's start (`!complete`, a capture's snap
-/// length) and a packet after the first is what was cut: the packets before
+/// The long-header packets of a datagram of `datagram_len` bytes, of which
+/// `data` is all or, under a capture's snap length, the start; in order (a
+/// datagram may coalesce several); empty when it starts with a short-header
+/// packet (1-RTT data). A long header cut short or with impossible lengths
+/// (beyond the datagram) is not QUIC, unless `data` is only the datagram's
+/// start and a packet after the first is what was cut: the packets before
 /// it are returned.
-pub fn parse_datagram(data: &[u8], complete: bool) -> Result<Vec<QuicPacket>, NotQuic> {
+pub fn parse_datagram(data: &[u8], datagram_len: usize) -> Result<Vec<QuicPacket>, NotQuic> {
+    let datagram_len = datagram_len.max(data.len());
+    let complete = data.len() == datagram_len;
     let mut packets = Vec::new();
     let mut at = 0;
     while at < data.len() && data[at] & 0x80 != 0 {
-        let (packet, next) = match parse_long(&data[at..]) {
+        let (packet, next) = match parse_long(&data[at..], datagram_len - at) {
             Ok(parsed) => parsed,
             Err(_) if !complete && !packets.is_empty() => break,
             Err(e) => return Err(e),
@@ -93,9 +97,10 @@ pub fn parse_datagram(data: &[u8], complete: bool) -> Result<Vec<QuicPacket>, No
     Ok(packets)
 }
 
-/// One long-header packet at the start of `data`, and where the next begins
-/// (None: the rest of the datagram is this packet's).
-fn parse_long(data: &[u8]) -> Result<(QuicPacket, Option<usize>), NotQuic> {
+/// One long-header packet at the start of `data`, the first bytes of the
+/// `room` left in the datagram, and where the next begins (None: the rest
+/// of the datagram is this packet's).
+fn parse_long(data: &[u8], room: usize) -> Result<(QuicPacket, Option<usize>), NotQuic> {
     let mut r = Reader { data, at: 1 };
     let first = data[0];
     let version = u32::from_be_bytes(r.take(4)?.try_into().unwrap());
@@ -142,11 +147,14 @@ fn parse_long(data: &[u8]) -> Result<(QuicPacket, Option<usize>), NotQuic> {
         }
         _ => {}
     }
-    let length = r.varint()? as usize;
+    let length = usize::try_from(r.varint()?).map_err(|_| NotQuic)?;
     let pn_offset = r.at;
     let end = pn_offset.checked_add(length).ok_or(NotQuic)?;
     if length < 20 {
         return Err(NotQuic); // a packet number, a sample's worth and a tag at least
+    }
+    if end > room {
+        return Err(NotQuic); // more than the datagram holds
     }
     if packet.packet_type == PacketType::Initial && end <= data.len() {
         packet.sni = client_initial_sni(version, &packet.dcid, &data[..end], pn_offset);
@@ -246,7 +254,7 @@ fn client_initial_sni(
     dcid: &[u8],
     packet: &[u8],
     pn_offset: usize,
-) -> Option<String> {
+) -> Option<Vec<u8>> {
     let (key, iv, hp) = client_initial_keys(version, dcid)?;
     let sample = packet.get(pn_offset + 4..pn_offset + 20)?;
     let mask = HeaderProtectionKey::new(&AES_128, &hp)
@@ -332,8 +340,8 @@ fn crypto_stream(frames: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The host name of a TLS ClientHello's server_name extension (RFC 6066),
-/// read as far as the ClientHello is there.
-fn server_name(hello: &[u8]) -> Option<String> {
+/// read as far as the ClientHello is there; its bytes, whatever they are.
+fn server_name(hello: &[u8]) -> Option<Vec<u8>> {
     let mut r = Reader { data: hello, at: 0 };
     if r.byte().ok()? != 1 {
         return None; // not a ClientHello
@@ -360,7 +368,7 @@ fn server_name(hello: &[u8]) -> Option<String> {
             let len = names.u16().ok()? as usize;
             let name = names.take(len).ok()?;
             if name_type == 0 {
-                return Some(String::from_utf8_lossy(name).into_owned());
+                return Some(name.to_vec());
             }
         }
         return None;
@@ -401,7 +409,9 @@ impl Serialize for QuicPacketEvent<'_> {
         m.serialize_entry("packet_type", p.packet_type.name())?;
         m.serialize_entry("dcid", &cid_hex(&p.dcid))?;
         m.serialize_entry("scid", &cid_hex(&p.scid))?;
-        m.serialize_entry("sni", &p.sni)?;
+        // As `comm`: JSON strings are UTF-8, what does not decode is U+FFFD.
+        let sni = p.sni.as_deref().map(String::from_utf8_lossy);
+        m.serialize_entry("sni", &sni)?;
         m.end()
     }
 }
@@ -439,7 +449,7 @@ mod tests {
     #[test]
     fn a_version_negotiation_packet() {
         let vn = unhex("80 00000000 04 01020304 02 0a0b 00000001 6b3343cf");
-        let packets = parse_datagram(&vn, true).unwrap();
+        let packets = parse_datagram(&vn, vn.len()).unwrap();
         assert_eq!(packets.len(), 1);
         assert_eq!(packets[0].packet_type, PacketType::VersionNegotiation);
         assert_eq!(
@@ -450,34 +460,52 @@ mod tests {
 
     #[test]
     fn short_headers_are_quic_without_long_packets() {
-        assert_eq!(parse_datagram(&[0x40, 1, 2, 3], true), Ok(vec![]));
+        assert_eq!(parse_datagram(&[0x40, 1, 2, 3], 4), Ok(vec![]));
     }
 
     #[test]
     fn cut_long_headers_are_not_quic() {
         assert_eq!(
-            parse_datagram(&unhex("c0 00000001 08 0102"), true),
+            parse_datagram(&unhex("c0 00000001 08 0102"), 8),
             Err(NotQuic)
         );
-        assert_eq!(parse_datagram(&unhex("c0 00000001 15"), true), Err(NotQuic));
+        assert_eq!(parse_datagram(&unhex("c0 00000001 15"), 6), Err(NotQuic));
         // A handshake packet (20 bytes of packet number and payload), then a cut one.
         let mut two = unhex("e0 00000001 01 aa 01 bb 14");
         two.extend_from_slice(&[0; 20]);
         two.extend_from_slice(&unhex("e0 00000001 08 01"));
-        assert_eq!(parse_datagram(&two, true), Err(NotQuic));
-        let first = parse_datagram(&two, false).unwrap();
+        assert_eq!(parse_datagram(&two, two.len()), Err(NotQuic));
+        // Captured in part: the second packet is what the snap length cut.
+        let first = parse_datagram(&two, two.len() + 100).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].packet_type, PacketType::Handshake);
     }
 
+    /// A length beyond the datagram is no QUIC packet: the 59 bytes of a
+    /// handshake header whose Length is 2^62 - 1.
     #[test]
-    fn a_client_hello_names_its_server() {
-        // handshake header, version, random, empty session, one suite, null compression,
-        // then the server_name extension naming "quic.test".
+    fn a_length_beyond_the_datagram_is_not_quic() {
+        let mut datagram =
+            unhex("e0 00000001 08 0102030405060708 08 1112131415161718 ffffffffffffffff");
+        datagram.extend_from_slice(&[0; 28]);
+        assert_eq!(datagram.len(), 59);
+        assert_eq!(parse_datagram(&datagram, 59), Err(NotQuic));
+        // Nor when only its start was captured: no datagram is that long.
+        assert_eq!(parse_datagram(&datagram, 1200), Err(NotQuic));
+        // A Length of 1000: beyond what was captured, within the datagram.
+        datagram[23..31].copy_from_slice(&unhex("c0000000000003e8"));
+        let packets = parse_datagram(&datagram, 1200).unwrap();
+        assert_eq!(packets.len(), 1);
+        assert_eq!(packets[0].packet_type, PacketType::Handshake);
+        assert_eq!(parse_datagram(&datagram, 59), Err(NotQuic));
+    }
+
+    /// A ClientHello: handshake header, version, random, empty session, one
+    /// suite, null compression, then the server_name extension naming `name`.
+    fn client_hello(name: &[u8]) -> Vec<u8> {
         let mut hello = vec![1, 0, 0, 0, 3, 3];
         hello.extend_from_slice(&[0; 32]);
         hello.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
-        let name = b"quic.test";
         let ext_len = 2 + 1 + 2 + name.len();
         hello.extend_from_slice(&((4 + ext_len) as u16).to_be_bytes());
         hello.extend_from_slice(&[0, 0]);
@@ -486,7 +514,19 @@ mod tests {
         hello.push(0);
         hello.extend_from_slice(&(name.len() as u16).to_be_bytes());
         hello.extend_from_slice(name);
-        assert_eq!(server_name(&hello).as_deref(), Some("quic.test"));
+        hello
+    }
+
+    #[test]
+    fn a_server_name_keeps_its_bytes() {
+        let name = b"\xff\xfe\x80host.example";
+        assert_eq!(server_name(&client_hello(name)).as_deref(), Some(&name[..]));
+    }
+
+    #[test]
+    fn a_client_hello_names_its_server() {
+        let hello = client_hello(b"quic.test");
+        assert_eq!(server_name(&hello).as_deref(), Some(&b"quic.test"[..]));
         // The same split into two CRYPTO frames, out of order, behind PADDING.
         let mut frames = vec![0, 0, 0x06, 0x40, 20];
         frames.push(hello.len() as u8 - 20);

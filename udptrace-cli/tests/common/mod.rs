@@ -125,3 +125,62 @@ pub fn small_buffer(s: &UdpSocket, bytes: libc::c_int) {
     };
     assert_eq!(rc, 0);
 }
+
+/// A tmpfs of a few pages on a fresh directory, unmounted when dropped: a
+/// filesystem that fills up, without relying on /dev/full.
+pub struct SmallFs {
+    pub dir: std::path::PathBuf,
+}
+
+impl SmallFs {
+    pub fn mount(size: &str) -> SmallFs {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("udptrace-small-fs-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let opts = CString::new(format!("size={size}")).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"udptrace-test".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        SmallFs { dir }
+    }
+
+    /// A file on it, opened for writing.
+    pub fn file(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.join(name)).unwrap()
+    }
+
+    /// Takes every free byte, so that any further write fails with ENOSPC.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut filler = self.file("filler");
+        let block = [b'x'; 4096];
+        while filler.write(&block).is_ok_and(|n| n > 0) {}
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        String::from_utf8(std::fs::read(self.dir.join(name)).unwrap()).unwrap()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
