@@ -97,8 +97,8 @@ enum Consume {
     Packets,
     /// The same, with the first 64 bytes of payload.
     Payload64,
-    /// The same, with the first 1500 bytes of payload.
-    Payload1500,
+    /// The same, with whole datagrams' payload (snap length 65535).
+    PayloadWhole,
     /// Sends and receives counted by destination port, in the kernel.
     Count,
     /// Drop events.
@@ -420,11 +420,8 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
             ..Default::default()
         }),
         Consume::Payload64 => builder_for(Consume::Packets).snaplen(64),
-        // As the README advises for large snap lengths: records of 1,648
-        // bytes fill the default 4 MiB rings twelve times as fast.
-        Consume::Payload1500 => builder_for(Consume::Packets)
-            .snaplen(1500)
-            .ring_buffer_size(16 << 20),
+        // Default rings: records are as long as each datagram's payload.
+        Consume::PayloadWhole => builder_for(Consume::Packets).snaplen(udptrace::MAX_SNAPLEN),
         Consume::Count => Tracer::builder()
             .filter(Filter {
                 kinds: vec![EventKind::Send, EventKind::Recv],

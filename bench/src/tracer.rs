@@ -23,9 +23,9 @@ pub enum Scenario {
     /// udptrace packet events (packet-send, packet-recv), every one decoded.
     UdptracePackets,
     /// The same with the payload captured: --snaplen 64 (all of the load's
-    /// datagrams) and 1500 (an Ethernet MTU's room in every record).
+    /// datagrams) and whole datagrams (snap length 65535, as `-w` captures).
     UdptracePayload64,
-    UdptracePayload1500,
+    UdptracePayloadWhole,
     /// udptrace counting sends and receives by destination port in the kernel.
     UdptraceCount,
     /// udptrace drop events alone, while the load drops nothing (or little):
@@ -65,7 +65,7 @@ impl Scenario {
         Self::FloorEvents,
         Self::UdptracePackets,
         Self::UdptracePayload64,
-        Self::UdptracePayload1500,
+        Self::UdptracePayloadWhole,
         Self::FloorPackets,
         Self::UdptraceCount,
         Self::FloorCount,
@@ -89,7 +89,7 @@ impl Scenario {
             Self::UdptraceEvents
                 | Self::UdptracePackets
                 | Self::UdptracePayload64
-                | Self::UdptracePayload1500
+                | Self::UdptracePayloadWhole
                 | Self::UdptraceCount
                 | Self::UdptraceDrops
                 | Self::UdptraceTop
@@ -109,7 +109,7 @@ impl Scenario {
     pub fn floor(self) -> Option<Scenario> {
         match self {
             Self::UdptraceEvents => Some(Self::FloorEvents),
-            Self::UdptracePackets | Self::UdptracePayload64 | Self::UdptracePayload1500 => {
+            Self::UdptracePackets | Self::UdptracePayload64 | Self::UdptracePayloadWhole => {
                 Some(Self::FloorPackets)
             }
             Self::UdptraceCount => Some(Self::FloorCount),
@@ -129,7 +129,7 @@ impl Scenario {
             Self::UdptraceEvents => ("consume", "events"),
             Self::UdptracePackets => ("consume", "packets"),
             Self::UdptracePayload64 => ("consume", "payload64"),
-            Self::UdptracePayload1500 => ("consume", "payload1500"),
+            Self::UdptracePayloadWhole => ("consume", "payload-whole"),
             Self::UdptraceCount => ("consume", "count"),
             Self::FloorEvents => ("floor", "events"),
             Self::FloorPackets => ("floor", "packets"),
@@ -156,7 +156,7 @@ impl Scenario {
             Self::UdptraceEvents => "udptrace socket events",
             Self::UdptracePackets => "udptrace packet events",
             Self::UdptracePayload64 => "udptrace packet events, --snaplen 64",
-            Self::UdptracePayload1500 => "udptrace packet events, --snaplen 1500",
+            Self::UdptracePayloadWhole => "udptrace packet events, whole datagrams (-w's default)",
             Self::UdptraceCount => "udptrace count --by dport",
             Self::FloorEvents => "hook floor of socket events",
             Self::FloorPackets => "hook floor of packet events",
