@@ -12,7 +12,7 @@
 # Each installs what it needs first: building needs clang, llvm, libelf,
 # zlib, pkg-config and gcc (Rust's linker; rustfmt comes with Rust); the tests
 # also use python3, man, zsh, fish, dig, dnsmasq, dnsperf, bpftrace, tcpdump,
-# tshark, Prometheus, ngtcp2's QUIC client, qemu, busybox, cpio, file and podman, and aioquic from
+# tshark, Prometheus, ngtcp2's QUIC client, openssl, curl, qemu, busybox, cpio, file and podman, and aioquic from
 # PyPI (into python3's site-packages); the benchmark, bpftrace and tcpdump;
 # the package, dpkg-dev.
 set -euo pipefail
@@ -20,7 +20,7 @@ shopt -s inherit_errexit # a failed build inside $(...) fails the command
 cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config gcc libc6-dev)
-TEST_PACKAGES=(util-linux file python3 man-db zsh fish podman dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio xz-utils tmux prometheus tshark ngtcp2-client)
+TEST_PACKAGES=(util-linux file python3 man-db zsh fish podman dnsmasq-base bind9-dnsutils dnsperf bpftrace tcpdump qemu-system-x86 busybox-static cpio xz-utils tmux prometheus tshark ngtcp2-client openssl curl)
 TEST_PYTHON_PACKAGES=(aioquic==1.7.2)
 BENCH_PACKAGES=(bpftrace tcpdump)
 PACKAGE_PACKAGES=(dpkg-dev)

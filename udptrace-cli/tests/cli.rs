@@ -751,7 +751,7 @@ fn useless_values_are_usage_errors() {
 /// parsed, by the same rules, with the same reasons: run unprivileged, the
 /// error is the value's (status 2), not the missing privileges.
 #[test]
-fn bad_filter_values_are_usage_errors_before_anything_starts() {
+fn privileges_bad_filter_values_are_usage_errors_before_anything_starts() {
     let bin = world_executable_copy("bad-filters");
     let long_comm = "a-23-byte-thread-name!!";
     let long_id = "a".repeat(65);
@@ -789,7 +789,7 @@ fn bad_filter_values_are_usage_errors_before_anything_starts() {
 /// A capture whose tracing could not start (no privileges) leaves no file
 /// where there was none, and an earlier capture of that name as it was.
 #[test]
-fn a_failed_start_leaves_no_new_capture_and_keeps_an_old_one() {
+fn privileges_a_failed_start_leaves_no_new_capture_and_keeps_an_old_one() {
     use std::os::unix::fs::PermissionsExt;
     let bin = world_executable_copy("failed-start");
     let dir = bin.parent().unwrap().join("captures");

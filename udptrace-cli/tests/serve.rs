@@ -20,6 +20,16 @@ use common::*;
 /// (`UDPTRACE_TEST_BACKEND`, as the kernel matrix runs each). Its address,
 /// once it serves.
 fn serve(args: &[&str]) -> (Child, mpsc::Receiver<String>, SocketAddr) {
+    serve_with(args, "http", |_| {})
+}
+
+/// `serve` as [`serve`] starts it, its command adjusted by `adjust`, its
+/// Serving line naming `scheme`.
+fn serve_with(
+    args: &[&str],
+    scheme: &str,
+    adjust: impl FnOnce(&mut Command),
+) -> (Child, mpsc::Receiver<String>, SocketAddr) {
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
     let mut cmd = Command::new(udptrace_bin());
     // A test that fails before stopping it leaves no tracer attached for long.
@@ -31,13 +41,14 @@ fn serve(args: &[&str]) -> (Child, mpsc::Receiver<String>, SocketAddr) {
     if let Ok(backend) = std::env::var("UDPTRACE_TEST_BACKEND") {
         cmd.args(["--backend", &backend]);
     }
+    adjust(&mut cmd);
     let (child, stderr) = start_cmd(&mut cmd);
     let serving = stderr
         .recv_timeout(Duration::from_secs(10))
         .expect("the Serving line");
     assert_eq!(
         serving,
-        format!("Serving Prometheus metrics on http://{listen}/metrics")
+        format!("Serving Prometheus metrics on {scheme}://{listen}/metrics")
     );
     (child, stderr, listen)
 }
@@ -134,10 +145,13 @@ fn in_netns<R: Send + 'static, T>(
         // SAFETY: unshare affects only this thread.
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
         lo_up();
-        let ns = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
-        ns_tx
-            .send(std::os::unix::fs::MetadataExt::ino(&ns) as u32)
-            .unwrap();
+        let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        let inode = std::os::unix::fs::MetadataExt::ino(&ns.metadata().unwrap());
+        // Held open until the tests end: a namespace freed while its test's
+        // exporter still filters on its inode number would let another
+        // test's new namespace, which may get that number, be counted too.
+        std::mem::forget(ns);
+        ns_tx.send(inode as u32).unwrap();
         go_rx.recv().unwrap();
         work()
     });
@@ -598,4 +612,438 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Sets this process's open-file limit (soft and hard) to `n`.
+fn set_open_files(n: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit reads the struct given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A client that asks for /metrics and never reads the answer: its receive
+/// buffer as small as the kernel allows, set before it connects so that its
+/// window stays shut.
+fn non_reader(addr: SocketAddr) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        unreachable!("serve listens on 127.0.0.1 here")
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return None;
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &one as *const _ as *const _,
+            4,
+        );
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as _,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        if libc::connect(
+            raw,
+            &sin as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return None;
+        }
+        let request = b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
+        libc::send(
+            raw,
+            request.as_ptr() as *const _,
+            request.len(),
+            libc::MSG_NOSIGNAL,
+        );
+        Some(fd)
+    }
+}
+
+fn open_files_of(child: &Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_mib_of(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+/// Rounds of 950 clients that ask for a large /metrics (3,000 series) and
+/// never read it, against `serve` under the 1,024 open files a systemd
+/// service gets: the exporter caps its connections below its limit (and
+/// says so once), drops the stalled ones, and serves a normal scrape again
+/// within seconds, its files and memory back near where they started.
+#[test]
+fn http_clients_that_never_read_do_not_take_the_exporter_down() {
+    const ROUNDS: usize = 4;
+    const CLIENTS: usize = 950;
+    set_open_files(16_384).unwrap();
+    let sink = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let (child, stderr, addr) = serve_with(
+        &["--by", "sport", "--port", &sink_addr.port().to_string()],
+        "http",
+        |cmd| {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(cmd, || set_open_files(1024));
+            }
+        },
+    );
+    // Traffic from 3,000 source ports: a body of some 400 KB.
+    for _ in 0..3000 {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        s.send_to(b"x", sink_addr).unwrap();
+    }
+    let (_, _, body) = get(addr, "/metrics", "");
+    assert!(body.len() > 300_000, "{} bytes", body.len());
+    let (files_before, rss_before) = (open_files_of(&child), rss_mib_of(&child));
+
+    let mut held = Vec::new();
+    for _ in 0..ROUNDS {
+        held.extend((0..CLIENTS).filter_map(|_| non_reader(addr)));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let busiest = open_files_of(&child);
+    // Back to normal while every stalled client is still connected.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let recovered = loop {
+        let scraped = matches!(try_get(addr, "/metrics", ""), Ok((200, _, _)));
+        if scraped && open_files_of(&child) < files_before + 50 {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (files_after, rss_after) = (open_files_of(&child), rss_mib_of(&child));
+    drop(held);
+    let said: Vec<String> = stderr.try_iter().collect();
+    stop(child);
+    assert!(
+        recovered,
+        "{files_after} files open (from {files_before}), {rss_after} MiB: {said:?}"
+    );
+    assert!(busiest < 1024, "{busiest} files open at the busiest");
+    assert!(
+        rss_after < rss_before + 100,
+        "{rss_after} MiB after, {rss_before} MiB before"
+    );
+    let capped = said
+        .iter()
+        .filter(|l| l.contains("the most it serves at once"))
+        .count();
+    assert!(capped >= 1, "{said:?}");
+    assert!(said.len() <= ROUNDS, "{said:?}");
+}
+
+/// A scrape that shuts its side down once its request is sent, as
+/// `nc -N` does, gets its answer; so do `/` and a 404.
+#[test]
+fn http_half_closed_requests_get_their_answer() {
+    let (child, _stderr, addr) = serve(&["--by", "comm"]);
+    for (path, want) in [("/metrics", 200), ("/", 200), ("/nowhere", 404)] {
+        for _ in 0..10 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).unwrap();
+            assert!(
+                reply.starts_with(&format!("HTTP/1.1 {want} ")),
+                "{path}: {reply:?}"
+            );
+        }
+    }
+    stop(child);
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA, and server and client certificates it signed (the server's for
+/// 127.0.0.1), as PEM files in `dir`: ca.pem, server.pem, server.key,
+/// client.pem, client.key.
+fn certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=udptrace test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let mut req = vec!["req", "-new", "-subj"];
+        let subject = format!("/CN=udptrace test {name}");
+        req.push(&subject);
+        req.extend(ec);
+        let (key, csr, pem, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                &extfile,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+}
+
+/// `curl` against `url` with `args`: the HTTP status (000 where no reply).
+fn curl_status(url: &str, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `serve --web-config-file` as Prometheus exporters take it: TLS with
+/// basic auth (a bcrypt hash), then mutual TLS. The distribution's
+/// Prometheus scrapes it with `scheme: https`, `tls_config` and
+/// `basic_auth`, and fails where the password or the client certificate is
+/// wrong; plain HTTP is refused, and curl gets 401 without the password.
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    let dir = std::env::temp_dir().join(format!("udptrace-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    let path = |name: &str| dir.join(name).display().to_string();
+    let hash = bcrypt::hash("s3cret pass", 6).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  scraper: {hash}\n",
+            path("server.pem"),
+            path("server.key")
+        ),
+    )
+    .unwrap();
+    let mutual = dir.join("web-mutual.yml");
+    std::fs::write(
+        &mutual,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_ca_file: {}\n  \
+             client_auth_type: RequireAndVerifyClientCert\n",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem")
+        ),
+    )
+    .unwrap();
+    let (child, _stderr, addr) = serve_with(&["--by", "comm"], "https", |cmd| {
+        cmd.arg("--web-config-file").arg(&web);
+    });
+    let (mutual_child, _mutual_stderr, mutual_addr) =
+        serve_with(&["--by", "comm"], "https", |cmd| {
+            cmd.arg("--web-config-file").arg(&mutual);
+        });
+
+    // Plain HTTP is refused; TLS without the password gets 401.
+    let (status, _, body) = get(addr, "/metrics", "");
+    assert_eq!(status, 400, "{body}");
+    let url = format!("https://{addr}/metrics");
+    let ca = path("ca.pem");
+    assert_eq!(curl_status(&url, &["--cacert", &ca]), "401");
+    assert_eq!(
+        curl_status(&url, &["--cacert", &ca, "-u", "scraper:wrong"]),
+        "401"
+    );
+    assert_eq!(
+        curl_status(&url, &["--cacert", &ca, "-u", "scraper:s3cret pass"]),
+        "200"
+    );
+    let mutual_url = format!("https://{mutual_addr}/metrics");
+    assert_eq!(curl_status(&mutual_url, &["--cacert", &ca]), "000");
+
+    let job = |name: &str, target: SocketAddr, extra: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    static_configs:\n      - targets: ['{target}']\n    \
+             tls_config:\n      ca_file: {ca}\n{extra}"
+        )
+    };
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{}{}{}{}",
+            job(
+                "tls_auth",
+                addr,
+                "    basic_auth:\n      username: scraper\n      password: s3cret pass\n"
+            ),
+            job(
+                "tls_wrong_password",
+                addr,
+                "    basic_auth:\n      username: scraper\n      password: guess\n"
+            ),
+            job(
+                "mutual",
+                mutual_addr,
+                &format!(
+                    "      cert_file: {}\n      key_file: {}\n",
+                    path("client.pem"),
+                    path("client.key")
+                )
+            ),
+            job("mutual_without_certificate", mutual_addr, ""),
+        ),
+    )
+    .unwrap();
+    let web_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+    let prometheus = Reaped(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", path("data")))
+            .arg(format!("--web.listen-address={web_listen}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (the prometheus package)"),
+    );
+    let up = |job: &str| -> Option<f64> {
+        let q = url_encode(&format!("up{{job=\"{job}\"}}"));
+        let (status, _, body) =
+            try_get(web_listen, &format!("/api/v1/query?query={q}"), "").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"].as_array()?.first()?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    let jobs = [
+        ("tls_auth", 1.0),
+        ("tls_wrong_password", 0.0),
+        ("mutual", 1.0),
+        ("mutual_without_certificate", 0.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let seen: Vec<(&str, Option<f64>)> = jobs.iter().map(|(j, _)| (*j, up(j))).collect();
+        if seen
+            .iter()
+            .zip(&jobs)
+            .all(|((_, got), (_, want))| *got == Some(*want))
+            || Instant::now() > deadline
+        {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    drop(prometheus);
+    stop(child);
+    stop(mutual_child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let want: Vec<(&str, Option<f64>)> = jobs.iter().map(|(j, v)| (*j, Some(*v))).collect();
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn a_bad_web_config_file_is_one_line_and_a_failure() {
+    let dir = std::env::temp_dir().join(format!("udptrace-bad-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("tls_server_config:\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n", "cert_file /nonexistent/cert.pem"),
+        ("basic_auth_users:\n  alice: plaintext\n", "the password of 'alice' is not a bcrypt hash"),
+        ("tls_server_config: [\n", "web config file"),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let file = dir.join(format!("web{i}.yml"));
+        std::fs::write(&file, text).unwrap();
+        let (code, stderr) = serve_fails(&["--web-config-file", file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(!stderr.contains("Tracing"), "{stderr}");
+    }
+    let (code, stderr) = serve_fails(&["--web-config-file", "/nonexistent/web.yml"]);
+    assert_eq!((code, stderr.lines().count()), (1, 1), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

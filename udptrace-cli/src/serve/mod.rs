@@ -4,23 +4,19 @@
 //! kernel counted since the last one and adds it to cumulative series, so
 //! counters never go backwards while the process lives.
 
+mod http;
+mod web_config;
+
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{ACCEPT, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
@@ -29,6 +25,8 @@ use prometheus_client::registry::Registry;
 use udptrace::{CgroupResolver, CountField, CountRow, CountValue, EventKind, Tracer};
 
 use crate::trace::SelectArgs;
+use http::Server;
+use web_config::WebConfig;
 
 /// A port no other exporter is known to use by default.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:10050";
@@ -46,6 +44,11 @@ pub struct ServeArgs {
     /// labelled overflow="true" (1 or more)
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_max_series)]
     max_series: usize,
+    /// TLS and basic auth, as Prometheus exporters configure them: a YAML
+    /// file with tls_server_config (cert_file, key_file, client_ca_file,
+    /// client_auth_type) and basic_auth_users (user: bcrypt hash)
+    #[arg(long, value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
     #[command(flatten)]
     select: SelectArgs,
 }
@@ -393,107 +396,6 @@ impl Collector for Scrape {
     }
 }
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    OpenMetrics,
-    Text,
-}
-
-/// The format an `Accept` header prefers: its supported media range of the
-/// highest quality; text 0.0.4 without one.
-fn negotiate(accept: Option<&str>) -> Format {
-    let mut best: Option<(f32, Format)> = None;
-    for range in accept.unwrap_or("").split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let mime = parts.next().unwrap_or("").to_ascii_lowercase();
-        let (mut q, mut version) = (1.0f32, None);
-        for p in parts {
-            match p
-                .split_once('=')
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"')))
-            {
-                Some((k, v)) if k == "q" => q = v.parse().unwrap_or(0.0),
-                Some((k, v)) if k == "version" => version = Some(v.to_string()),
-                _ => {}
-            }
-        }
-        let format = match (mime.as_str(), version.as_deref()) {
-            ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => {
-                Format::OpenMetrics
-            }
-            ("text/plain", None | Some("0.0.4")) => Format::Text,
-            _ => continue,
-        };
-        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-            best = Some((q, format));
-        }
-    }
-    best.map_or(Format::Text, |(_, f)| f)
-}
-
-fn render(registry: &Registry, format: Format) -> Result<(String, &'static str), std::fmt::Error> {
-    let mut body = String::with_capacity(16 * 1024);
-    Ok(match format {
-        Format::OpenMetrics => {
-            text::encode(&mut body, registry)?;
-            (body, OPENMETRICS)
-        }
-        Format::Text => {
-            prometheus_text::encode(&mut body, registry)?;
-            (body, prometheus_text::CONTENT_TYPE)
-        }
-    })
-}
-
-const INDEX: &str = "<html><head><title>udptrace</title></head><body><h1>udptrace</h1>\
-    <p>UDP traffic and drops, counted in the kernel: <a href=\"/metrics\">/metrics</a></p>\
-    </body></html>\n";
-
-async fn handle(
-    registry: Arc<Registry>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status, content_type: &str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(v) = content_type.parse() {
-            response.headers_mut().insert(CONTENT_TYPE, v);
-        }
-        response
-    };
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n".into(),
-        ));
-    }
-    Ok(match req.uri().path() {
-        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", INDEX.into()),
-        "/metrics" => {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            // Reading the kernel's tables blocks: off the thread that serves connections.
-            let format = negotiate(accept);
-            let rendered = tokio::task::spawn_blocking(move || render(&registry, format)).await;
-            match rendered {
-                Ok(Ok((body, content_type))) => reply(StatusCode::OK, content_type, body),
-                _ => reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    "encoding failed\n".into(),
-                ),
-            }
-        }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "404 page not found\n".into(),
-        ),
-    })
-}
-
 /// How often the kernel's table is read between scrapes, so that it does not fill.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// How often the server checks whether to stop.
@@ -502,8 +404,6 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 fn lock(exporter: &Mutex<Exporter>) -> std::sync::MutexGuard<'_, Exporter> {
     exporter.lock().unwrap_or_else(|e| e.into_inner())
 }
-/// A client that has not sent its request headers by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: ServeArgs) -> Result<()> {
     // Bound first: a port in use fails before any probe is loaded.
@@ -515,6 +415,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let local = listener
         .local_addr()
         .context("reading the listener's address")?;
+    let web = match &args.web_config_file {
+        Some(path) => web_config::load(path).map_err(anyhow::Error::msg)?,
+        None => WebConfig {
+            tls: None,
+            auth: None,
+        },
+    };
+    let open_files = http::raise_open_file_limit();
     let mut fields: Vec<CountField> = args
         .by
         .iter()
@@ -531,7 +439,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let builder = args.select.builder(kinds).count_by(fields.clone());
     let tracer = args.select.start(builder)?;
     let stop = tracer.stop_handle();
-    eprintln!("Serving Prometheus metrics on http://{local}/metrics");
     let exporter = Arc::new(Mutex::new(Exporter::new(
         tracer,
         args.by.clone(),
@@ -540,7 +447,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     )));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(exporter.clone())));
-    let registry = Arc::new(registry);
+    let server = Server::new(registry, web, http::max_connections(open_files));
+    eprintln!(
+        "Serving Prometheus metrics on {}://{local}/metrics",
+        server.scheme()
+    );
     let deadline = args.select.duration.map(|d| Instant::now() + d);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -573,17 +484,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 return Ok(());
             }
             match tokio::time::timeout(CHECK_EVERY, listener.accept()).await {
-                Ok(Ok((stream, _))) => {
-                    let registry = registry.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(registry.clone(), req));
-                        let _ = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
+                Ok(Ok((stream, _))) => server.accepted(stream),
                 // Out of file descriptors and the like: let it pass.
                 Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(_) => {}
@@ -602,23 +503,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn negotiates_as_prometheus_asks() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
-            version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(negotiate(Some(prometheus)), Format::OpenMetrics);
-        assert_eq!(
-            negotiate(Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
-            Format::Text
-        );
-        assert_eq!(negotiate(Some("*/*")), Format::Text);
-        assert_eq!(negotiate(None), Format::Text);
-        assert_eq!(
-            negotiate(Some("application/openmetrics-text; version=2.0.0")),
-            Format::Text
-        );
-    }
 
     #[test]
     fn labels_parse_by_name() {
