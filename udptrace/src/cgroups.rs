@@ -50,14 +50,23 @@ impl CgroupInfo {
     }
 }
 
-/// Prefixes container runtimes give a container's cgroup (systemd driver).
-const RUNTIME_PREFIXES: [&str; 5] = [
+/// Prefixes container runtimes give a container's cgroup: a systemd scope
+/// (`docker-<id>.scope`), or a plain directory under the cgroupfs driver
+/// (Podman's `libpod-<id>`, CRI-O's `crio-<id>`). Their helpers' cgroups
+/// (`libpod-conmon-<id>`, `crio-conmon-<id>`) do not match: `conmon-<id>` is
+/// no id.
+const RUNTIME_PREFIXES: [&str; 6] = [
     "docker-",
     "cri-containerd-",
     "crio-",
     "libpod-",
     "containerd-",
+    "nerdctl-",
 ];
+
+/// Podman's parent cgroup under the cgroupfs driver. Its containers are
+/// `libpod-<id>` in it; a bare id there is a pod's cgroup, not a container's.
+const PODMAN_CGROUPFS_PARENT: &str = "libpod_parent";
 
 fn is_container_id(s: &str) -> bool {
     s.len() == 64
@@ -65,19 +74,30 @@ fn is_container_id(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The container id in a cgroup path: the deepest component that is one
-/// (`<64hex>` under the cgroupfs driver, `<runtime>-<64hex>.scope` under the
-/// systemd one). Runtime helpers' scopes (`crio-conmon-<id>.scope`) are not
-/// the container's.
+/// The container id in a cgroup path: that of the deepest component that
+/// names a container (a container's own sub-cgroups, such as Podman's
+/// `libpod-<id>.scope/container`, are the container's).
 pub fn container_id_in(path: &str) -> Option<&str> {
-    path.rsplit('/').find_map(|c| {
-        if is_container_id(c) {
-            return Some(c);
+    let mut names = path.rsplit('/').peekable();
+    while let Some(name) = names.next() {
+        if let Some(id) = container_id_of(name, names.peek().copied()) {
+            return Some(id);
         }
-        let id = c.strip_suffix(".scope")?;
-        let id = RUNTIME_PREFIXES.iter().find_map(|p| id.strip_prefix(p))?;
-        is_container_id(id).then_some(id)
-    })
+    }
+    None
+}
+
+/// The container a cgroup named `name`, in a cgroup named `parent`, is:
+/// `<64hex>` (the cgroupfs drivers of Docker, containerd and kubelet:
+/// `/docker/<id>`, `/default/<id>`, `/kubepods/burstable/pod<uid>/<id>`) or
+/// `<runtime>-<64hex>[.scope]`.
+fn container_id_of<'a>(name: &'a str, parent: Option<&str>) -> Option<&'a str> {
+    if is_container_id(name) {
+        return (parent != Some(PODMAN_CGROUPFS_PARENT)).then_some(name);
+    }
+    let unit = name.strip_suffix(".scope").unwrap_or(name);
+    let id = RUNTIME_PREFIXES.iter().find_map(|p| unit.strip_prefix(p))?;
+    is_container_id(id).then_some(id)
 }
 
 /// The pod UID in a cgroup path: `pod<uid>` (cgroupfs driver) or
@@ -292,7 +312,8 @@ pub(crate) fn container_cgroup(prefix: &str) -> Result<PathBuf, Error> {
             }
             let path = entry.path();
             let name = entry.file_name();
-            match container_id_in(&name.to_string_lossy()) {
+            let parent = dir.file_name().map(|p| p.to_string_lossy());
+            match container_id_of(&name.to_string_lossy(), parent.as_deref()) {
                 // Shallowest first: a container's own sub-cgroups are below it.
                 Some(id) if id.starts_with(&prefix) => {
                     found.entry(id.to_string()).or_insert(path);
@@ -325,50 +346,125 @@ mod tests {
         (i.container_id, i.pod_uid)
     }
 
+    /// A Podman pod's id: 64 hex digits too.
+    const POD: &str = "9a8b7c6d5e4f30211d2c3b4a5968778695a4b3c2d1e0f9e8d7c6b5a493827160";
+
     #[test]
-    fn finds_containers_in_runtime_layouts() {
-        let id = Some(ID.to_string());
+    fn finds_containers_in_engine_layouts() {
         for path in [
+            // Docker: systemd driver, rootless, cgroupfs driver, and a
+            // container's own sub-cgroups (systemd running in it).
             format!("/system.slice/docker-{ID}.scope"),
+            format!("/user.slice/user-1000.slice/user@1000.service/user.slice/docker-{ID}.scope"),
             format!("/docker/{ID}"),
-            format!("/machine.slice/libpod-{ID}.scope/container"),
+            format!("/docker/{ID}/system.slice/nginx.service"),
+            // containerd (nerdctl, ctr): systemd driver; cgroupfs, by namespace.
+            format!("/system.slice/nerdctl-{ID}.scope"),
+            format!("/default/{ID}"),
+            // CRI-O outside Kubernetes.
             format!("/system.slice/crio-{ID}.scope"),
+            format!("/crio/crio-{ID}"),
+            // Podman: systemd driver (crun's payload in a child), rootless,
+            // in a pod; cgroupfs driver, alone and in a pod.
+            format!("/machine.slice/libpod-{ID}.scope"),
+            format!("/machine.slice/libpod-{ID}.scope/container"),
+            format!(
+                "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+            ),
+            format!("/machine.slice/machine-libpod_pod_{POD}.slice/libpod-{ID}.scope/container"),
+            format!("/libpod_parent/libpod-{ID}"),
+            format!("/libpod_parent/{POD}/libpod-{ID}"),
         ] {
-            assert_eq!(info(&path), (id.clone(), None), "{path}");
+            assert_eq!(info(&path), (Some(ID.to_string()), None), "{path}");
         }
+    }
+
+    /// kubelet's pod cgroups, by QoS class, as its systemd driver names
+    /// them, and as its cgroupfs driver does.
+    fn pod_cgroups() -> Vec<String> {
+        let uid_ = UID.replace('-', "_");
+        vec![
+            format!("/kubepods.slice/kubepods-pod{uid_}.slice"),
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice"),
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice"
+            ),
+            format!("/kubepods/pod{UID}"),
+            format!("/kubepods/burstable/pod{UID}"),
+            format!("/kubepods/besteffort/pod{UID}"),
+        ]
     }
 
     #[test]
     fn finds_pods_and_their_containers() {
+        for pod in pod_cgroups() {
+            let systemd = pod.starts_with("/kubepods.slice");
+            // containerd, CRI-O (its payload in a child with crun), Docker
+            // through cri-dockerd.
+            let containers = if systemd {
+                vec![
+                    format!("cri-containerd-{ID}.scope"),
+                    format!("crio-{ID}.scope"),
+                    format!("crio-{ID}.scope/container"),
+                    format!("docker-{ID}.scope"),
+                ]
+            } else {
+                vec![ID.to_string(), format!("crio-{ID}")]
+            };
+            for c in containers {
+                let path = format!("{pod}/{c}");
+                assert_eq!(info(&path), (Some(ID.into()), Some(UID.into())), "{path}");
+            }
+            // The pod's own cgroup, and CRI-O's monitor beside its container.
+            assert_eq!(info(&pod), (None, Some(UID.into())), "{pod}");
+            let conmon = match systemd {
+                true => format!("{pod}/crio-conmon-{ID}.scope"),
+                false => format!("{pod}/crio-conmon-{ID}"),
+            };
+            assert_eq!(info(&conmon), (None, Some(UID.into())), "{conmon}");
+        }
+        // A cluster in a container (kind): the pod's container, not the node's.
+        let node = "5".repeat(64);
         let uid_ = UID.replace('-', "_");
-        let systemd = format!(
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope"
+        let kind = format!(
+            "/system.slice/docker-{node}.scope/kubelet.slice/kubelet-kubepods.slice/\
+             kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{uid_}.slice/\
+             cri-containerd-{ID}.scope"
         );
-        assert_eq!(info(&systemd), (Some(ID.into()), Some(UID.into())));
-        let guaranteed = format!("/kubepods.slice/kubepods-pod{uid_}.slice/crio-{ID}.scope");
-        assert_eq!(info(&guaranteed), (Some(ID.into()), Some(UID.into())));
-        let cgroupfs = format!("/kubepods/besteffort/pod{UID}/{ID}");
-        assert_eq!(info(&cgroupfs), (Some(ID.into()), Some(UID.into())));
-        // A pod's own cgroup, above its containers.
-        assert_eq!(
-            info(&format!("/kubepods/pod{UID}")),
-            (None, Some(UID.into()))
-        );
+        assert_eq!(info(&kind), (Some(ID.into()), Some(UID.into())));
     }
 
     #[test]
-    fn ignores_lookalikes() {
+    fn ignores_lookalikes_and_helpers() {
         for path in [
             "/",
             "/system.slice/ssh.service",
+            "/system.slice/docker.service",
             "/user.slice/user-0.slice/session-1.scope",
-            &format!("/system.slice/crio-conmon-{ID}.scope"),
-            &format!("/docker/{}", &ID[..63]),
             "/kubepods.slice/kubepods-besteffort.slice",
             "/podman.slice",
+            &format!("/docker/{}", &ID[..63]),
+            &format!("/docker/{}", ID.to_uppercase()),
+            &format!("/docker/{ID}0"),
+            &format!("/system.slice/docker-{ID}.service"),
+            // The runtimes' monitors, beside their containers.
+            &format!("/system.slice/crio-conmon-{ID}.scope"),
+            &format!("/machine.slice/libpod-conmon-{ID}.scope"),
+            "/libpod_parent/conmon",
+            // Podman's pods: their cgroups hold containers, and monitors.
+            &format!("/machine.slice/machine-libpod_pod_{POD}.slice"),
+            &format!("/libpod_parent/{POD}"),
+            &format!("/libpod_parent/{POD}/conmon"),
         ] {
             assert_eq!(info(path), (None, None), "{path}");
         }
+    }
+
+    #[test]
+    fn an_engine_in_a_container_is_the_container() {
+        // Podman run in a Docker container: its monitor is the Docker container's.
+        let inner = format!("/docker/{ID}/libpod_parent/{POD}/conmon");
+        assert_eq!(info(&inner), (Some(ID.into()), None));
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn layouts(seed: char) -> Vec<(String, String, Option<&'static str>)> {
     let id = |head| container_id(head, seed);
     let (a, b, c) = (id("a1"), id("b2"), id("c3"));
     let (d, e, f) = (id("d4"), id("e5e5"), id("e5e6"));
+    let (g, podman_pod) = (id("f7"), id("f8"));
     let uid_1 = UID_1.replace('-', "_");
     vec![
         (format!("system.slice/docker-{a}.scope"), a, None),
@@ -55,6 +56,8 @@ fn layouts(seed: char) -> Vec<(String, String, Option<&'static str>)> {
         ),
         (format!("machine.slice/crio-{e}.scope"), e, None),
         (format!("machine.slice/libpod-{f}.scope/container"), f, None),
+        // Podman's cgroupfs driver, in a pod (whose own cgroup is a bare id).
+        (format!("libpod_parent/{podman_pod}/libpod-{g}"), g, None),
     ]
 }
 
@@ -255,6 +258,21 @@ fn container_filter_takes_an_id_prefix() {
     let (by_pid, pids) = run_layouts(&cgroups, '2', &receiver, tracer);
     assert_eq!(by_pid.keys().collect::<Vec<_>>(), vec![&pids[5]]);
 
+    // A Podman pod's cgroup is no container.
+    let f = Filter {
+        container: Some(container_id("f8", '2')[..8].to_string()),
+        ..Default::default()
+    };
+    let err = sends_to(port(&receiver), f).err().expect("a pod");
+    assert!(err.to_string().contains("no container's cgroup"), "{err}");
+    let f = Filter {
+        container: Some(container_id("f7", '2')[..8].to_string()),
+        ..Default::default()
+    };
+    let tracer = sends_to(port(&receiver), f).unwrap();
+    let (by_pid, pids) = run_layouts(&cgroups, '2', &receiver, tracer);
+    assert_eq!(by_pid.keys().collect::<Vec<_>>(), vec![&pids[6]]);
+
     let f = Filter {
         container: Some("fedcba".into()),
         ..Default::default()
@@ -287,7 +305,7 @@ fn cgroup_filter_takes_the_subtree() {
             cgroups.dir("kubepods").to_string_lossy().into_owned(),
             vec![3],
         ),
-        (cgroups.path(""), vec![0, 1, 2, 3, 4, 5]),
+        (cgroups.path(""), vec![0, 1, 2, 3, 4, 5, 6]),
     ];
     for (path, expected) in cases {
         let f = Filter {
