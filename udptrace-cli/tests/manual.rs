@@ -1,13 +1,16 @@
-//! The README's examples against the program: each `$ udptrace ...` block is
-//! run for real beside a small workload, and what it documents must be what
-//! the program prints: column headers exactly (with their widths, where the
-//! columns are fixed), the `Tracing` line, summaries and interval timestamps
-//! in shape, `doctor`'s labels. Needs root, like the tracer.
+//! The manual (README.md and docs/) against the program: each `$ udptrace
+//! ...` example is run for real beside a small workload, and what it
+//! documents must be what the program prints: column headers exactly (with
+//! their widths, where the columns are fixed), the `Tracing` line, summaries
+//! and interval timestamps in shape, `doctor`'s labels. The examples need
+//! root, like the tracer. And every relative link resolves, to a file and,
+//! where it names one, to a heading of it.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,11 +23,41 @@ struct Example {
     output: Vec<String>,
 }
 
-fn readme_examples() -> Vec<Example> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-    let readme = std::fs::read_to_string(path).unwrap();
+/// The repository's root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// README.md and every page of docs/, by path from the root.
+fn manual_pages() -> Vec<(String, String)> {
+    let mut paths = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| format!("docs/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".md"))
+        .collect();
+    docs.sort();
+    paths.extend(docs);
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(root().join(&p)).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+fn manual_examples() -> Vec<Example> {
     let mut examples = Vec::new();
-    let mut lines = readme.lines().peekable();
+    for (_, text) in manual_pages() {
+        examples.extend(examples_in(&text));
+    }
+    examples
+}
+
+fn examples_in(text: &str) -> Vec<Example> {
+    let mut examples = Vec::new();
+    let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let Some(cmd) = line.strip_prefix("    $ udptrace") else {
             continue;
@@ -152,13 +185,13 @@ fn doctor_label(line: &str) -> &str {
 }
 
 #[test]
-fn readme_examples_match_the_program() {
-    let examples = readme_examples();
+fn manual_examples_match_the_program() {
+    let examples = manual_examples();
     let commands: Vec<String> = examples.iter().map(|e| e.args.join(" ")).collect();
     for expected in ["", "trace --packets", "drops", "doctor"] {
         assert!(
             commands.iter().any(|c| c == expected),
-            "README lost its `udptrace {expected}` example: {commands:?}"
+            "the manual lost its `udptrace {expected}` example: {commands:?}"
         );
     }
     for ex in &examples {
@@ -179,7 +212,7 @@ fn readme_examples_match_the_program() {
             });
             assert!(
                 found,
-                "{cmd}: README's header\n{line}\nis not the program's:\n{}",
+                "{cmd}: the manual's header\n{line}\nis not the program's:\n{}",
                 stdout.join("\n")
             );
         }
@@ -213,7 +246,7 @@ fn readme_examples_match_the_program() {
             };
             assert!(
                 real.iter().any(matches),
-                "{cmd}: README shows\n{line}\nthe program printed:\n{}\n{}",
+                "{cmd}: the manual shows\n{line}\nthe program printed:\n{}\n{}",
                 stderr.join("\n"),
                 stdout.join("\n")
             );
@@ -223,8 +256,115 @@ fn readme_examples_match_the_program() {
             let real = stderr.iter().find(|l| l.contains(" events ("));
             let form =
                 |l: &str| collapse(&shape(l)).starts_with("# events (") && l.contains("; lost ");
-            assert!(form(summary), "{cmd}: README's summary {summary:?}");
+            assert!(form(summary), "{cmd}: the manual's summary {summary:?}");
             assert!(real.is_some_and(|r| form(r)), "{cmd}: {stderr:?}");
         }
+    }
+}
+
+/// A heading's anchor as GitHub makes it: lower case, punctuation but `-`
+/// and `_` dropped, spaces made `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a page's headings (outside code blocks, which are indented).
+fn anchors(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect()
+}
+
+/// Every `[text](target)` of a page whose target is in the repository.
+fn relative_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find(')') else { break };
+        let target = &rest[..end];
+        if !target.contains("://") && !target.starts_with("mailto:") && !target.contains(' ') {
+            links.push(target.to_string());
+        }
+    }
+    links
+}
+
+#[test]
+fn every_relative_link_of_the_manual_resolves() {
+    let pages = manual_pages();
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for (page, text) in &pages {
+        let dir = Path::new(page).parent().unwrap_or(Path::new(""));
+        for link in relative_links(text) {
+            let (file, fragment) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() {
+                PathBuf::from(page)
+            } else {
+                dir.join(file)
+            };
+            checked += 1;
+            let path = root().join(&target);
+            if !path.exists() {
+                broken.push(format!("{page}: {link} (no {})", target.display()));
+                continue;
+            }
+            if !fragment.is_empty() {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if !anchors(&text).iter().any(|a| a == fragment) {
+                    broken.push(format!("{page}: {link} (no heading #{fragment})"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert!(checked > 40, "only {checked} links found");
+}
+
+#[test]
+fn readme_is_a_front_page_and_docs_have_every_subcommand() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    assert!(lines.len() <= 300, "README.md has {} lines", lines.len());
+    for setup in ["    ./dev.sh run", "    ./dev.sh test"] {
+        let at = lines.iter().position(|l| *l == setup);
+        assert!(at.is_some_and(|n| n < 100), "{setup:?} at line {at:?}");
+    }
+    let help = std::process::Command::new(udptrace_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let subcommands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(subcommands.len() >= 10, "{subcommands:?}");
+    let pages = manual_pages();
+    for sub in subcommands {
+        let documented = pages.iter().any(|(page, text)| {
+            page.starts_with("docs/")
+                && text.lines().next().is_some_and(|title| {
+                    title.starts_with('#') && title.contains(&format!("`udptrace {sub}"))
+                })
+        });
+        assert!(
+            documented,
+            "no page of docs/ has `udptrace {sub}` in its title"
+        );
     }
 }
