@@ -8,65 +8,37 @@ use std::thread;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::cgroups::{cgroup_target, container_cgroup, CgroupTarget};
+use crate::cgroups::{cgroup_target, container_cgroup};
 use crate::count::CountField;
 use crate::filter::Filter;
-use crate::reader::{ReaderCtx, Shared, BATCHES_IN_FLIGHT};
+use crate::reader::{ReaderCtx, BATCHES_IN_FLIGHT};
+use crate::settings::Settings;
+use crate::stats::Shared;
 use crate::tracer::Tracer;
 use crate::{features, load, sys, Error};
 
 /// Configures and starts a [`Tracer`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TracerBuilder {
-    pub(crate) filter: Filter,
-    pub(crate) backend: Option<Backend>,
-    pub(crate) ring_buffer_bytes: Option<u32>,
-    /// Set by the caller, or the default for the record size and ring.
-    pub(crate) wakeup_bytes: Option<u64>,
-    pub(crate) drain_interval: Duration,
-    pub(crate) report_eagain: bool,
-    pub(crate) count_by: Option<Vec<CountField>>,
-    pub(crate) socket_table_size: Option<u32>,
-    pub(crate) count_table_size: Option<u32>,
-    pub(crate) assume_missing: Vec<String>,
-    pub(crate) track_sockets: bool,
-    pub(crate) track_receive_buffers: bool,
-    pub(crate) snaplen: u32,
-    /// The filter's cgroup or container, found at start.
-    pub(crate) cgroup_target: Option<CgroupTarget>,
+    settings: Settings,
 }
 
-impl Default for TracerBuilder {
-    fn default() -> Self {
-        TracerBuilder {
-            filter: Filter::default(),
-            backend: None,
-            ring_buffer_bytes: None,
-            wakeup_bytes: None,
-            drain_interval: Duration::from_millis(10),
-            report_eagain: false,
-            count_by: None,
-            socket_table_size: None,
-            count_table_size: None,
-            assume_missing: Vec::new(),
-            cgroup_target: None,
-            track_sockets: false,
-            track_receive_buffers: false,
-            snaplen: 0,
-        }
+impl Tracer {
+    pub fn builder() -> TracerBuilder {
+        TracerBuilder::default()
     }
 }
 
 impl TracerBuilder {
     /// In-kernel filters: only matching events reach user space.
     pub fn filter(mut self, filter: Filter) -> Self {
-        self.filter = filter;
+        self.settings.filter = filter;
         self
     }
 
     /// Forces a backend instead of the best one the kernel supports.
     pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = Some(backend);
+        self.settings.backend = Some(backend);
         self
     }
 
@@ -74,7 +46,7 @@ impl TracerBuilder {
     /// The default is 4 MiB, less on machines of more than 4 CPUs so that all
     /// together take 16 MiB, but never less than 1 MiB.
     pub fn ring_buffer_size(mut self, bytes: u32) -> Self {
-        self.ring_buffer_bytes = Some(bytes);
+        self.settings.ring_buffer_bytes = Some(bytes);
         self
     }
 
@@ -85,13 +57,13 @@ impl TracerBuilder {
     /// ones, and at most a quarter of the ring; a value set here is used as
     /// it is.
     pub fn wakeup_bytes(mut self, bytes: u64) -> Self {
-        self.wakeup_bytes = Some(bytes);
+        self.settings.wakeup_bytes = Some(bytes);
         self
     }
 
     /// The longest an event waits in the ring buffer when traffic is light.
     pub fn drain_interval(mut self, interval: Duration) -> Self {
-        self.drain_interval = interval;
+        self.settings.drain_interval = interval;
         self
     }
 
@@ -99,7 +71,7 @@ impl TracerBuilder {
     /// servers make millions; they are counted in
     /// [`Stats::recv_eagain`](crate::Stats::recv_eagain).
     pub fn report_eagain(mut self, on: bool) -> Self {
-        self.report_eagain = on;
+        self.settings.report_eagain = on;
         self
     }
 
@@ -107,7 +79,7 @@ impl TracerBuilder {
     /// them: read the table with [`Tracer::take_counts`]. No event crosses
     /// the ring buffer, so none can be lost.
     pub fn count_by(mut self, fields: Vec<CountField>) -> Self {
-        self.count_by = Some(fields);
+        self.settings.count_by = Some(fields);
         self
     }
 
@@ -115,7 +87,7 @@ impl TracerBuilder {
     /// 262,144). The events of sockets beyond it carry no counters, and are
     /// counted in [`Stats::counters_full`](crate::Stats::counters_full).
     pub fn socket_table_size(mut self, sockets: u32) -> Self {
-        self.socket_table_size = Some(sockets);
+        self.settings.socket_table_size = Some(sockets);
         self
     }
 
@@ -124,7 +96,7 @@ impl TracerBuilder {
     /// keys without addresses (nor a drop's reason) fill first. Events of keys
     /// beyond both are counted in [`Stats::count_full`](crate::Stats::count_full).
     pub fn count_table_size(mut self, keys: u32) -> Self {
-        self.count_table_size = Some(keys);
+        self.settings.count_table_size = Some(keys);
         self
     }
 
@@ -135,7 +107,7 @@ impl TracerBuilder {
     /// hooks whatever events are wanted; their events are still only
     /// delivered if wanted.
     pub fn track_sockets(mut self, on: bool) -> Self {
-        self.track_sockets = on;
+        self.settings.track_sockets = on;
         self
     }
 
@@ -147,7 +119,7 @@ impl TracerBuilder {
     /// [`ring_buffer_size`](Self::ring_buffer_size) for large snap lengths
     /// under heavy traffic. Not with [`count_by`](Self::count_by).
     pub fn snaplen(mut self, bytes: u32) -> Self {
-        self.snaplen = bytes;
+        self.settings.snaplen = bytes;
         self
     }
 
@@ -159,7 +131,7 @@ impl TracerBuilder {
     /// sockets' counters and peers stay empty. The cheap half of
     /// [`track_sockets`](Self::track_sockets).
     pub fn track_receive_buffers(mut self, on: bool) -> Self {
-        self.track_receive_buffers = on;
+        self.settings.track_receive_buffers = on;
         self
     }
 
@@ -168,49 +140,66 @@ impl TracerBuilder {
     /// fallback to the length tracepoints.
     #[doc(hidden)]
     pub fn assume_missing_functions(mut self, names: Vec<String>) -> Self {
-        self.assume_missing = names;
+        self.settings.assume_missing = names;
         self
     }
 
     /// Loads and attaches the programs; returns once every probe is attached.
     pub fn start(mut self) -> Result<Tracer, Error> {
-        self.filter.check()?;
-        self.cgroup_target = match (&self.filter.cgroup, &self.filter.container) {
+        self.settings.filter.check()?;
+        self.settings.cgroup_target = match (
+            &self.settings.filter.cgroup,
+            &self.settings.filter.container,
+        ) {
             (Some(path), _) => Some(cgroup_target(path)?),
             (None, Some(id)) => Some(cgroup_target(&container_cgroup(id)?)?),
             (None, None) => None,
         };
-        if self.count_by.as_ref().is_some_and(|f| f.is_empty()) {
+        if self
+            .settings
+            .count_by
+            .as_ref()
+            .is_some_and(|f| f.is_empty())
+        {
             return Err(Error::InvalidFilter(
                 "counting needs at least one field to count by".into(),
             ));
         }
-        if [self.socket_table_size, self.count_table_size].contains(&Some(0)) {
+        if [
+            self.settings.socket_table_size,
+            self.settings.count_table_size,
+        ]
+        .contains(&Some(0))
+        {
             return Err(Error::InvalidFilter(
                 "a kernel table needs room for at least one entry".into(),
             ));
         }
-        if let Some(bytes) = self.ring_buffer_bytes {
+        if let Some(bytes) = self.settings.ring_buffer_bytes {
             if !bytes.is_power_of_two() || bytes < 4096 {
                 return Err(Error::InvalidFilter(format!(
                     "ring buffer size {bytes} is not a power of two of at least 4096"
                 )));
             }
         }
-        if self.snaplen > crate::MAX_SNAPLEN {
+        if self.settings.snaplen > crate::MAX_SNAPLEN {
             return Err(Error::InvalidFilter(format!(
                 "snap length {} is more than a UDP payload can be ({})",
-                self.snaplen,
+                self.settings.snaplen,
                 crate::MAX_SNAPLEN
             )));
         }
-        if self.snaplen > 0 && self.count_by.is_some() {
+        if self.settings.snaplen > 0 && self.settings.count_by.is_some() {
             return Err(Error::InvalidFilter(
                 "a count keeps no payload: no snap length with count_by".into(),
             ));
         }
-        let record = load::packet_record_bytes(self.snaplen);
-        if self.ring_buffer_bytes.is_some_and(|ring| ring < 2 * record) {
+        let record = load::packet_record_bytes(self.settings.snaplen);
+        if self
+            .settings
+            .ring_buffer_bytes
+            .is_some_and(|ring| ring < 2 * record)
+        {
             return Err(Error::InvalidFilter(format!(
                 "a ring buffer must hold at least two records of {record} bytes with this snap length"
             )));
@@ -222,7 +211,7 @@ impl TracerBuilder {
         let cgroup_root = sys::cgroup2_mount()?;
         // A forced backend, or each the kernel's BTF allows, in order of
         // preference, until one loads and attaches.
-        let candidates: Vec<Backend> = match self.backend {
+        let candidates: Vec<Backend> = match self.settings.backend {
             Some(b) => vec![b],
             None => Backend::ALL.to_vec(),
         };
@@ -246,7 +235,7 @@ impl TracerBuilder {
             .map(|(b, why)| format!("{b}: {why}"))
             .collect::<Vec<_>>()
             .join("; ");
-        match (self.backend, refusals.pop()) {
+        match (self.settings.backend, refusals.pop()) {
             (Some(b), Some((_, reason))) => Err(Error::BackendUnavailable {
                 backend: b.name(),
                 reason,
@@ -257,7 +246,7 @@ impl TracerBuilder {
 
     /// Loads and attaches one backend on a new reader thread.
     fn start_backend(self, backend: Backend, cgroup_root: PathBuf) -> Result<Tracer, Error> {
-        let count_by = self.count_by.clone().unwrap_or_default();
+        let count_by = self.settings.count_by.clone().unwrap_or_default();
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -268,7 +257,7 @@ impl TracerBuilder {
                 .name("udptrace-reader".into())
                 .spawn(move || {
                     let ctx = ReaderCtx {
-                        builder: self,
+                        settings: self.settings,
                         backend,
                         cgroup_root,
                         shared,

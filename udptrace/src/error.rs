@@ -1,5 +1,8 @@
 //! Errors a tracer reports: each one a single line a user can act on.
 
+/// Where the kernel shows its BTF, which [`Error::NoBtf`] names.
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 /// Why a tracer could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -7,7 +10,7 @@ pub enum Error {
     Privileges(String),
     #[error(
         "this kernel has no BTF ({}): udptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
-        crate::sys::VMLINUX_BTF
+        VMLINUX_BTF
     )]
     NoBtf,
     #[error("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)")]

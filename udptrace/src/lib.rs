@@ -14,52 +14,49 @@
 //! # Ok::<(), udptrace::Error>(())
 //! ```
 
-mod backend;
 mod bpf {
     #![allow(clippy::all, unused_imports, non_camel_case_types, dead_code)]
     include!(concat!(env!("OUT_DIR"), "/udptrace.skel.rs"));
 }
+
+// The rooms, by concern; the API and the basics stay at the root.
+mod attribution;
+mod decode;
+mod engine;
+mod model;
+mod state;
+
 mod builder;
-mod cgroups;
 mod clock;
-mod count;
-mod count_table;
-pub mod dns;
-pub mod doctor;
-mod drop_reason;
-mod errno;
 mod error;
-mod event;
-mod features;
-mod filter;
-mod load;
-mod merge;
-pub mod pcapng;
-pub mod quic;
-mod reader;
-mod seed;
-mod sock_diag;
-mod sockets;
-mod stats;
 pub mod sys;
 mod tracer;
-mod wakeup;
+
+// Each module by its short name, wherever its room: `crate::event`, ...
+use attribution::cgroups;
+use engine::{backend, features, load, merge, reader, seed, settings, sock_diag, wakeup};
+use model::{count, drop_reason, errno, event, family, filter, life};
+use state::{count_table, sockets, stats};
+
+pub use decode::{dns, pcapng, quic};
+pub use engine::doctor;
 
 pub use backend::Backend;
 pub use builder::TracerBuilder;
-pub use cgroups::{container_id_in, pod_uid_in, CgroupInfo, CgroupResolver, CGROUP_CACHE_SIZE};
+pub use cgroups::{
+    check_cgroup_path, check_container_prefix, container_id_in, pod_uid_in, CgroupInfo,
+    CgroupResolver, CGROUP_CACHE_SIZE,
+};
 pub use count::{sort_rows, CountField, CountRow, CountValue, COUNT_SLOTS_PER_CPU};
 pub use drop_reason::drop_reason_name;
 pub use errno::{errno_name, errno_text};
 pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
 pub use features::kernel_limits;
-pub use filter::{
-    check_cgroup_path, check_comm, check_container_prefix, check_netns, parse_addr_filter,
-    parse_netns, Filter,
-};
+pub use filter::{check_comm, check_netns, parse_addr_filter, parse_netns, Filter};
 pub use ipnet::IpNet;
-pub use sockets::{SockLife, SocketInfo};
+pub use life::SockLife;
+pub use sockets::SocketInfo;
 pub use stats::{Stats, StatsReader};
 pub use tracer::{StopHandle, Tracer};
 

@@ -12,7 +12,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) use crate::error::VMLINUX_BTF;
 
 /// The effective capability set of this process.
 fn effective_caps() -> u64 {

@@ -9,13 +9,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::builder::TracerBuilder;
 use crate::count::{CountField, CountRow};
 use crate::count_table::CountTable;
 use crate::event::Event;
-use crate::reader::{Ready, Shared};
+use crate::reader::Ready;
 use crate::sockets::{SocketInfo, SocketTable};
-use crate::stats::{Stats, StatsReader};
+use crate::stats::{Shared, Stats, StatsReader};
 use crate::Error;
 
 /// Stops a tracer from another thread (a signal handler, a timer).
@@ -48,10 +47,6 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub fn builder() -> TracerBuilder {
-        TracerBuilder::default()
-    }
-
     /// The handle of a reader thread that has attached every probe.
     pub(crate) fn new(
         ready: Ready,

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -13,9 +14,27 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
+/// Lists this network namespace's UDP sockets, which gives each its cookie;
+/// a failure (a kernel without UDP socket diagnostics) is noted for
+/// [`listing_failed`].
+pub(crate) fn list_udp_sockets() -> io::Result<()> {
+    let listed = list_once();
+    if listed.is_err() {
+        LISTING_FAILED.store(true, Ordering::Relaxed);
+    }
+    listed
+}
+
+/// A listing of UDP sockets failed in this process: [`crate::features::kernel_limits`] says so.
+static LISTING_FAILED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn listing_failed() -> bool {
+    LISTING_FAILED.load(Ordering::Relaxed)
+}
+
 /// Lists every UDP socket, IPv4 and IPv6, of the calling thread's network
 /// namespace; the answers themselves are not needed.
-pub(crate) fn list_udp_sockets() -> io::Result<()> {
+fn list_once() -> io::Result<()> {
     // SAFETY: plain socket(2); the descriptor is owned from here on.
     let fd = unsafe {
         libc::socket(

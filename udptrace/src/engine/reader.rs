@@ -8,18 +8,18 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::backend::{self, Backend};
-use crate::builder::TracerBuilder;
 use crate::cgroups::{CgroupInfo, CgroupResolver};
 use crate::event::Event;
 use crate::merge::{TimeMerge, SETTLE};
-use crate::stats::KINDS;
+use crate::settings::Settings;
+use crate::stats::{Shared, KINDS};
 use crate::wakeup::RingWaiter;
 use crate::{clock, load, Error};
 
@@ -29,14 +29,6 @@ use crate::{clock, load, Error};
 /// fill and the kernel counts what it cannot store as lost.
 pub(crate) const BATCHES_IN_FLIGHT: usize = 16;
 const MAX_BATCH: usize = 4096;
-
-/// State the reader thread shares with the handle.
-#[derive(Default)]
-pub(crate) struct Shared {
-    pub events: [AtomicU64; KINDS],
-    pub undecodable: AtomicU64,
-    pub error: Mutex<Option<String>>,
-}
 
 /// What the reader thread hands back once every probe is attached.
 pub(crate) struct Ready {
@@ -54,7 +46,7 @@ pub(crate) struct Ready {
 }
 
 pub(crate) struct ReaderCtx {
-    pub builder: TracerBuilder,
+    pub settings: Settings,
     pub backend: Backend,
     pub cgroup_root: PathBuf,
     pub shared: Arc<Shared>,
@@ -85,8 +77,8 @@ impl CgroupNames {
 impl ReaderCtx {
     pub fn run(self, ready_tx: SyncSender<Result<Ready, Error>>, batch_tx: SyncSender<Vec<Event>>) {
         let mut storage = MaybeUninit::uninit();
-        let plan = load::plan(&self.builder, self.backend);
-        let (skel, rings) = match load::load(&self.builder, &mut storage, &plan) {
+        let plan = load::plan(&self.settings, self.backend);
+        let (skel, rings) = match load::load(&self.settings, &mut storage, &plan) {
             Ok(loaded) => loaded,
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -105,7 +97,7 @@ impl ReaderCtx {
         // Events are decoded straight into the merge, which sorts them in place.
         let merge = RefCell::new(TimeMerge::default());
         let cgroups = RefCell::new(CgroupNames::default());
-        let captures = self.builder.snaplen > 0;
+        let captures = self.settings.snaplen > 0;
         let decode = |data: &[u8]| {
             match Event::decode(data, offset, captures) {
                 Some(mut ev) => {
@@ -203,7 +195,7 @@ impl ReaderCtx {
             // Read the flag before draining, so a stop still gets a last full drain.
             let stopping = self.stop.load(Ordering::Relaxed);
             if !stopping {
-                waiter.wait(self.builder.drain_interval);
+                waiter.wait(self.settings.drain_interval);
             }
             // Events stamped before this are in their rings by now: the pass
             // below reads each ring to its end, so it releases them all.

@@ -13,12 +13,38 @@ use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use crate::filter::{check_cgroup_path, check_container_prefix};
 use crate::sys::cgroup2_mount;
 use crate::Error;
+
+/// The rule of [`Filter::cgroup`](crate::Filter::cgroup)'s form: a plain path, without `.` or `..`
+/// (whether that cgroup exists is only known at start).
+pub fn check_cgroup_path(path: &Path) -> Result<(), Error> {
+    let plain = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain {
+        return Err(Error::InvalidFilter(format!(
+            "cgroup {} must be a plain path below the cgroup mount (no '..')",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The rule of [`Filter::container`](crate::Filter::container)'s form: 1 to 64 hex digits, as
+/// `docker` takes ids (which container it names is only known at start).
+pub fn check_container_prefix(prefix: &str) -> Result<(), Error> {
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidFilter(format!(
+            "container id '{}' must be 1 to 64 hex digits",
+            prefix.escape_debug()
+        )));
+    }
+    Ok(())
+}
 
 /// What a cgroup id stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,12 +10,12 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel};
 
 use crate::backend::{self, Backend, PacketHooks, Peers, Plan};
 use crate::bpf::{UdptraceSkel, UdptraceSkelBuilder};
-use crate::builder::TracerBuilder;
 use crate::count::CountField;
 use crate::drop_reason::drop_reason_code;
 use crate::event::EventKind;
 use crate::features;
 use crate::filter::addr_and_mask;
+use crate::settings::Settings;
 use crate::Error;
 
 /// libbpf prints warnings and whole verifier logs to stderr; users get our
@@ -68,7 +68,7 @@ fn load_failure() -> String {
 }
 
 /// The programs a tracer configured by `b` loads on `backend`.
-pub(crate) fn plan(b: &TracerBuilder, backend: Backend) -> Plan {
+pub(crate) fn plan(b: &Settings, backend: Backend) -> Plan {
     let f = &b.filter;
     // Close events come from the release hook every mode loads; their
     // counters need the send and receive hooks, unless only the receive
@@ -103,7 +103,7 @@ pub(crate) fn plan(b: &TracerBuilder, backend: Backend) -> Plan {
 /// of `b` into `.rodata`, loads it and installs a ring buffer per CPU. The
 /// rings are returned with the skeleton: the reader drains them.
 pub(crate) fn load<'obj>(
-    b: &TracerBuilder,
+    b: &Settings,
     storage: &'obj mut MaybeUninit<OpenObject>,
     plan: &Plan,
 ) -> Result<(UdptraceSkel<'obj>, Vec<MapHandle>), Error> {
@@ -270,7 +270,7 @@ fn default_wakeup_bytes(snaplen: u32, ring_bytes: u32) -> u64 {
 
 /// A ring buffer for each possible CPU (one page each when counting:
 /// nothing goes through them then), and their size.
-fn create_rings(b: &TracerBuilder) -> Result<(Vec<MapHandle>, u32), Error> {
+fn create_rings(b: &Settings) -> Result<(Vec<MapHandle>, u32), Error> {
     let cpus = libbpf_rs::num_possible_cpus().map_err(Error::bpf("counting the possible CPUs"))?;
     let bytes = match b.count_by {
         Some(_) => 4096,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -11,7 +11,9 @@ use crate::bpf::types::{udp_close_event, udp_event, udp_event_kind};
 use crate::cgroups::CgroupInfo;
 use crate::drop_reason::drop_reason_name;
 use crate::errno::errno_text;
-use crate::sockets::SockLife;
+pub(crate) use crate::family::ip_of;
+pub use crate::family::Family;
+use crate::life::SockLife;
 
 /// What happened on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,31 +111,6 @@ impl std::str::FromStr for EventKind {
                     s.escape_debug()
                 )
             })
-    }
-}
-
-/// Address family of the socket (not of the peer: an IPv6 socket can talk to
-/// IPv4 peers through IPv4-mapped addresses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// 4 or 6.
-    pub fn number(self) -> u8 {
-        match self {
-            Self::V4 => 4,
-            Self::V6 => 6,
-        }
-    }
-
-    pub(crate) fn af(self) -> u8 {
-        match self {
-            Self::V4 => libc::AF_INET as u8,
-            Self::V6 => libc::AF_INET6 as u8,
-        }
     }
 }
 
@@ -412,15 +389,6 @@ pub(crate) fn test_event(ts_ns: u64) -> Event {
 unsafe impl plain::Plain for udp_event {}
 // SAFETY: as above.
 unsafe impl plain::Plain for udp_close_event {}
-
-/// The kernel side carries IPv4 as IPv4-mapped IPv6; an IPv4 socket shows plain IPv4.
-pub(crate) fn ip_of(family: Family, addr: [u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(addr);
-    match family {
-        Family::V4 => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
-        Family::V6 => IpAddr::V6(v6),
-    }
-}
 
 /// Lower-case hex, two digits a byte.
 pub(crate) fn hex(data: &[u8]) -> String {

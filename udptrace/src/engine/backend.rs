@@ -629,7 +629,7 @@ pub(crate) fn attach(
     }
     // Last, once sock_create sees every new socket: the ones that exist already.
     if plan.seeds_sockets() {
-        crate::seed::seed_sockets(skel)?;
+        crate::seed::seed_sockets(skel, kernel_hooks().tracing_socket_cookie)?;
     }
     Ok(probes)
 }

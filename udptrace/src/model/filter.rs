@@ -3,12 +3,12 @@
 
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+use crate::cgroups::{check_cgroup_path, check_container_prefix};
 use crate::event::{EventKind, Family};
-use crate::sockets::SocketInfo;
 use crate::Error;
 
 /// Which events to deliver. Every set field must match.
@@ -96,33 +96,6 @@ pub fn check_netns(inode: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// The rule of [`Filter::cgroup`]'s form: a plain path, without `.` or `..`
-/// (whether that cgroup exists is only known at start).
-pub fn check_cgroup_path(path: &Path) -> Result<(), Error> {
-    let plain = path
-        .components()
-        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if !plain {
-        return Err(Error::InvalidFilter(format!(
-            "cgroup {} must be a plain path below the cgroup mount (no '..')",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The rule of [`Filter::container`]'s form: 1 to 64 hex digits, as
-/// `docker` takes ids (which container it names is only known at start).
-pub fn check_container_prefix(prefix: &str) -> Result<(), Error> {
-    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::InvalidFilter(format!(
-            "container id '{}' must be 1 to 64 hex digits",
-            prefix.escape_debug()
-        )));
-    }
-    Ok(())
-}
-
 /// The 16-byte address and mask the kernel compares against. IPv4 networks
 /// become IPv4-mapped IPv6 ones, the form the BPF programs keep addresses in.
 pub(crate) fn addr_and_mask(net: &IpNet) -> ([u8; 16], [u8; 16]) {
@@ -172,28 +145,6 @@ impl Filter {
         kinds.iter().fold(0, |m, k| m | (1 << k.wire()))
     }
 
-    /// Whether an open socket is one the filters select: by its owner (not,
-    /// as the kernel's filters, the task of each event) and by its local
-    /// address or usual peer (not the addresses of each event).
-    pub fn keeps_socket(&self, s: &SocketInfo) -> bool {
-        let ends = [s.life.local, s.life.peer];
-        let ends = ends.iter().flatten();
-        s.in_cgroup
-            && self.netns.is_none_or(|ns| ns == s.life.netns)
-            && self.pid.is_none_or(|pid| pid == s.pid)
-            && self
-                .comm
-                .as_ref()
-                .is_none_or(|c| c.as_bytes() == s.comm.as_bytes())
-            && self.family.is_none_or(|f| Some(f) == s.family())
-            && self
-                .port
-                .is_none_or(|p| ends.clone().any(|e| e.port() == p))
-            && self
-                .addr
-                .is_none_or(|net| ends.clone().any(|e| net_contains(&net, e.ip())))
-    }
-
     /// Whether any of `kinds` is wanted.
     pub(crate) fn wants_any(&self, kinds: &[EventKind]) -> bool {
         let mask = self.kind_mask();
@@ -202,7 +153,7 @@ impl Filter {
 }
 
 /// As the kernel compares: IPv4 networks match IPv4-mapped IPv6 addresses too.
-fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+pub(crate) fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
     match (net, ip) {
         (IpNet::V4(n), IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some_and(|v4| n.contains(&v4)),
         _ => net.contains(&ip),
@@ -275,9 +226,9 @@ mod tests {
         assert!(check_container_prefix("zz").is_err());
         assert!(check_container_prefix(&"a".repeat(65)).is_err());
         assert!(check_netns(0).is_err());
-        assert!(check_cgroup_path(Path::new("/system.slice/x.service")).is_ok());
-        assert!(check_cgroup_path(Path::new("/sys/fs/cgroup/../x")).is_err());
-        assert!(check_cgroup_path(Path::new("./x")).is_err());
+        assert!(check_cgroup_path(std::path::Path::new("/system.slice/x.service")).is_ok());
+        assert!(check_cgroup_path(std::path::Path::new("/sys/fs/cgroup/../x")).is_err());
+        assert!(check_cgroup_path(std::path::Path::new("./x")).is_err());
         let f = Filter {
             container: Some("zz".into()),
             ..Default::default()

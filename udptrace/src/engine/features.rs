@@ -109,7 +109,7 @@ pub fn kernel_limits() -> Vec<&'static str> {
     if !crate::backend::kfree_skb_has_reason() {
         limits.push(NO_DROP_REASONS);
     }
-    if crate::seed::listing_failed() {
+    if crate::sock_diag::listing_failed() {
         limits.push(NO_SOCKET_LISTING);
     }
     limits

@@ -2,14 +2,21 @@
 //! and what the kernel counted instead of emitting, from its `stats` map.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::types::udp_stat;
 use crate::event::EventKind;
-use crate::reader::Shared;
+
+/// What the reader thread counts as it decodes, shared with the handle.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub events: [AtomicU64; KINDS],
+    pub undecodable: AtomicU64,
+    pub error: Mutex<Option<String>>,
+}
 
 pub(crate) const KINDS: usize = EventKind::ALL.len();
 

@@ -14,16 +14,19 @@ use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use libbpf_rs::{Iter, Link, ProgramMut};
 
 use crate::bpf::UdptraceSkel;
-use crate::{features, sock_diag, Error};
+use crate::{sock_diag, Error};
 
 /// Gives every existing UDP socket its cookie, then its owner.
-pub(crate) fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
-    if !features::tracing_socket_cookie() {
+/// `iterators_ask_cookies`: iterators may ask for a socket's cookie (Linux 5.12+).
+pub(crate) fn seed_sockets(
+    skel: &UdptraceSkel<'_>,
+    iterators_ask_cookies: bool,
+) -> Result<(), Error> {
+    if !iterators_ask_cookies {
         give_cookies_by_listing();
     } else {
         give_cookies(skel)?;
@@ -37,23 +40,13 @@ pub(crate) fn seed_sockets(skel: &UdptraceSkel<'_>) -> Result<(), Error> {
 /// gives each its cookie. Without them (no UDP diagnostics in the kernel),
 /// sockets get theirs as the hooks meet them.
 fn give_cookies_by_listing() {
-    let failed = |listed: std::io::Result<()>| {
-        if listed.is_err() {
-            LISTING_FAILED.store(true, Ordering::Relaxed);
-        }
-    };
-    failed(sock_diag::list_udp_sockets());
+    // A failure is noted by sock_diag, for kernel_limits to say.
+    let _ = sock_diag::list_udp_sockets();
     for netns in other_network_namespaces() {
-        in_netns(netns, || failed(sock_diag::list_udp_sockets()));
+        in_netns(netns, || {
+            let _ = sock_diag::list_udp_sockets();
+        });
     }
-}
-
-/// A listing of UDP sockets failed in this process (the kernel lacks UDP
-/// socket diagnostics): [`crate::features::kernel_limits`] says so.
-static LISTING_FAILED: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn listing_failed() -> bool {
-    LISTING_FAILED.load(Ordering::Relaxed)
 }
 
 fn give_cookies(skel: &UdptraceSkel<'_>) -> Result<(), Error> {

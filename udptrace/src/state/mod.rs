@@ -1,0 +1,6 @@
+//! What the kernel keeps between events, read from user space: the socket
+//! table, the count table and its per-CPU slots, and the statistics.
+
+pub(crate) mod count_table;
+pub(crate) mod sockets;
+pub(crate) mod stats;
