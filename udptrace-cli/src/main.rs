@@ -14,7 +14,6 @@ mod sink;
 mod sockets;
 mod top;
 mod trace;
-mod tui;
 
 use std::process::ExitCode;
 

@@ -11,8 +11,8 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table};
 use ratatui::Frame;
 
+use super::sample::{key_headers, key_widths, sort_rows, Sample, Sampler, TopKeys, SORT_COLUMNS};
 use crate::output::{local_time, now_ns};
-use crate::top::{key_headers, key_widths, sort_rows, Sample, Sampler, TopKeys, SORT_COLUMNS};
 
 pub struct View {
     headers: Vec<String>,
