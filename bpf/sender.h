@@ -111,6 +111,35 @@ static __always_inline void start_afresh(struct queued_senders *q, struct sock *
 }
 
 /*
+ * Notes pending this long with nothing queued were never queued: they are
+ * not on their way to the queue (a few instructions in the softirq that
+ * delivers a datagram, microseconds even in an emulated guest). Linux 6.19+
+ * drops datagrams of a full buffer from the batch it moves to the queue,
+ * after their own enqueue returned, with no udp_fail_queue_rcv_skb: their
+ * notes stay pending, and an epoch they keep open never closes.
+ */
+#define STALE_NOTES_NS (10 * 1000 * 1000ULL)
+
+/*
+ * A mixed epoch (`word` as read) whose pending notes are stale can never
+ * close, and every receive of it would be of unknown sender: start afresh.
+ * The swap fails if any note or receive came since `word` was read.
+ */
+static __always_inline void drop_stale_notes(struct queued_senders *q, struct sock *sk,
+					     __u64 word)
+{
+	__u64 fresh = (word & ~QUEUED_MASK) + EPOCH_ONE;
+
+	if ((word & QUEUED_MASK) == 0 || read_once(&q->mixed) != word >> 32)
+		return;
+	if (bpf_ktime_get_ns() - read_once(&q->last_note_ns) < STALE_NOTES_NS ||
+	    queued_datagrams(sk))
+		return;
+	q->fresh = fresh >> 32;
+	__sync_val_compare_and_swap(&q->word, word, fresh);
+}
+
+/*
  * Tracepoint backend, cgroup_skb ingress: a datagram for the socket whose
  * state is `st` is about to be queued. An epoch lasts while the count of noted datagrams
  * not yet received stays above zero: the datagram that opens one (count
@@ -131,6 +160,10 @@ static __always_inline void note_queued_sender(struct sock_state *st, struct soc
 	/* Nothing queued yet (this datagram is not): nothing unnoted either. */
 	if (q->unsure && sk)
 		start_afresh(q, sk);
+	else if (sk)
+		drop_stale_notes(q, sk, read_once(&q->word));
+	/* Before the count (whose swap orders it): whoever sees the count sees this time too. */
+	q->last_note_ns = bpf_ktime_get_ns();
 	word = read_once(&q->word);
 	for (int i = 0; i < 8; i++) {
 		bool opens = (word & QUEUED_MASK) == 0;
@@ -197,6 +230,8 @@ static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk
 			continue;
 		}
 		epoch = word >> 32;
+		if (mixed == epoch)
+			drop_stale_notes(q, sk, word - 1);
 		if (ready != epoch || mixed == epoch)
 			return false;
 		/*

@@ -22,6 +22,8 @@ struct queued_senders {
 	__u64 mixed;
 	/* The epoch the last fresh start opened with nothing pending (sender.h). */
 	__u64 fresh;
+	/* When the newest note was made (written before its count). */
+	__u64 last_note_ns;
 	__u8 addr[16];
 	__u16 port;
 	/*

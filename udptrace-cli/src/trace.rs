@@ -466,12 +466,6 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     if let Some(n) = not_written {
         line += &format!("; not written {n}");
     }
-    if stats.skipped > 0 {
-        line += &format!(
-            "; hook runs the kernel skipped {} (a task preempted in a hook: up to as many events missing or without their sender)",
-            stats.skipped
-        );
-    }
     if stats.recv_eagain > 0 {
         line += &format!("; EAGAIN receives not shown {}", stats.recv_eagain);
     }
@@ -488,10 +482,16 @@ fn print_summary(stats: &Stats, kinds: &[EventKind], not_written: Option<u64>) {
     eprintln!("{line}");
 }
 
-/// What the kernel's tables had no room for, for the summaries of `trace`
-/// and `count`; empty when nothing.
+/// What the kernel could not follow, for every view's summary: runs of a
+/// hook it skipped, and what its tables had no room for; empty when nothing.
 pub(crate) fn table_shortfalls(stats: &Stats) -> String {
     let mut text = String::new();
+    if stats.skipped > 0 {
+        text += &format!(
+            "; hook runs the kernel skipped {} (a task preempted in a hook: up to as many events missing or without their sender)",
+            stats.skipped
+        );
+    }
     if stats.connect_full > 0 {
         text += &format!(
             "; connects not followed (connect table full) {}",

@@ -99,6 +99,7 @@ pub fn run(args: TopArgs) -> Result<()> {
         filter: args.select.filter(vec![EventKind::Close]),
         last: Instant::now(),
         lost: 0,
+        skipped: 0,
     };
     if interactive {
         let deadline = args.select.duration.map(|d| Instant::now() + d);
@@ -185,6 +186,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
             "seconds": s.seconds,
             "backend": backend,
             "lost": s.lost,
+            "skipped": s.skipped,
             "rows": rows,
         });
         out.records(s.rows.len() as u64, |buf| {
@@ -197,7 +199,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
     out.text(|buf| {
         writeln!(
             buf,
-            "{} over {:.2} s: {} datagrams received ({} bytes), {} sent ({} bytes), {} dropped; lost {}; {} backend",
+            "{} over {:.2} s: {} datagrams received ({} bytes), {} sent ({} bytes), {} dropped; lost {}{}; {} backend",
             local_time(s.ts_ns),
             s.seconds,
             t.rx_packets,
@@ -206,6 +208,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
             t.tx_bytes,
             t.drops,
             s.lost,
+            skipped_note(s.skipped),
             backend
         )
     });
@@ -248,6 +251,14 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
         });
     }
     out.text(|buf| writeln!(buf));
+}
+
+/// The interval's skipped hook runs, where there were any.
+fn skipped_note(skipped: u64) -> String {
+    if skipped == 0 {
+        return String::new();
+    }
+    format!("; hook runs the kernel skipped {skipped}")
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub struct Sample {
     pub seconds: f64,
     pub rows: Vec<Row>,
     pub lost: u64,
+    /// Runs of a hook the kernel skipped in the interval: up to as many
+    /// events missing from it.
+    pub skipped: u64,
 }
 
 impl Sample {
@@ -107,6 +110,7 @@ pub struct Sampler {
     pub(super) filter: Filter,
     pub(super) last: Instant,
     pub(super) lost: u64,
+    pub(super) skipped: u64,
 }
 
 impl Sampler {
@@ -135,14 +139,16 @@ impl Sampler {
             }
         };
         sort_rows(&mut rows, None, false);
-        let lost = self.tracer.stats().lost;
+        let stats = self.tracer.stats();
         let sample = Sample {
             ts_ns: now_ns(),
             seconds,
             rows,
-            lost: lost - self.lost,
+            lost: stats.lost - self.lost,
+            skipped: stats.skipped.saturating_sub(self.skipped),
         };
-        self.lost = lost;
+        self.lost = stats.lost;
+        self.skipped = stats.skipped;
         Ok(sample)
     }
 }
