@@ -68,8 +68,8 @@ static __always_inline void note_queued_sender(struct sock_state *st, struct soc
 					       const struct pkt *pkt)
 {
 	/* Reads the queue as the other build does: both must share their types (build.rs). */
-	if (st && sk)
-		st->senders.unsure = queued_datagrams(sk) != ~0U;
+	if (st && sk && queued_datagrams(sk))
+		st->senders.word |= SENDERS_UNSURE;
 }
 
 static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk,
@@ -82,32 +82,45 @@ static __always_inline void unnote_refused(__u64 cookie)
 {
 }
 #else
-#define QUEUED_MASK 0xffffffffULL
-#define EPOCH_ONE (1ULL << 32)
-
 static __always_inline __u64 read_once(const __u64 *p)
 {
 	return *(const volatile __u64 *)p;
 }
 
 /*
- * An unsure socket whose queue is empty holds nothing unnoted any more: it
- * starts afresh, with a new epoch and nothing pending. A datagram noted
- * before that and still on its way to the queue (a window of a few
- * instructions in the softirq that delivers it) is no longer counted; the
- * first epoch after the fresh start checks for it (queued_sender).
+ * The word a fresh start leaves: nothing pending, sure, and an epoch whose
+ * next (the first after the start, 1 modulo 65536) infers no sender. Every
+ * 65,536th epoch of a socket is such an epoch by chance: unknown, never
+ * wrong.
  */
-static __always_inline void start_afresh(struct queued_senders *q, struct sock *sk)
+static __always_inline __u64 fresh_word(__u64 word)
 {
-	__u64 word = read_once(&q->word);
-	__u64 fresh = (word & ~QUEUED_MASK) + EPOCH_ONE;
+	return (((word >> 32) | 0xffff) + 1) << 32;
+}
 
-	if (queued_datagrams(sk))
-		return;
-	/* Before the swap: a note opening the next epoch must find it. */
-	q->fresh = fresh >> 32;
-	if (__sync_val_compare_and_swap(&q->word, word, fresh) == word)
-		q->unsure = 0;
+static __always_inline bool first_after_fresh_start(__u64 epoch)
+{
+	return (epoch & 0xffff) == 1;
+}
+
+/*
+ * A socket that may hold datagrams nobody noted (`word` as read), with
+ * nothing queued: it starts afresh, nothing pending. The swap fails if any
+ * note or receive came since `word` was read. Its first epoch after that
+ * infers no sender: a datagram noted before the start may still be on its
+ * way to the queue, and one taken off it by a receive whose hook has not
+ * run yet may be one nobody noted; either would take a count of that epoch.
+ */
+static __always_inline void start_afresh(struct queued_senders *q, struct sock *sk, __u64 word)
+{
+	if (!queued_datagrams(sk))
+		__sync_val_compare_and_swap(&q->word, word, fresh_word(word));
+}
+
+/* Datagrams nobody noted may be queued: no sender is inferred until a fresh start. */
+static __always_inline void mark_unsure(struct queued_senders *q)
+{
+	__sync_fetch_and_or(&q->word, SENDERS_UNSURE);
 }
 
 /*
@@ -123,20 +136,14 @@ static __always_inline void start_afresh(struct queued_senders *q, struct sock *
 /*
  * A mixed epoch (`word` as read) whose pending notes are stale can never
  * close, and every receive of it would be of unknown sender: start afresh.
- * The swap fails if any note or receive came since `word` was read.
  */
 static __always_inline void drop_stale_notes(struct queued_senders *q, struct sock *sk,
 					     __u64 word)
 {
-	__u64 fresh = (word & ~QUEUED_MASK) + EPOCH_ONE;
-
-	if ((word & QUEUED_MASK) == 0 || read_once(&q->mixed) != word >> 32)
+	if ((word & SENDERS_PENDING) == 0 || read_once(&q->mixed) != word >> 32)
 		return;
-	if (bpf_ktime_get_ns() - read_once(&q->last_note_ns) < STALE_NOTES_NS ||
-	    queued_datagrams(sk))
-		return;
-	q->fresh = fresh >> 32;
-	__sync_val_compare_and_swap(&q->word, word, fresh);
+	if (bpf_ktime_get_ns() - read_once(&q->last_note_ns) >= STALE_NOTES_NS)
+		start_afresh(q, sk, word);
 }
 
 /*
@@ -157,17 +164,20 @@ static __always_inline void note_queued_sender(struct sock_state *st, struct soc
 	if (!st)
 		return; /* not in the socket table: no sender is ever inferred */
 	q = &st->senders;
-	/* Nothing queued yet (this datagram is not): nothing unnoted either. */
-	if (q->unsure && sk)
-		start_afresh(q, sk);
-	else if (sk)
-		drop_stale_notes(q, sk, read_once(&q->word));
+	word = read_once(&q->word);
+	if (sk) {
+		/* Nothing queued yet (this datagram is not): nothing unnoted either. */
+		if (word & SENDERS_UNSURE)
+			start_afresh(q, sk, word);
+		else
+			drop_stale_notes(q, sk, word);
+	}
 	/* Before the count (whose swap orders it): whoever sees the count sees this time too. */
 	q->last_note_ns = bpf_ktime_get_ns();
 	word = read_once(&q->word);
 	for (int i = 0; i < 8; i++) {
-		bool opens = (word & QUEUED_MASK) == 0;
-		__u64 next = opens ? (word & ~QUEUED_MASK) + EPOCH_ONE + 1 : word + 1;
+		bool opens = (word & SENDERS_PENDING) == 0;
+		__u64 next = opens ? (word & ~SENDERS_PENDING) + SENDERS_EPOCH_ONE + 1 : word + 1;
 
 		seen = __sync_val_compare_and_swap(&q->word, word, next);
 		if (seen != word) {
@@ -186,16 +196,16 @@ static __always_inline void note_queued_sender(struct sock_state *st, struct soc
 		return;
 	}
 	/* Too contended to count: receives can no longer be matched to notes. */
-	q->unsure = 1;
+	mark_unsure(q);
 }
 
 /*
  * Tracepoint backend: a receive has taken one datagram off `sk`. Fills
  * in its sender (into `a`, unless NULL: known already) and returns true when
- * its epoch had one sender only. A
- * receive the count does not cover (nothing noted is pending) means
- * datagrams were queued unnoted: the socket is unsure until its queue is
- * empty.
+ * its epoch had one sender only. A receive the count does not cover
+ * (nothing noted is pending), or that leaves queued datagrams the count
+ * does not cover, means datagrams were queued unnoted: the socket is unsure
+ * until its queue is empty.
  */
 static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk,
 					  struct sock_addrs *a)
@@ -208,15 +218,15 @@ static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk
 	if (!st)
 		return false;
 	q = &st->senders;
-	if (q->unsure) {
-		start_afresh(q, sk);
-		return false;
-	}
 	word = read_once(&q->word);
 	for (int i = 0; i < 8; i++) {
-		if ((word & QUEUED_MASK) == 0) {
-			q->unsure = 1;
-			start_afresh(q, sk);
+		if (word & SENDERS_UNSURE) {
+			start_afresh(q, sk, word);
+			return false;
+		}
+		if ((word & SENDERS_PENDING) == 0) {
+			mark_unsure(q);
+			start_afresh(q, sk, word | SENDERS_UNSURE);
 			return false;
 		}
 		/* Read while this datagram's count keeps its epoch open. */
@@ -230,26 +240,27 @@ static __always_inline bool queued_sender(struct sock_state *st, struct sock *sk
 			continue;
 		}
 		epoch = word >> 32;
-		if (mixed == epoch)
-			drop_stale_notes(q, sk, word - 1);
-		if (ready != epoch || mixed == epoch)
-			return false;
 		/*
-		 * The first epoch after a fresh start: a datagram queued beyond
-		 * what is noted pending was noted before the start, perhaps by
-		 * another sender.
+		 * The last pending count taken with datagrams still queued, and
+		 * no note since (a note comes before its datagram is queued):
+		 * those datagrams are unnoted.
 		 */
-		if (epoch == q->fresh + 1 && queued_datagrams(sk) > (word & QUEUED_MASK) - 1) {
-			q->unsure = 1;
+		if ((word & SENDERS_PENDING) == 1 && queued_datagrams(sk) &&
+		    read_once(&q->word) == word - 1) {
+			mark_unsure(q);
 			return false;
 		}
+		if (mixed == epoch)
+			drop_stale_notes(q, sk, word - 1);
+		if (ready != epoch || mixed == epoch || first_after_fresh_start(epoch))
+			return false;
 		if (!a)
 			return true;
 		__builtin_memcpy(a->raddr, addr, 16);
 		a->rport = port;
 		return true;
 	}
-	q->unsure = 1;
+	mark_unsure(q);
 	return false;
 }
 
@@ -263,19 +274,19 @@ static __always_inline void unnote_refused(__u64 cookie)
 	struct queued_senders *q;
 	__u64 word, seen;
 
-	if (!st || st->senders.unsure)
+	if (!st)
 		return;
 	q = &st->senders;
 	word = read_once(&q->word);
 	for (int i = 0; i < 8; i++) {
-		if ((word & QUEUED_MASK) == 0)
-			break;
+		if ((word & SENDERS_UNSURE) || (word & SENDERS_PENDING) == 0)
+			return;
 		seen = __sync_val_compare_and_swap(&q->word, word, word - 1);
 		if (seen == word)
 			return;
 		word = seen;
 	}
-	q->unsure = 1;
+	mark_unsure(q);
 }
 
 #endif /* UDPTRACE_NO_ATOMICS */

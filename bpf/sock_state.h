@@ -15,24 +15,28 @@
  * noted on arrival (sender.h).
  */
 struct queued_senders {
-	/* Epoch (high 32 bits), datagrams noted and not yet received (low 32). */
+	/*
+	 * One word, changed by compare-and-swap only: the epoch (high 32
+	 * bits), SENDERS_UNSURE, and the datagrams noted and not yet received.
+	 */
 	__u64 word;
 	/* The epoch whose sender `addr`/`port` hold, and the last one seen mixed. */
 	__u64 ready;
 	__u64 mixed;
-	/* The epoch the last fresh start opened with nothing pending (sender.h). */
-	__u64 fresh;
 	/* When the newest note was made (written before its count). */
 	__u64 last_note_ns;
 	__u8 addr[16];
 	__u16 port;
-	/*
-	 * Datagrams nobody noted may be queued: the socket existed before
-	 * tracing began, or a receive found nothing noted pending. Cleared
-	 * when its queue is empty.
-	 */
-	__u8 unsure;
 };
+
+/*
+ * Datagrams nobody noted may be queued: the socket existed before tracing
+ * began, or a receive found the count not covering the queue. Cleared by a
+ * fresh start, when its queue is empty.
+ */
+#define SENDERS_UNSURE (1ULL << 31)
+#define SENDERS_PENDING 0x7fffffffULL
+#define SENDERS_EPOCH_ONE (1ULL << 32)
 
 /*
  * What udptrace keeps per socket: its counters, its owner (the task that
@@ -56,7 +60,7 @@ struct {
 } sock_states SEC(".maps");
 
 /* Only sock_create knows a socket from its start, with nothing queued. */
-static const struct sock_state new_sock_state = { .senders.unsure = 1 };
+static const struct sock_state new_sock_state = { .senders.word = SENDERS_UNSURE };
 
 /* Keep each socket's peers, drops and receive-queue peak (struct sock_life). */
 const volatile bool track_sockets = false;

@@ -353,7 +353,8 @@ int sock_create(struct bpf_sock *ctx)
 		cookie = bpf_get_socket_cookie(ctx);
 		st = sock_state_of(cookie);
 		if (st) {
-			st->senders.unsure = 0;
+			/* Sure, nothing pending, in an epoch of its own. */
+			st->senders.word = SENDERS_EPOCH_ONE;
 			st->life.from_creation = 1;
 		}
 	}

@@ -560,9 +560,11 @@ fn concurrent_senders_and_readers_never_get_a_wrong_sender() {
     }
 }
 
-/// A socket opened before tracing began, with nothing queued: nothing
-/// unnoted can be pending, so every receive has its sender on every
-/// backend, the first one included.
+/// A socket opened before tracing began, with nothing queued. fentry and
+/// kprobe read every receive's sender from the datagram; the tracepoint
+/// backend starts the socket afresh at its first datagram and infers no
+/// sender in the first epoch after that (a receive already under way as it
+/// started may hold a datagram nobody noted), then every one.
 #[test]
 fn socket_open_before_tracing() {
     set_comm("ut-before");
@@ -582,15 +584,21 @@ fn socket_open_before_tracing() {
     let events: Vec<Event> = tracer.by_ref().collect();
     let stats = tracer.stats();
     let (client, server) = (client.local_addr().unwrap(), server.local_addr().unwrap());
-    assert_receives_from(&events, client, server, &lens);
-    assert_eq!(stats.recv_sender_unknown, 0);
+    if reads_senders_from_datagrams(&tracer) {
+        assert_receives_from(&events, client, server, &lens);
+        assert_eq!(stats.recv_sender_unknown, 0);
+    } else {
+        assert_receives_from(&events, client, server, &lens[1..]);
+        assert_eq!(stats.recv_sender_unknown, 1);
+    }
 }
 
 /// A socket holding datagrams queued before tracing began: fentry and
 /// kprobe read their senders from the datagrams; the tracepoint backend,
 /// which infers senders from what it saw queued, reports them unknown (and
 /// does not show them under a filter on their sender), and knows the
-/// senders again as soon as the queue has emptied.
+/// senders again once the queue has emptied, from the second epoch after
+/// that (see `socket_open_before_tracing`).
 #[test]
 fn socket_with_datagrams_queued_before_tracing() {
     set_comm("ut-queued");
@@ -624,8 +632,8 @@ fn socket_with_datagrams_queued_before_tracing() {
         assert_receives_from(&events, client, server, &lens);
         assert_eq!(stats.recv_sender_unknown, 0);
     } else {
-        assert_receives_from(&events, client, server, &lens[2..]);
-        assert_eq!(stats.recv_sender_unknown, 2);
+        assert_receives_from(&events, client, server, &lens[3..]);
+        assert_eq!(stats.recv_sender_unknown, 3);
     }
 }
 
