@@ -390,13 +390,16 @@ static __always_inline __u16 copy_payload(void *dst, const struct payload_src *s
 }
 
 /*
- * Packet and drop records with a payload are built here, one per CPU (user
- * space sizes the array), then copied into the ring buffer at their own
- * length: bpf_ringbuf_reserve() takes a constant size only, and a 40-byte
- * DNS query must not cost the snap length's 64 KiB. `busy` while a program
- * builds one: a program interrupting it on the same CPU loses its event
- * (counted as lost) rather than overwrite it.
+ * Packet and drop records with a payload are built here, then copied into
+ * the ring buffer at their own length: bpf_ringbuf_reserve() takes a
+ * constant size only, and a 40-byte DNS query must not cost the snap
+ * length's 64 KiB. Two per CPU (user space sizes the array): a program
+ * interrupting another that is building one (ingress in a softirq over an
+ * egress program), or preempting it, takes the second; a third at once
+ * loses its event, counted as lost.
  */
+#define PAYLOAD_RECORDS_PER_CPU 2
+
 struct payload_record {
 	__u64 busy;
 	struct udp_event e;
@@ -410,17 +413,32 @@ struct {
 	__type(value, struct payload_record);
 } payload_records SEC(".maps");
 
+/* Takes a free record of this CPU's: atomically where the kernel has exchange. */
+static __always_inline bool take_record(struct payload_record *rec)
+{
+#ifdef UDPTRACE_NO_ATOMICS
+	if (rec->busy)
+		return false;
+	rec->busy = 1;
+	return true;
+#else
+	return __sync_lock_test_and_set(&rec->busy, 1) == 0;
+#endif
+}
+
 static __always_inline struct payload_record *payload_record_slot(void)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct payload_record *rec = bpf_map_lookup_elem(&payload_records, &cpu);
+	__u32 first = bpf_get_smp_processor_id() * PAYLOAD_RECORDS_PER_CPU;
 
-	if (!rec || rec->busy) {
-		stat_inc(UDP_STAT_LOST);
-		return NULL;
+	for (__u32 i = 0; i < PAYLOAD_RECORDS_PER_CPU; i++) {
+		__u32 key = first + i;
+		struct payload_record *rec = bpf_map_lookup_elem(&payload_records, &key);
+
+		if (rec && take_record(rec))
+			return rec;
 	}
-	rec->busy = 1;
-	return rec;
+	stat_inc(UDP_STAT_LOST);
+	return NULL;
 }
 
 /* Copies the record, with `caplen` bytes of payload, into this CPU's ring buffer. */

@@ -123,9 +123,10 @@ pub(crate) fn load<'obj>(
             .payload_scratch
             .set_max_entries(rings.len() as u32)
             .and_then(|()| {
+                // bpf/packet.h's PAYLOAD_RECORDS_PER_CPU.
                 open.maps
                     .payload_records
-                    .set_max_entries(rings.len() as u32)
+                    .set_max_entries(2 * rings.len() as u32)
             })
             .map_err(Error::bpf("sizing the payload scratch"))?;
     }
