@@ -893,13 +893,12 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
     certificates(&dir);
     let path = |name: &str| dir.join(name).display().to_string();
     let hash = bcrypt::hash("s3cret pass", 6).unwrap();
+    // Relative to the file's directory (not serve's), as exporter-toolkit reads them.
     let web = dir.join("web.yml");
     std::fs::write(
         &web,
         format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  scraper: {hash}\n",
-            path("server.pem"),
-            path("server.key")
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  scraper: {hash}\n"
         ),
     )
     .unwrap();

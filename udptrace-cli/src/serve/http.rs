@@ -146,6 +146,8 @@ pub(super) struct Server {
     auth: Option<Arc<BasicAuth>>,
     places: Arc<Semaphore>,
     max_connections: usize,
+    /// bcrypt checks allowed at once.
+    checks: Arc<Semaphore>,
     /// The cap was hit and said so: said again only once it was not.
     full: AtomicBool,
 }
@@ -161,6 +163,7 @@ impl Server {
             auth: web.auth,
             places: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            checks: Arc::new(Semaphore::new(2)),
             full: AtomicBool::new(false),
         })
     }
@@ -249,15 +252,34 @@ impl Server {
             response
         };
         if let Some(auth) = &self.auth {
-            let auth = auth.clone();
             let given = req
                 .headers()
                 .get(AUTHORIZATION)
                 .map(|v| v.as_bytes().to_vec());
-            // A bcrypt check blocks for tens of milliseconds.
-            let allowed = tokio::task::spawn_blocking(move || auth.allows(given.as_deref()))
-                .await
-                .unwrap_or(false);
+            let allowed = match auth.remembers(given.as_deref()) {
+                true => true,
+                // A bcrypt check blocks for tens of milliseconds: two at
+                // most at once, so that guessed passwords cannot take every
+                // core (and the renders behind them); beyond, refused.
+                false => match self.checks.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let auth = auth.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _permit = permit;
+                            auth.allows(given.as_deref())
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                    Err(_) => {
+                        return Ok(reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain",
+                            Bytes::from_static(b"too many password checks at once\n"),
+                        ))
+                    }
+                },
+            };
             if !allowed {
                 let mut response = reply(
                     StatusCode::UNAUTHORIZED,

@@ -52,7 +52,21 @@ pub fn load(path: &Path) -> Result<WebConfig, String> {
         serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?
     };
     let tls = match file.tls_server_config {
-        Some(tls) => Some(Arc::new(server_config(&tls).map_err(fail)?)),
+        Some(mut tls) => {
+            // As exporter-toolkit resolves them: from the file's directory.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for file in [
+                &mut tls.cert_file,
+                &mut tls.key_file,
+                &mut tls.client_ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *file = dir.join(&*file);
+            }
+            Some(Arc::new(server_config(&tls).map_err(fail)?))
+        }
         None => None,
     };
     let auth = if file.basic_auth_users.is_empty() {
@@ -216,6 +230,16 @@ impl BasicAuth {
             users,
             checked: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether an `Authorization` header's value is a pair already checked:
+    /// no bcrypt check needed.
+    pub fn remembers(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(pair) = authorization.and_then(basic_credentials) else {
+            return false;
+        };
+        let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        checked.contains(&pair)
     }
 
     /// Whether an `Authorization` header's value names a user and their
