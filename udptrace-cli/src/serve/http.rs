@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -103,6 +103,38 @@ const INDEX: &str = "<html><head><title>udptrace</title></head><body><h1>udptrac
 struct Renders {
     registry: Arc<Registry>,
     last: tokio::sync::Mutex<Option<Rendered>>,
+    /// Bytes of the rendered bodies alive (answers not yet written, the
+    /// last render): past BODIES_BUDGET, a scrape that needs a new render
+    /// gets 503 instead.
+    alive: Arc<AtomicUsize>,
+}
+
+/// The most memory rendered bodies may hold at once.
+const BODIES_BUDGET: usize = 64 << 20;
+
+/// A rendered body, counted in `alive` until the last answer holding it is
+/// written (or dropped) and a newer render replaced it.
+struct CountedBody {
+    text: String,
+    alive: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for CountedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(self.text.len(), Ordering::Relaxed);
+    }
+}
+
+/// Why a scrape got no body.
+enum NoBody {
+    Busy,
+    Failed,
 }
 
 struct Rendered {
@@ -113,29 +145,42 @@ struct Rendered {
 }
 
 impl Renders {
-    async fn metrics(&self, format: Format, arrived: Instant) -> Option<(Bytes, &'static str)> {
+    async fn metrics(
+        &self,
+        format: Format,
+        arrived: Instant,
+    ) -> Result<(Bytes, &'static str), NoBody> {
         let mut last = self.last.lock().await;
         if let Some(r) = last
             .as_ref()
             .filter(|r| r.started >= arrived && r.format == format)
         {
-            return Some((r.body.clone(), r.content_type));
+            return Ok((r.body.clone(), r.content_type));
+        }
+        // Bodies still held by clients that do not read (or not yet): no more.
+        let held = last.as_ref().map_or(0, |r| r.body.len());
+        if self.alive.load(Ordering::Relaxed).saturating_sub(held) > BODIES_BUDGET {
+            return Err(NoBody::Busy);
         }
         let started = Instant::now();
         let registry = self.registry.clone();
         // Reading the kernel's tables blocks: off the thread that serves connections.
-        let (body, content_type) = tokio::task::spawn_blocking(move || render(&registry, format))
+        let (text, content_type) = tokio::task::spawn_blocking(move || render(&registry, format))
             .await
-            .ok()?
-            .ok()?;
-        let body = Bytes::from(body);
+            .map_err(|_| NoBody::Failed)?
+            .map_err(|_| NoBody::Failed)?;
+        self.alive.fetch_add(text.len(), Ordering::Relaxed);
+        let body = Bytes::from_owner(CountedBody {
+            text,
+            alive: self.alive.clone(),
+        });
         *last = Some(Rendered {
             started,
             format,
             body: body.clone(),
             content_type,
         });
-        Some((body, content_type))
+        Ok((body, content_type))
     }
 }
 
@@ -158,6 +203,7 @@ impl Server {
             renders: Renders {
                 registry: Arc::new(registry),
                 last: tokio::sync::Mutex::new(None),
+                alive: Arc::new(AtomicUsize::new(0)),
             },
             tls: web.tls.map(TlsAcceptor::from),
             auth: web.auth,
@@ -309,8 +355,13 @@ impl Server {
             "/metrics" => {
                 let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
                 match self.renders.metrics(negotiate(accept), arrived).await {
-                    Some((body, content_type)) => reply(StatusCode::OK, content_type, body),
-                    None => reply(
+                    Ok((body, content_type)) => reply(StatusCode::OK, content_type, body),
+                    Err(NoBody::Busy) => reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        Bytes::from_static(b"too many answers not yet read\n"),
+                    ),
+                    Err(NoBody::Failed) => reply(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "text/plain",
                         Bytes::from_static(b"encoding failed\n"),
@@ -448,6 +499,49 @@ pub(super) fn max_connections(open_files: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    /// Renders held by clients that never read stop at the bodies' budget:
+    /// a scrape that needs a new render then gets 503, until they let go.
+    #[test]
+    fn bodies_held_unread_stop_at_the_budget() {
+        let mut registry = Registry::default();
+        // About 1 MB of text a render.
+        for i in 0..8_000 {
+            let gauge = Gauge::<i64>::default();
+            registry.register(format!("g{i}_{}", "x".repeat(100)), "", gauge);
+        }
+        let renders = Renders {
+            registry: Arc::new(registry),
+            last: tokio::sync::Mutex::new(None),
+            alive: Arc::new(AtomicUsize::new(0)),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut held = Vec::new();
+        let busy = runtime.block_on(async {
+            for _ in 0..200 {
+                match renders.metrics(Format::Text, Instant::now()).await {
+                    Ok((body, _)) => held.push(body),
+                    Err(NoBody::Busy) => return true,
+                    Err(NoBody::Failed) => panic!("rendering failed"),
+                }
+            }
+            false
+        });
+        let size = held[0].len();
+        assert!(size > 500_000, "{size} bytes a render");
+        assert!(busy, "200 renders of {size} bytes held");
+        assert!(
+            held.len() * size <= BODIES_BUDGET + 2 * size,
+            "{} held",
+            held.len()
+        );
+        held.clear();
+        let again = runtime.block_on(renders.metrics(Format::Text, Instant::now()));
+        assert!(again.is_ok());
+    }
 
     #[test]
     fn negotiates_as_prometheus_asks() {
