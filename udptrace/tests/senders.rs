@@ -538,15 +538,24 @@ fn concurrent_senders_and_readers_never_get_a_wrong_sender() {
     // Exact, but for the runs of the hook the kernel skipped (a reader
     // preempted in it), each of which may have been a receive of ours.
     let received = received.load(Ordering::Relaxed) + after.len() as u64;
-    // The three receives after the flood: every backend knows their sender.
-    let tail: Vec<(SocketAddr, i32)> = events
+    // The three receives after the flood, in order: every backend knows
+    // their sender, but that the tracepoint backend infers none in the
+    // first epoch after a fresh start (the flood may leave the socket unsure,
+    // or its last epoch mixed with notes never queued), the first of them.
+    let mut tail: Vec<(SocketAddr, i32)> = events
         .iter()
         .filter(|e| e.local == client)
         .rev()
         .take(3)
         .map(|e| (e.remote, e.ret))
         .collect();
-    assert_eq!(tail, vec![(lens[0].0, 11); 3], "after the flood: {stats:?}");
+    tail.reverse();
+    let known = (lens[0].0, 11);
+    let fresh_start = [(unknown, 11), known, known];
+    assert!(
+        tail == [known; 3] || (!reads_senders_from_datagrams(&tracer) && tail == fresh_start),
+        "after the flood: {tail:?}, {stats:?}"
+    );
     assert_eq!(after, vec![11; 3]);
     assert!(
         shown + stats.lost <= received && received <= shown + stats.lost + stats.skipped,
