@@ -134,13 +134,14 @@ static __always_inline void mark_unsure(struct queued_senders *q)
 #define STALE_NOTES_NS (10 * 1000 * 1000ULL)
 
 /*
- * A mixed epoch (`word` as read) whose pending notes are stale can never
- * close, and every receive of it would be of unknown sender: start afresh.
+ * An epoch (`word` as read) whose pending notes are stale can never close:
+ * mixed, every receive of it is of unknown sender; of one sender, the next
+ * datagram of another makes it mixed. Start afresh.
  */
 static __always_inline void drop_stale_notes(struct queued_senders *q, struct sock *sk,
 					     __u64 word)
 {
-	if ((word & SENDERS_PENDING) == 0 || read_once(&q->mixed) != word >> 32)
+	if ((word & SENDERS_PENDING) == 0)
 		return;
 	if (bpf_ktime_get_ns() - read_once(&q->last_note_ns) >= STALE_NOTES_NS)
 		start_afresh(q, sk, word);
