@@ -101,6 +101,44 @@ fn reported(report: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {label:?} in {report}"))
 }
 
+/// `udptrace ARGS`, once it printed its Tracing line: the child, its stderr
+/// (for the summary) and a thread collecting its stdout.
+fn start_trace(
+    args: &[&str],
+) -> (
+    Child,
+    BufReader<std::process::ChildStderr>,
+    std::thread::JoinHandle<String>,
+) {
+    let mut tracer = Command::new(udptrace_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(banner.starts_with("Tracing"), "{banner}");
+    let mut stdout = tracer.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    (tracer, stderr, printed)
+}
+
+/// Stops the tracer with SIGTERM, as a service manager would: its summary.
+fn stop_trace(tracer: &mut Child, stderr: &mut BufReader<std::process::ChildStderr>) -> String {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
+    assert!(tracer.wait().unwrap().success());
+    let mut summary = String::new();
+    stderr.read_to_string(&mut summary).unwrap();
+    summary
+}
+
 #[test]
 fn dnsperf_started_mid_load_every_datagram_after_the_tracing_line() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,22 +156,8 @@ fn dnsperf_started_mid_load_every_datagram_after_the_tracing_line() {
     );
     std::thread::sleep(Duration::from_millis(500));
 
-    let mut tracer = Command::new(udptrace_bin())
-        .args(["trace", "--json", "--port", &counted_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
-    assert!(banner.starts_with("Tracing"), "{banner}");
-    let mut stdout = tracer.stdout.take().unwrap();
-    let printed = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).unwrap();
-        text
-    });
+    let (mut tracer, mut stderr, printed) =
+        start_trace(&["trace", "--json", "--port", &counted_port.to_string()]);
 
     // From the Tracing line: 100 passes over the 100 queries, counted by dnsperf.
     let counted = dnsperf(counted_port, &queries)
@@ -149,11 +173,7 @@ fn dnsperf_started_mid_load_every_datagram_after_the_tracing_line() {
     assert_eq!((sent, completed), (10_000, 10_000), "{report}");
 
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
-    assert!(tracer.wait().unwrap().success());
-    let mut summary = String::new();
-    stderr.read_to_string(&mut summary).unwrap();
+    let summary = stop_trace(&mut tracer, &mut stderr);
     let lost: u64 = summary
         .split("; lost ")
         .nth(1)
@@ -230,29 +250,11 @@ fn receives_of_a_socket_older_than_the_tracer_have_their_sender() {
     let mut load = Killed(load);
     std::thread::sleep(Duration::from_millis(500));
 
-    let mut tracer = Command::new(udptrace_bin())
-        .args(["trace", "--json", "-e", "recv", "--port", &port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
-    assert!(banner.starts_with("Tracing"), "{banner}");
-    let mut stdout = tracer.stdout.take().unwrap();
-    let printed = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).unwrap();
-        text
-    });
+    let (mut tracer, mut stderr, printed) =
+        start_trace(&["trace", "--json", "-e", "recv", "--port", &port.to_string()]);
     assert!(load.0.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
-    assert!(tracer.wait().unwrap().success());
-    let mut summary = String::new();
-    stderr.read_to_string(&mut summary).unwrap();
+    let summary = stop_trace(&mut tracer, &mut stderr);
     let after = |label: &str| -> u64 {
         summary
             .split(label)
