@@ -31,6 +31,8 @@ static __always_inline void add_u64(__u64 *counter, __u64 v)
 	asm volatile("lock *(u64 *)(%0 + 0) += %1" : : "r"(counter), "r"(v) : "memory");
 }
 
+#include "hist.h"
+
 /* Aggregate events by these fields (enum count_field) instead of emitting them. */
 const volatile bool count_mode = false;
 const volatile __u16 count_keys = 0;
@@ -66,6 +68,8 @@ struct {
 struct count_scratch {
 	struct udp_event event;
 	struct count_key key;
+	/* With a histogram: what the event adds to it (hist.h). */
+	__u64 hist_value;
 };
 
 struct {
@@ -75,10 +79,10 @@ struct {
 	__type(value, struct count_scratch);
 } scratch SEC(".maps");
 
-/* Whether sends and receives count under compact keys. */
+/* Whether sends and receives count under compact keys: histograms have none. */
 static __always_inline bool compact_keys(void)
 {
-	return !(count_keys & COUNT_WIDE_KEYS);
+	return !(count_keys & COUNT_WIDE_KEYS) && hist_kind == HIST_NONE;
 }
 
 /* Whether an event of `kind` that returned `ret` counts under a compact key. */
@@ -269,7 +273,10 @@ static __always_inline void count_event(struct count_scratch *cs)
 		k->netns = e->netns;
 	if ((count_keys & COUNT_ERRNO) && e->ret < 0 && e->kind != UDP_EVENT_DROP)
 		k->err = -e->ret;
-	count_in_table(k, bytes);
+	if (hist_kind != HIST_NONE)
+		hist_add(k, cs->hist_value);
+	else
+		count_in_table(k, bytes);
 }
 
 #endif /* __UDPTRACE_COUNT_H */

@@ -18,6 +18,7 @@
 #include "peer.h"
 #include "connect.h"
 #include "sender.h"
+#include "wait_queue.h"
 
 #define EAGAIN 11
 #define MSG_PEEK 2
@@ -57,14 +58,21 @@ static __always_inline __u64 sock_cookie(struct sock *sk, bool trusted)
 						: BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 }
 
+/* A received datagram's time in its socket's queue, where known. */
+struct datagram_wait {
+	bool known;
+	__u64 ns;
+};
+
 /*
  * Takes the peer a sock_addr or sender hook left this thread for this
  * datagram of `sk` (whose cookie is `cookie`, or 0 if not read yet): the
  * address the caller named, or a receive's sender. True if there was one,
- * now in `a`; a connected socket's own peer stays otherwise.
+ * now in `a`; a connected socket's own peer stays otherwise. The sender hook
+ * also leaves the datagram's time in the queue, into `wait` where known.
  */
 static __always_inline bool take_peer(struct sock *sk, __u64 cookie, __u8 kind, bool trusted,
-				      struct sock_addrs *a)
+				      struct sock_addrs *a, struct datagram_wait *wait)
 {
 	bool found = false;
 	struct peer *peer;
@@ -83,6 +91,10 @@ static __always_inline bool take_peer(struct sock *sk, __u64 cookie, __u8 kind, 
 		__builtin_memcpy(a->raddr, peer->addr, 16);
 		a->rport = peer->port;
 		found = true;
+		if (wait && peer->wait_known) {
+			wait->known = true;
+			wait->ns = peer->wait_ns;
+		}
 	}
 	peer->cookie = 0; /* taken */
 	return found;
@@ -128,6 +140,47 @@ static __always_inline bool count_reads_addrs(void)
 }
 
 /*
+ * What a datagram adds to `udptrace latency`'s histogram: its size, or its
+ * time in the queue; false where that is unknown (counted) or it adds none.
+ */
+static __always_inline bool hist_value_of(__u8 kind, int ret, const struct datagram_wait *wait,
+					  __u64 *value)
+{
+	if (ret < 0)
+		return false;
+	if (hist_kind == HIST_SIZE) {
+		*value = ret;
+		return true;
+	}
+	if (kind != UDP_EVENT_RECV)
+		return false;
+	if (!wait->known) {
+		stat_inc(UDP_STAT_WAIT_UNKNOWN);
+		return false;
+	}
+	*value = wait->ns;
+	return true;
+}
+
+/* Histograms: the event is built in the count scratch, with what it adds. */
+static __always_inline void hist_datagram(__u8 kind, __u64 cookie, const struct sock_addrs *a,
+					  int ret, const struct datagram_wait *wait)
+{
+	static const struct sock_counters no_counters = {};
+	struct count_scratch *cs;
+	__u32 zero = 0;
+	__u64 value;
+
+	if (!hist_value_of(kind, ret, wait, &value))
+		return;
+	cs = bpf_map_lookup_elem(&scratch, &zero);
+	if (!cs)
+		return;
+	cs->hist_value = value;
+	emit(kind, cookie, a, &no_counters, ret, NULL);
+}
+
+/*
  * A send or receive, counted (`udptrace count`): only what the key and the
  * filters use is read, and a compact key builds no event.
  */
@@ -136,6 +189,7 @@ static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, i
 {
 	static const struct sock_counters no_counters = {};
 	bool found, from_peer = from_a_peer(kind, ret, flags);
+	struct datagram_wait wait = {};
 	char comm[TASK_COMM_LEN] = {};
 	__u64 pid_tgid = 0, cookie = 0;
 	struct compact_key k;
@@ -149,17 +203,23 @@ static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, i
 		cookie = sock_cookie(sk, trusted);
 		finish_connect(cookie, &a);
 	}
-	found = take_peer(sk, cookie, kind, trusted, &a);
-	if (trusted && senders_from_queue && from_peer) {
-		if (!cookie)
-			cookie = sock_cookie(sk, trusted);
-		if (queued_sender(sock_state_of(cookie), sk, found ? NULL : &a))
-			found = true;
-	}
+	found = take_peer(sk, cookie, kind, trusted, &a, &wait);
+	if (trusted && (senders_from_queue || queue_waits) && from_peer && !cookie)
+		cookie = sock_cookie(sk, trusted);
+	if (trusted && senders_from_queue && from_peer &&
+	    queued_sender(sock_state_of(cookie), sk, found ? NULL : &a))
+		found = true;
+	/* Taken whatever the filters keep: the ring follows the whole queue. */
+	if (trusted && queue_waits && from_peer)
+		wait.known = take_queued_wait(cookie, sk, &wait.ns);
 	if (filter_pid || (count_keys & COUNT_PID))
 		pid_tgid = bpf_get_current_pid_tgid();
 	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;
+	if (hist_kind != HIST_NONE) {
+		hist_datagram(kind, cookie, &a, ret, &wait);
+		return 0;
+	}
 	if (!compact_key_fits(kind, ret)) {
 		emit(kind, cookie, &a, &no_counters, ret, NULL);
 		return 0;
@@ -206,7 +266,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	read_addrs(sk, trusted, &a);
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
-	found = take_peer(sk, cookie, kind, trusted, &a);
+	found = take_peer(sk, cookie, kind, trusted, &a, NULL);
 	/* One lookup for the counters and the queued senders. */
 	st = sock_state_of(cookie);
 	if (trusted && senders_from_queue && from_peer && queued_sender(st, sk, found ? NULL : &a))

@@ -17,6 +17,7 @@
 #include "filter.h"
 #include "emit.h"
 #include "sock_state.h"
+#include "wait_stamps.h"
 
 /*
  * A datagram's headers are read from the IP header on: through the skb
@@ -707,6 +708,7 @@ static __always_inline int on_enqueue(struct sock *sk, struct sk_buff *skb, bool
 	struct pkt p = {};
 	__u64 cookie;
 
+	stamp_enqueued((__u64)skb);
 	/* The headers only for the packet event: the notes need the socket alone. */
 	if (wanted && !parse_skb(skb, &p))
 		return 0;

@@ -24,6 +24,10 @@ struct peer {
 	__u64 cookie;
 	__u8 addr[16];
 	__u16 port;
+	/* A receive's datagram: whether its time in the queue is known (wait.h). */
+	__u16 wait_known;
+	__u32 pad;
+	__u64 wait_ns;
 };
 
 struct {

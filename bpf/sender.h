@@ -31,6 +31,7 @@
 #include "sock_state.h"
 #include "packet.h"
 #include "peer.h"
+#include "wait_stamps.h"
 
 /* Tracepoint backend: infer receives' senders from the datagrams queued. */
 const volatile bool senders_from_queue = false;
@@ -49,6 +50,7 @@ static __always_inline void note_dequeued_sender(__u64 cookie, struct sk_buff *s
 		return;
 	__builtin_memcpy(p->addr, pkt.saddr, 16);
 	p->port = pkt.sport;
+	p->wait_known = take_stamp((__u64)skb, &p->wait_ns);
 	p->cookie = cookie;
 }
 

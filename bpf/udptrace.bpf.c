@@ -484,6 +484,7 @@ int sock_release(struct bpf_sock *ctx)
 		life = st->life;
 	}
 	bpf_map_delete_elem(&sock_states, &cookie);
+	forget_wait_queue(cookie);
 	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
 		emit_close(cookie, &a, &cnt, &life);
 	return 1;
@@ -592,7 +593,10 @@ int packet_egress(struct __sk_buff *skb)
 SEC("tp_btf/udp_fail_queue_rcv_skb")
 int BPF_PROG(udp_fail_queue, int rc, struct sock *sk)
 {
-	unnote_refused(sock_cookie(sk, true));
+	__u64 cookie = sock_cookie(sk, true);
+
+	unnote_refused(cookie);
+	void_refused(cookie);
 	return 0;
 }
 
@@ -626,6 +630,7 @@ int packet_ingress(struct __sk_buff *skb)
 		st = sock_state_of_known(cookie);
 	if (senders_from_queue)
 		note_queued_sender(st, ingress_sock(skb), &p);
+	note_arrival(cookie, ingress_sock(skb));
 	if (ingress_deliveries) {
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);
@@ -788,5 +793,8 @@ enum compact_key_bits compact_key_bits_layout;
 enum count_slots_size count_slots_size_layout;
 enum count_slot_state count_slot_state_layout;
 struct count_slot count_slot_layout;
+enum hist_kind hist_kind_layout;
+enum hist_buckets hist_buckets_layout;
+struct hist_value hist_value_layout;
 struct udp_close_event udp_close_event_layout;
 struct sock_state sock_state_layout;

@@ -59,7 +59,14 @@ enum udp_stat {
 	 * been an event.
 	 */
 	UDP_STAT_RETURN_MISSED = 8,
-	UDP_STAT_MAX = 9,
+	/*
+	 * `udptrace latency`: receives whose time in the queue is unknown (their
+	 * datagram was queued before tracing began, or its note was lost),
+	 * counted instead of added to a histogram, for the tasks and sockets
+	 * the filters select.
+	 */
+	UDP_STAT_WAIT_UNKNOWN = 9,
+	UDP_STAT_MAX = 10,
 };
 
 /* Cumulative traffic of one socket since tracing started. */
@@ -215,6 +222,32 @@ enum compact_key_bits {
 struct compact_key {
 	__u64 word;
 	char comm[TASK_COMM_LEN];
+};
+
+/*
+ * What a histogram (`udptrace latency`) adds up per key: a datagram's time
+ * in its socket's receive queue, or its size.
+ */
+enum hist_kind {
+	HIST_NONE = 0,
+	HIST_WAIT = 1, /* nanoseconds, bucketed by microseconds */
+	HIST_SIZE = 2, /* bytes */
+};
+
+/*
+ * Power-of-two buckets: bucket 0 holds values below 1 unit, bucket k >= 1
+ * values in [2^(k-1), 2^k), the last also everything above.
+ */
+enum hist_buckets {
+	HIST_BUCKETS = 32,
+};
+
+/* One key's histogram on one CPU; `sum` and `max` in the value's own unit (ns, bytes). */
+struct hist_value {
+	__u64 count;
+	__u64 sum;
+	__u64 max;
+	__u64 buckets[HIST_BUCKETS];
 };
 
 /* Slots of compact keys per CPU: 2^COUNT_SLOT_BITS. */

@@ -4,6 +4,7 @@ mod count;
 mod dns;
 mod docs;
 mod doctor;
+mod latency;
 mod life;
 mod output;
 mod parse;
@@ -69,6 +70,26 @@ enum Command {
         udptrace count --by comm,event -i 5 --top 10 # busiest processes, every 5 s\n  \
         udptrace count --by reason,dport -e drop     # drops by reason and port")]
     Count(count::CountArgs),
+    /// Show how long received datagrams waited in their socket's receive
+    /// queue (or, with --size, how large datagrams are), as histograms by
+    /// keys, added up in the kernel
+    #[command(
+        long_about = "Show how long received datagrams waited in their socket's receive queue, \
+            from the moment UDP queued each one to the receive that took it off, as \
+            power-of-two histograms in microseconds (as bcc's runqlat prints them) with the \
+            count, mean, p50, p90, p99 and maximum; with --size, the datagrams' sizes in bytes, \
+            as DTrace's quantize. Added up in the kernel, split by --by keys, printed on exit or \
+            every --interval. A peek is not a receive; a datagram dropped or left queued at \
+            close waited for nobody and is not counted (drops and rcvbuf count those). \
+            Datagrams queued before tracing began have no known wait: counted apart in the \
+            summary.",
+        after_help = "Examples:\n  \
+        udptrace latency                          # one histogram of every receive's wait\n  \
+        udptrace latency --by comm,dport -i 5     # by process and port, every 5 s\n  \
+        udptrace latency --port 53 --json         # a DNS server's waits, as JSON\n  \
+        udptrace latency --size --by comm         # sizes of datagrams received, by process"
+    )]
+    Latency(latency::LatencyArgs),
     /// Show UDP traffic and drops by process (or by count keys, or socket),
     /// live, counted in the kernel: the first screen to open
     #[command(
@@ -221,6 +242,7 @@ impl Cli {
     fn check(&self) -> Result<(), (&'static str, String)> {
         match &self.command {
             Some(Command::Count(args)) => args.check().map_err(|msg| ("count", msg)),
+            Some(Command::Latency(args)) => args.check().map_err(|msg| ("latency", msg)),
             Some(Command::Serve(args)) => args.check().map_err(|msg| ("serve", msg)),
             _ => Ok(()),
         }
@@ -271,6 +293,7 @@ fn main() -> ExitCode {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Drops(args)) => trace::run_drops(args),
         Some(Command::Count(args)) => count::run(args),
+        Some(Command::Latency(args)) => latency::run(args),
         Some(Command::Top(args)) => top::run(args),
         Some(Command::Life(args)) => life::run(args),
         Some(Command::Rcvbuf(args)) => rcvbuf::run(args),

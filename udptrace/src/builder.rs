@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::cgroups::{cgroup_target, container_cgroup};
 use crate::count::CountField;
+use crate::event::EventKind;
 use crate::filter::Filter;
+use crate::hist::Histogram;
 use crate::reader::{ReaderCtx, BATCHES_IN_FLIGHT};
 use crate::settings::Settings;
 use crate::stats::Shared;
@@ -80,6 +82,16 @@ impl TracerBuilder {
     /// the ring buffer, so none can be lost.
     pub fn count_by(mut self, fields: Vec<CountField>) -> Self {
         self.settings.count_by = Some(fields);
+        self
+    }
+
+    /// Adds up receives (or, for sizes, the datagrams the event kinds
+    /// select) into power-of-two histograms in the kernel, keyed by the
+    /// [`count_by`](Self::count_by) fields (none: one histogram), instead of
+    /// counting or delivering them: read them with
+    /// [`Tracer::take_histograms`]. No event crosses the ring buffer.
+    pub fn histogram(mut self, what: Histogram) -> Self {
+        self.settings.histogram = Some(what);
         self
     }
 
@@ -155,15 +167,33 @@ impl TracerBuilder {
             (None, Some(id)) => Some(cgroup_target(&container_cgroup(id)?)?),
             (None, None) => None,
         };
-        if self
-            .settings
-            .count_by
-            .as_ref()
-            .is_some_and(|f| f.is_empty())
+        // A histogram may have no key: one for everything.
+        if self.settings.histogram.is_none()
+            && self
+                .settings
+                .count_by
+                .as_ref()
+                .is_some_and(|f| f.is_empty())
         {
             return Err(Error::InvalidFilter(
                 "counting needs at least one field to count by".into(),
             ));
+        }
+        if self.settings.histogram.is_some() && self.settings.count_by.is_none() {
+            return Err(Error::InvalidFilter(
+                "a histogram needs count_by's fields to key it by".into(),
+            ));
+        }
+        if self.settings.histogram == Some(Histogram::QueueWait) {
+            let kinds = &mut self.settings.filter.kinds;
+            if kinds.is_empty() {
+                kinds.push(EventKind::Recv);
+            }
+            if kinds.iter().any(|k| *k != EventKind::Recv) {
+                return Err(Error::InvalidFilter(
+                    "receive-queue waits are receives': select receives alone".into(),
+                ));
+            }
         }
         if [
             self.settings.socket_table_size,
@@ -247,6 +277,7 @@ impl TracerBuilder {
     /// Loads and attaches one backend on a new reader thread.
     fn start_backend(self, backend: Backend, cgroup_root: PathBuf) -> Result<Tracer, Error> {
         let count_by = self.settings.count_by.clone().unwrap_or_default();
+        let histogram = self.settings.histogram.is_some();
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -278,6 +309,8 @@ impl TracerBuilder {
                 return Err(Error::ReaderGone);
             }
         };
-        Ok(Tracer::new(ready, count_by, reader, batch_rx, stop, shared))
+        Ok(Tracer::new(
+            ready, count_by, histogram, reader, batch_rx, stop, shared,
+        ))
     }
 }

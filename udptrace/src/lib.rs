@@ -35,8 +35,8 @@ mod tracer;
 // Each module by its short name, wherever its room: `crate::event`, ...
 use attribution::cgroups;
 use engine::{backend, features, load, merge, reader, seed, settings, sock_diag, wakeup};
-use model::{count, drop_reason, errno, event, family, filter, life};
-use state::{count_table, sockets, stats};
+use model::{count, drop_reason, errno, event, family, filter, hist, life};
+use state::{count_table, hist_table, sockets, stats};
 
 pub use decode::{dns, pcapng, quic};
 pub use engine::doctor;
@@ -54,6 +54,7 @@ pub use error::Error;
 pub use event::{Comm, Event, EventKind, Family, Packet, SockCounters};
 pub use features::kernel_limits;
 pub use filter::{check_comm, check_netns, parse_addr_filter, parse_netns, Filter};
+pub use hist::{bucket_upper_bound, sort_hist_rows, HistRow, Histogram, HIST_BUCKETS};
 pub use ipnet::IpNet;
 pub use life::SockLife;
 pub use sockets::SocketInfo;

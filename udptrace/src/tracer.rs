@@ -12,6 +12,8 @@ use crate::backend::Backend;
 use crate::count::{CountField, CountRow};
 use crate::count_table::CountTable;
 use crate::event::Event;
+use crate::hist::HistRow;
+use crate::hist_table::HistTable;
 use crate::reader::Ready;
 use crate::sockets::{SocketInfo, SocketTable};
 use crate::stats::{Shared, Stats, StatsReader};
@@ -39,6 +41,7 @@ pub struct Tracer {
     shared: Arc<Shared>,
     stats: StatsReader,
     counts: CountTable,
+    hists: HistTable,
     sockets: SocketTable,
     reader: Option<JoinHandle<()>>,
     backend: Backend,
@@ -51,6 +54,7 @@ impl Tracer {
     pub(crate) fn new(
         ready: Ready,
         count_by: Vec<CountField>,
+        histogram: bool,
         reader: JoinHandle<()>,
         batches: Receiver<Vec<Event>>,
         stop: Arc<AtomicBool>,
@@ -67,6 +71,7 @@ impl Tracer {
                 shared.clone(),
             ),
             shared,
+            hists: HistTable::new(ready.hists_map, histogram.then(|| count_by.clone())),
             counts: CountTable::new(ready.counts_map, ready.count_slots_map, count_by),
             sockets: SocketTable::new(ready.sock_states_map),
             reader: Some(reader),
@@ -154,6 +159,14 @@ impl Tracer {
     /// call's rows or the next one's.
     pub fn take_counts(&self) -> Result<Vec<CountRow>, Error> {
         self.counts.take_rows()
+    }
+
+    /// Histogram mode ([`TracerBuilder::histogram`](crate::TracerBuilder::histogram)):
+    /// the histograms added up since the last call (or the start), unsorted,
+    /// one per key. Receives whose wait is unknown are counted in
+    /// [`Stats::wait_unknown`](crate::Stats::wait_unknown) instead.
+    pub fn take_histograms(&self) -> Result<Vec<HistRow>, Error> {
+        self.hists.take_rows()
     }
 
     /// The open sockets the kernel keeps state for: those created while

@@ -95,6 +95,10 @@ pub(crate) struct Plan {
     /// packet hooks, loaded for drops alone where the kfree_skb tracepoint
     /// does not name the socket (before Linux 6.11).
     pub deliveries: Option<PacketHooks>,
+    /// Receives' times in the queue wanted (`udptrace latency`): stamped by
+    /// UDP's enqueue and taken by the sender hook (bpf/wait_stamps.h), or
+    /// kept per socket from ingress (bpf/wait_queue.h).
+    pub waits: bool,
 }
 
 /// Where a receive's sender comes from (bpf/sender.h).
@@ -170,6 +174,7 @@ impl Plan {
             drops,
             sockets,
             deliveries: (packets || sockets || (drops && !kfree_skb_has_rx_sk())).then_some(hooks),
+            waits: false,
         }
     }
 
@@ -260,6 +265,18 @@ impl Plan {
             && self.backend != Backend::Kprobe
     }
 
+    /// Whether UDP's enqueue stamps datagrams for the sender hook to time
+    /// (fentry, kprobe).
+    pub fn stamps_waits(&self) -> bool {
+        self.waits && self.senders == Senders::Dequeue
+    }
+
+    /// Whether each socket keeps a ring of arrival stamps (the tracepoint
+    /// backend's way; like its senders, through BTF, so not on kprobes).
+    pub fn queue_waits(&self) -> bool {
+        self.waits && self.senders == Senders::Queue && self.backend != Backend::Kprobe
+    }
+
     /// Whether the reasons of drops the kfree_skb tracepoint does not give
     /// (before Linux 5.17) are learnt from the hooks of bpf/drop_cause.h.
     pub fn drop_causes(&self) -> bool {
@@ -272,8 +289,9 @@ impl Plan {
         let packet_fn = PACKET_FUNCTIONS.contains(&target);
         let via_functions = self.packets == Some(PacketHooks::Functions);
         // The receive side also notes deliveries for drops.
+        // ... and stamps datagrams for their time in the queue.
         let delivery_fn = target == "__udp_enqueue_schedule_skb"
-            && self.deliveries == Some(PacketHooks::Functions);
+            && (self.deliveries == Some(PacketHooks::Functions) || self.stamps_waits());
         let present = !self.socket_fallback.contains(&target);
         let (tp_send, tp_recv) = self.tracepoint_families();
         let sender_hook = |backend: Backend| {
@@ -306,12 +324,16 @@ impl Plan {
             "cgroup" if target.starts_with("connect") => self.socket_events,
             "cgroup" => true,
             "cgroup_skb" if target == "ingress" => {
-                self.deliveries == Some(PacketHooks::CgroupSkb) || self.senders_from_queue()
+                self.deliveries == Some(PacketHooks::CgroupSkb)
+                    || self.senders_from_queue()
+                    || self.queue_waits()
             }
             "cgroup_skb" => self.packets == Some(PacketHooks::CgroupSkb),
             "iter" => self.seeds_sockets(),
             "tp_btf" if target == "kfree_skb" => self.drops || self.sockets,
-            "tp_btf" if target == "udp_fail_queue_rcv_skb" => self.senders_from_queue(),
+            "tp_btf" if target == "udp_fail_queue_rcv_skb" => {
+                self.senders_from_queue() || self.queue_waits()
+            }
             "tp_btf" if target == "sock_send_length" => self.socket_events && tp_send != 0,
             "tp_btf" if target == "sock_recv_length" => self.socket_events && tp_recv != 0,
             "fexit" => self.socket_events && self.backend == Backend::Fentry && present,
@@ -685,6 +707,7 @@ mod tests {
             drops,
             sockets: false,
             deliveries: packets,
+            waits: false,
         }
     }
 
@@ -716,6 +739,25 @@ mod tests {
         // Ingress only to note receives' senders.
         assert!(p.senders_from_queue());
         assert!(p.deliveries.is_none());
+    }
+
+    #[test]
+    fn waits_load_the_enqueue_stamp_or_the_ingress_ring() {
+        let mut p = plan(Backend::Fentry, None, false);
+        assert!(!p.wants_program("fentry/__udp_enqueue_schedule_skb"));
+        p.waits = true;
+        assert!(p.stamps_waits() && !p.queue_waits());
+        assert!(p.wants_program("fentry/__udp_enqueue_schedule_skb"));
+        assert!(p.wants_program("fentry/skb_consume_udp"));
+        assert!(!p.wants_program("cgroup_skb/ingress"));
+        let mut p = plan(Backend::Kprobe, None, false);
+        p.waits = true;
+        assert!(p.wants_program("kprobe/__udp_enqueue_schedule_skb"));
+        let mut p = plan(Backend::Tracepoint, None, false);
+        p.waits = true;
+        assert!(p.queue_waits() && !p.stamps_waits());
+        assert!(p.wants_program("cgroup_skb/ingress"));
+        assert!(p.wants_program("tp_btf/udp_fail_queue_rcv_skb"));
     }
 
     #[test]

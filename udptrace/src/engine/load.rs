@@ -8,13 +8,14 @@ use std::sync::OnceLock;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, OpenObject, PrintLevel};
 
-use crate::backend::{self, Backend, PacketHooks, Peers, Plan};
+use crate::backend::{self, Backend, PacketHooks, Peers, Plan, Senders};
 use crate::bpf::{UdptraceSkel, UdptraceSkelBuilder};
 use crate::count::CountField;
 use crate::drop_reason::drop_reason_code;
 use crate::event::EventKind;
 use crate::features;
 use crate::filter::addr_and_mask;
+use crate::hist::Histogram;
 use crate::settings::Settings;
 use crate::Error;
 
@@ -96,6 +97,13 @@ pub(crate) fn plan(b: &Settings, backend: Backend) -> Plan {
             recv: filtered || keyed_by(&[CountField::Saddr, CountField::Sport]),
         };
     }
+    if b.histogram == Some(Histogram::QueueWait) {
+        plan.waits = true;
+        // The sender hook hands each receive its wait with its sender.
+        if plan.senders == Senders::Dequeue {
+            plan.peers.recv = true;
+        }
+    }
     plan
 }
 
@@ -142,6 +150,25 @@ pub(crate) fn load<'obj>(
             .set_max_entries(keys)
             .map_err(Error::bpf("sizing the count table"))?;
     }
+    // The histogram and wait tables take room only where they are used.
+    let unused = |used: bool, size: u32| if used { size } else { 1 };
+    open.maps
+        .hists
+        .set_max_entries(unused(
+            b.histogram.is_some(),
+            b.count_table_size.unwrap_or(65536),
+        ))
+        .and_then(|()| {
+            open.maps
+                .wait_stamps
+                .set_max_entries(unused(plan.stamps_waits(), WAIT_STAMPS))
+        })
+        .and_then(|()| {
+            open.maps
+                .wait_queues
+                .set_max_entries(unused(plan.queue_waits(), WAIT_QUEUES))
+        })
+        .map_err(Error::bpf("sizing the histogram tables"))?;
     let f = &b.filter;
     for mut prog in open.open_object_mut().progs_mut() {
         prog.set_autoload(plan.wants_program(&prog.section().to_string_lossy()));
@@ -182,6 +209,10 @@ pub(crate) fn load<'obj>(
         ro.count_mode = true;
         ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
     }
+    ro.hist_kind = b.histogram.map_or(0, Histogram::wire);
+    ro.stamp_waits = plan.stamps_waits();
+    ro.queue_waits = plan.queue_waits();
+    ro.wait_slack = 2 * rings.len() as u32 + 2;
     ro.kfree_skb_has_rx_sk = (plan.drops || plan.sockets) && backend::kfree_skb_has_rx_sk();
     ro.track_sockets = plan.sockets;
     ro.note_deliveries = (plan.drops || plan.sockets) && !backend::kfree_skb_has_rx_sk();
@@ -220,6 +251,13 @@ pub(crate) fn load<'obj>(
     }
     Ok((skel, rings))
 }
+
+/// Datagrams queued at once, system-wide, whose enqueue stamps are kept
+/// (bpf/wait_stamps.h): beyond, the oldest are forgotten, their waits unknown.
+const WAIT_STAMPS: u32 = 65536;
+/// Sockets receiving at once whose rings of arrival stamps are kept
+/// (bpf/wait_queue.h); beyond, their waits are unknown.
+const WAIT_QUEUES: u32 = 16384;
 
 /// Where the hooked functions' arguments are on this kernel; a function
 /// whose arguments were not found is not loaded, and keeps its defaults.

@@ -37,6 +37,7 @@ pub(crate) struct Ready {
     pub stats_map: MapHandle,
     pub counts_map: MapHandle,
     pub count_slots_map: MapHandle,
+    pub hists_map: MapHandle,
     pub sock_states_map: MapHandle,
     pub probes: Vec<String>,
     /// The programs whose skipped runs may be missing events.
@@ -127,8 +128,7 @@ impl ReaderCtx {
                 let slots = MapHandle::try_from(&skel.maps.count_slots)?;
                 Ok((
                     stats,
-                    counts,
-                    slots,
+                    (counts, slots, MapHandle::try_from(&skel.maps.hists)?),
                     MapHandle::try_from(&skel.maps.sock_states)?,
                     MapHandle::try_from(&skel.maps.args_by_call)?,
                 ))
@@ -137,7 +137,12 @@ impl ReaderCtx {
         let (ring, waiter) = match (ring, maps) {
             (
                 Ok(ring),
-                Ok((stats_map, counts_map, count_slots_map, sock_states_map, calls_map)),
+                Ok((
+                    stats_map,
+                    (counts_map, count_slots_map, hists_map),
+                    sock_states_map,
+                    calls_map,
+                )),
             ) => {
                 let names = probes.iter().map(|p| p.name.clone()).collect();
                 let skippable = match probes
@@ -159,6 +164,7 @@ impl ReaderCtx {
                         stats_map,
                         counts_map,
                         count_slots_map,
+                        hists_map,
                         sock_states_map,
                         probes: names,
                         skippable,

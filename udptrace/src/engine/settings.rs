@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::cgroups::CgroupTarget;
 use crate::count::CountField;
 use crate::filter::Filter;
+use crate::hist::Histogram;
 
 /// What a tracer is asked to do, as its builder collects it.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) drain_interval: Duration,
     pub(crate) report_eagain: bool,
     pub(crate) count_by: Option<Vec<CountField>>,
+    /// Histograms instead of counts, keyed by `count_by`.
+    pub(crate) histogram: Option<Histogram>,
     pub(crate) socket_table_size: Option<u32>,
     pub(crate) count_table_size: Option<u32>,
     pub(crate) assume_missing: Vec<String>,
@@ -41,6 +44,7 @@ impl Default for Settings {
             drain_interval: Duration::from_millis(10),
             report_eagain: false,
             count_by: None,
+            histogram: None,
             socket_table_size: None,
             count_table_size: None,
             assume_missing: Vec::new(),

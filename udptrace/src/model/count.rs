@@ -181,6 +181,16 @@ pub(crate) fn widen(k: &compact_key) -> count_key {
 
 /// A row from a key of the BPF programs and its value summed over the CPUs.
 pub(crate) fn row_of(fields: &[CountField], k: &count_key, v: &count_value) -> Option<CountRow> {
+    Some(CountRow {
+        key: key_of(fields, k)?,
+        events: v.events,
+        bytes: v.bytes,
+    })
+}
+
+/// The values of `fields` in a key of the BPF programs; None if one is not
+/// a value udptrace knows (an event kind of a newer build).
+pub(crate) fn key_of(fields: &[CountField], k: &count_key) -> Option<Vec<CountValue>> {
     let addr = |raw: [u8; 16]| {
         let v6 = Ipv6Addr::from(raw);
         match (i32::from(k.family), v6.to_ipv4_mapped()) {
@@ -211,11 +221,7 @@ pub(crate) fn row_of(fields: &[CountField], k: &count_key, v: &count_value) -> O
             )),
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(CountRow {
-        key,
-        events: v.events,
-        bytes: v.bytes,
-    })
+    Some(key)
 }
 
 /// Sorts rows by events, then bytes, both descending, then by key.

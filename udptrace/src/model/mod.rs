@@ -1,6 +1,6 @@
 //! The event model: decoded events and their parts (families, drop
 //! reasons, errnos, a socket's life), the filters that select them, and
-//! count keys and rows.
+//! count keys, rows and histograms.
 
 pub(crate) mod count;
 pub(crate) mod drop_reason;
@@ -8,4 +8,5 @@ pub(crate) mod errno;
 pub(crate) mod event;
 pub(crate) mod family;
 pub(crate) mod filter;
+pub(crate) mod hist;
 pub(crate) mod life;

@@ -67,6 +67,11 @@ pub struct Stats {
     /// end; address and port filters keep them when their local side
     /// matches. Counted for the tasks the filters select, kept or not.
     pub recv_sender_unknown: u64,
+    /// Histograms of receive-queue waits: receives not added because their
+    /// datagram's wait is unknown (it was queued before tracing began, or
+    /// its stamp was lost: see the latency page of the manual). Only those
+    /// the filters select.
+    pub wait_unknown: u64,
 }
 
 impl Stats {
@@ -139,6 +144,7 @@ impl StatsReader {
             connect_full: kernel(udp_stat::UDP_STAT_CONNECT_FULL),
             count_full: kernel(udp_stat::UDP_STAT_COUNT_FULL),
             recv_sender_unknown: kernel(udp_stat::UDP_STAT_RECV_NO_SENDER),
+            wait_unknown: kernel(udp_stat::UDP_STAT_WAIT_UNKNOWN),
         }
     }
 }

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * How long each received datagram waited in its socket's receive queue
+ * (`udptrace latency`), on the tracepoint backend: no hook sees the datagram
+ * a receive takes, but a socket's queue is FIFO, so each socket keeps a ring
+ * of arrival stamps (noted at cgroup_skb ingress, just before UDP queues the
+ * datagram) and each receive takes the oldest. A datagram the socket refuses
+ * voids its stamp (the refusal follows its ingress on the same CPU).
+ * Whenever the ring and the queue disagree (datagrams queued before tracing
+ * began, a full ring, a drop no hook saw), the socket is unsure: its
+ * receives' waits are unknown, and counted as such, until its queue is empty
+ * and it starts afresh. The fentry and kprobe backends' way is in
+ * wait_stamps.h.
+ */
+#ifndef __UDPTRACE_WAIT_QUEUE_H
+#define __UDPTRACE_WAIT_QUEUE_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "udptrace.h"
+#include "sender.h"
+
+/* Tracepoint backend: keep each socket's ring of arrival stamps. */
+const volatile bool queue_waits = false;
+/*
+ * Notes a socket's ring may hold beyond its queued datagrams without
+ * disagreeing: those of datagrams between ingress and the queue, and of
+ * receives between taking a datagram and their hook (two per CPU).
+ */
+const volatile __u32 wait_slack = 4;
+
+#define WAIT_RING 512
+/* A refused datagram's stamp: never a real one (the clock has run longer). */
+#define WAIT_VOID 1ULL
+
+/* One socket's arrival stamps, by note index modulo WAIT_RING. */
+struct wait_queue {
+	__u64 head; /* the next note a receive takes */
+	__u64 tail; /* the next note's index */
+	__u64 voided; /* notes between head and tail voided by refusals */
+	__u64 unsure;
+	__u64 stamps[WAIT_RING]; /* 0: taken or never written */
+};
+
+/* By socket cookie; sized at load (one entry when unused); deleted on close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct wait_queue);
+} wait_queues SEC(".maps");
+
+/* This CPU's last note, which a refusal that follows it voids. */
+struct last_note {
+	__u64 cookie;
+	__u64 index;
+	__u64 stamp;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_note);
+} last_notes SEC(".maps");
+
+/* A new ring; in both builds, whose globals must match. */
+static const struct wait_queue empty_wait_queue = {};
+
+static __always_inline void forget_wait_queue(__u64 cookie)
+{
+	if (queue_waits)
+		bpf_map_delete_elem(&wait_queues, &cookie);
+}
+
+#ifdef UDPTRACE_NO_ATOMICS
+/* Kernels without compare-and-swap have no length tracepoints either: never used. */
+static __always_inline void note_arrival(__u64 cookie, struct sock *sk)
+{
+}
+
+static __always_inline void void_refused(__u64 cookie)
+{
+}
+
+static __always_inline bool take_queued_wait(__u64 cookie, struct sock *sk, __u64 *wait)
+{
+	return false;
+}
+#else
+
+/* A datagram for the socket of `cookie` (`sk`) is about to be queued. */
+static __always_inline void note_arrival(__u64 cookie, struct sock *sk)
+{
+	struct last_note *last;
+	struct wait_queue *q;
+	__u64 idx, now;
+	__u32 zero = 0;
+
+	if (!queue_waits || !sk)
+		return;
+	q = bpf_map_lookup_elem(&wait_queues, &cookie);
+	if (!q) {
+		bpf_map_update_elem(&wait_queues, &cookie, &empty_wait_queue, BPF_NOEXIST);
+		q = bpf_map_lookup_elem(&wait_queues, &cookie);
+		if (!q)
+			return; /* the table is full: its receives find no ring */
+		/* Datagrams queued before the first note have none. */
+		if (queued_datagrams(sk))
+			q->unsure = 1;
+	}
+	now = bpf_ktime_get_ns();
+	idx = __sync_fetch_and_add(&q->tail, 1);
+	if (idx - q->head >= WAIT_RING) {
+		q->unsure = 1; /* full: this datagram has no stamp */
+		return;
+	}
+	q->stamps[idx & (WAIT_RING - 1)] = now;
+	last = bpf_map_lookup_elem(&last_notes, &zero);
+	if (last) {
+		last->cookie = cookie;
+		last->index = idx;
+		last->stamp = now;
+	}
+}
+
+/* The socket of `cookie` refused the datagram this CPU noted last: its stamp is void. */
+static __always_inline void void_refused(__u64 cookie)
+{
+	struct last_note *last;
+	struct wait_queue *q;
+	__u32 zero = 0;
+
+	if (!queue_waits)
+		return;
+	last = bpf_map_lookup_elem(&last_notes, &zero);
+	if (!last || last->cookie != cookie)
+		return;
+	last->cookie = 0;
+	q = bpf_map_lookup_elem(&wait_queues, &cookie);
+	if (!q)
+		return;
+	/* Fails if a receive took the stamp first: the ring and queue then disagree. */
+	if (__sync_val_compare_and_swap(&q->stamps[last->index & (WAIT_RING - 1)], last->stamp,
+					WAIT_VOID) == last->stamp)
+		__sync_fetch_and_add(&q->voided, 1);
+}
+
+/* Nothing queued: the ring forgets its notes and the socket is sure again. */
+static __always_inline void start_waits_afresh(struct wait_queue *q, struct sock *sk)
+{
+	if (queued_datagrams(sk))
+		return;
+	q->head = q->tail;
+	q->voided = 0;
+	q->unsure = 0;
+}
+
+/*
+ * A receive on the socket of `cookie` (`sk`) took a datagram: its wait into
+ * `wait`, from the oldest stamp; false if unknown.
+ */
+static __always_inline bool take_queued_wait(__u64 cookie, struct sock *sk, __u64 *wait)
+{
+	struct wait_queue *q;
+	__u64 h, s, notes;
+	bool found = false;
+	int i;
+
+	if (!queue_waits)
+		return false;
+	q = bpf_map_lookup_elem(&wait_queues, &cookie);
+	if (!q)
+		return false;
+	if (q->unsure) {
+		start_waits_afresh(q, sk);
+		return false;
+	}
+	/* The oldest note not voided; a run of voids longer than this disagrees. */
+	for (i = 0; i < 32; i++) {
+		h = q->head;
+		if (h >= q->tail)
+			break; /* no note: the datagram came before the ring */
+		if (__sync_val_compare_and_swap(&q->head, h, h + 1) != h)
+			continue; /* another receive took it */
+		s = __sync_lock_test_and_set(&q->stamps[h & (WAIT_RING - 1)], 0);
+		if (s == WAIT_VOID) {
+			__sync_fetch_and_sub(&q->voided, 1);
+			continue;
+		}
+		if (s) {
+			*wait = bpf_ktime_get_ns() - s;
+			found = true;
+		}
+		break;
+	}
+	/* The notes left must be the queue's, but for those in flight. */
+	notes = q->tail - q->head - q->voided;
+	if (!found || notes < queued_datagrams(sk) ||
+	    notes > queued_datagrams(sk) + wait_slack) {
+		q->unsure = 1;
+		start_waits_afresh(q, sk);
+		return false;
+	}
+	return true;
+}
+#endif
+
+#endif /* __UDPTRACE_WAIT_QUEUE_H */
