@@ -141,7 +141,15 @@ static __always_inline void void_refused(__u64 cookie)
 	q = bpf_map_lookup_elem(&wait_queues, &cookie);
 	if (!q)
 		return;
-	/* Fails if a receive took the stamp first: the ring and queue then disagree. */
+	/*
+	 * Still the newest note (a flood's refusals are, one after another):
+	 * taken back, its slot free again. Else voided, for the receive that
+	 * reaches it to skip; that fails if a receive took the stamp first (the
+	 * ring and the queue then disagree).
+	 */
+	if (__sync_val_compare_and_swap(&q->tail, last->index + 1, last->index) ==
+	    last->index + 1)
+		return;
 	if (__sync_val_compare_and_swap(&q->stamps[last->index & (WAIT_RING - 1)], last->stamp,
 					WAIT_VOID) == last->stamp)
 		__sync_fetch_and_add(&q->voided, 1);
