@@ -2,8 +2,8 @@
 # Runs udptrace's test suites inside Debian kernels under QEMU (TCG: KVM
 # guests hang on these hosts): the oldest and the newest kernel run the
 # kernel suites (udptrace/tests/socket_events.rs, senders.rs,
-# packet_events.rs, payload.rs, limits.rs, sockets.rs, attribution.rs, and
-# the CLI's serve.rs) once per backend, then the CLI's (cli.rs, startup.rs,
+# packet_events.rs, payload.rs, limits.rs, sockets.rs, attribution.rs,
+# latency.rs, and the CLI's serve.rs) once per backend, then the CLI's (cli.rs, startup.rs,
 # views.rs) and the C library's (udpevent/tests/foreign.rs, with its C
 # programs built here) with the backend `auto` picks; the kernels between
 # them run every suite once, with `auto`. Then the kernel suites on the host
@@ -39,7 +39,7 @@ mkdir -p "$WORK"
 cargo build --locked -q -p udptrace-cli -p udpevent
 # The suites' test binaries, by name: the kernel suites run on every backend,
 # the CLI's and the C library's with the backend auto picks.
-SUITES="socket_events senders packet_events payload limits sockets attribution"
+SUITES="socket_events senders packet_events payload limits sockets attribution latency"
 declare -A tests
 test_binary() { # package, test
 	cargo test --locked -q --no-run -p "$1" --test "$2" --message-format=json 2>/dev/null |
@@ -343,7 +343,7 @@ done
 if [[ $(cell "$host_log" fentry) == pass* && $(cell "$host_log" tracepoint) == pass* ]]; then
 	echo "BEGIN fallback" >>"$host_log"
 	rc=0
-	for suite in socket_events senders; do
+	for suite in socket_events senders latency; do
 		UDPTRACE_TEST_BACKEND=fentry UDPTRACE_TEST_MISSING=udpv6_sendmsg,udp_recvmsg,skb_consume_udp \
 			"${tests[$suite]}" >>"$host_log" 2>&1 || rc=$?
 	done
