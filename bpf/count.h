@@ -68,8 +68,9 @@ struct {
 struct count_scratch {
 	struct udp_event event;
 	struct count_key key;
-	/* With a histogram: what the event adds to it (hist.h). */
+	/* With a histogram: what the event adds to it (hist.h), if anything. */
 	__u64 hist_value;
+	__u64 hist_known;
 };
 
 struct {
@@ -273,9 +274,9 @@ static __always_inline void count_event(struct count_scratch *cs)
 		k->netns = e->netns;
 	if ((count_keys & COUNT_ERRNO) && e->ret < 0 && e->kind != UDP_EVENT_DROP)
 		k->err = -e->ret;
-	if (hist_kind != HIST_NONE)
+	if (hist_kind != HIST_NONE && cs->hist_known)
 		hist_add(k, cs->hist_value);
-	else
+	if (hist_kind == HIST_NONE || hist_counts)
 		count_in_table(k, bytes);
 }
 

@@ -162,22 +162,29 @@ static __always_inline bool hist_value_of(__u8 kind, int ret, const struct datag
 	return true;
 }
 
-/* Histograms: the event is built in the count scratch, with what it adds. */
+/*
+ * Histograms: the event is built in the count scratch, with what it adds
+ * (if anything), and counted too where counts are kept beside them.
+ */
 static __always_inline void hist_datagram(__u8 kind, __u64 cookie, const struct sock_addrs *a,
 					  int ret, const struct datagram_wait *wait)
 {
 	static const struct sock_counters no_counters = {};
 	struct count_scratch *cs;
+	__u64 value = 0;
 	__u32 zero = 0;
-	__u64 value;
+	bool known;
 
-	if (!hist_value_of(kind, ret, wait, &value))
+	known = hist_value_of(kind, ret, wait, &value);
+	if (!known && !hist_counts)
 		return;
 	cs = bpf_map_lookup_elem(&scratch, &zero);
 	if (!cs)
 		return;
 	cs->hist_value = value;
+	cs->hist_known = known;
 	emit(kind, cookie, a, &no_counters, ret, NULL);
+	cs->hist_known = 0; /* the other events built here add nothing */
 }
 
 /*

@@ -16,6 +16,8 @@
 
 /* What the histograms add up (enum hist_kind); HIST_NONE: no histogram. */
 const volatile __u8 hist_kind = HIST_NONE;
+/* Events are counted beside the histograms (`udptrace serve`), not instead. */
+const volatile bool hist_counts = false;
 
 /* Sized at load: one entry where no histogram is kept. */
 struct {

@@ -92,6 +92,16 @@ impl TracerBuilder {
     /// [`Tracer::take_histograms`]. No event crosses the ring buffer.
     pub fn histogram(mut self, what: Histogram) -> Self {
         self.settings.histogram = Some(what);
+        self.settings.histogram_beside_counts = false;
+        self
+    }
+
+    /// As [`histogram`](Self::histogram), and the events are still counted
+    /// by [`count_by`](Self::count_by) for [`Tracer::take_counts`] (`udptrace
+    /// serve`): every key then counts in the hash table, not in per-CPU slots.
+    pub fn histogram_beside_counts(mut self, what: Histogram) -> Self {
+        self.settings.histogram = Some(what);
+        self.settings.histogram_beside_counts = true;
         self
     }
 
@@ -184,7 +194,10 @@ impl TracerBuilder {
                 "a histogram needs count_by's fields to key it by".into(),
             ));
         }
-        if self.settings.histogram == Some(Histogram::QueueWait) {
+        // Beside counts, the other events are counted alone.
+        if self.settings.histogram == Some(Histogram::QueueWait)
+            && !self.settings.histogram_beside_counts
+        {
             let kinds = &mut self.settings.filter.kinds;
             if kinds.is_empty() {
                 kinds.push(EventKind::Recv);

@@ -2,7 +2,9 @@
 //! counted in the kernel (as `count` does) and read when Prometheus scrapes
 //! `/metrics`: no event crosses to user space. Each read takes what the
 //! kernel counted since the last one and adds it to cumulative series, so
-//! counters never go backwards while the process lives.
+//! counters never go backwards while the process lives. With `--latency`,
+//! receives' times in the queue are added up in the kernel too, into a
+//! histogram per label set.
 
 mod http;
 mod web_config;
@@ -22,7 +24,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use udptrace::{CgroupResolver, CountField, CountRow, CountValue, EventKind, Tracer};
+use udptrace::{
+    bucket_upper_bound, CgroupResolver, CountField, CountRow, CountValue, EventKind, HistRow,
+    Histogram, Tracer, HIST_BUCKETS,
+};
 
 use crate::trace::SelectArgs;
 use http::Server;
@@ -49,6 +54,11 @@ pub struct ServeArgs {
     /// client_auth_type) and basic_auth_users (user: bcrypt hash)
     #[arg(long, value_name = "FILE")]
     web_config_file: Option<PathBuf>,
+    /// Also export udptrace_receive_queue_seconds: a histogram of how long
+    /// received datagrams waited in their socket's queue, by the same labels
+    /// (costs a stamp per datagram queued: see the latency page)
+    #[arg(long)]
+    latency: bool,
     #[command(flatten)]
     select: SelectArgs,
 }
@@ -207,6 +217,8 @@ struct Exporter {
     fields: Vec<CountField>,
     max_series: usize,
     series: HashMap<SeriesKey, (u64, u64)>,
+    /// Receive-queue waits by label values (empty: the overflow), with --latency.
+    waits: Option<HashMap<Vec<String>, HistRow>>,
     label_sets: HashSet<Vec<String>>,
     overflow_events: u64,
     cgroups: CgroupResolver,
@@ -214,7 +226,13 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn new(tracer: Tracer, labels: Vec<Label>, fields: Vec<CountField>, max_series: usize) -> Self {
+    fn new(
+        tracer: Tracer,
+        labels: Vec<Label>,
+        fields: Vec<CountField>,
+        max_series: usize,
+        latency: bool,
+    ) -> Self {
         let backend = tracer.backend().to_string();
         Exporter {
             tracer,
@@ -222,6 +240,7 @@ impl Exporter {
             fields,
             max_series,
             series: HashMap::new(),
+            waits: latency.then(HashMap::new),
             label_sets: HashSet::new(),
             overflow_events: 0,
             cgroups: CgroupResolver::new(),
@@ -236,13 +255,76 @@ impl Exporter {
             Ok(rows) => rows.into_iter().for_each(|row| self.add(row)),
             Err(e) => eprintln!("udptrace: warning: reading the kernel's counts: {e}"),
         }
+        if self.waits.is_some() {
+            match self.tracer.take_histograms() {
+                Ok(rows) => rows.into_iter().for_each(|row| self.add_waits(row)),
+                Err(e) => eprintln!("udptrace: warning: reading the kernel's histograms: {e}"),
+            }
+        }
+    }
+
+    /// A key's value of `field`, where the kernel keys by it.
+    fn value_of<'k>(&self, key: &'k [CountValue], field: CountField) -> Option<&'k CountValue> {
+        let at = self.fields.iter().position(|f| *f == field)?;
+        key.get(at)
+    }
+
+    /// The label values of a kernel key, in --by order.
+    fn label_values(&mut self, key: &[CountValue]) -> Vec<String> {
+        let cgroup = match self.value_of(key, CountField::Cgroup) {
+            Some(CountValue::Cgroup(id)) => self.cgroups.resolve(*id),
+            _ => None,
+        };
+        self.labels
+            .iter()
+            .map(|l| match l {
+                Label::Key(f) => self
+                    .value_of(key, *f)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                Label::ContainerId => cgroup
+                    .as_ref()
+                    .and_then(|c| c.container_id.clone())
+                    .unwrap_or_default(),
+                Label::PodUid => cgroup
+                    .as_ref()
+                    .and_then(|c| c.pod_uid.clone())
+                    .unwrap_or_default(),
+                Label::CgroupPath => cgroup.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// `labels` if its set has a series, or room for one; else the overflow's
+    /// (empty), which `events` are counted into.
+    fn admit(&mut self, labels: Vec<String>, events: u64) -> Vec<String> {
+        if self.label_sets.contains(&labels) {
+            labels
+        } else if self.label_sets.len() < self.max_series {
+            self.label_sets.insert(labels.clone());
+            labels
+        } else {
+            self.overflow_events += events;
+            Vec::new()
+        }
+    }
+
+    fn add_waits(&mut self, row: HistRow) {
+        let labels = self.label_values(&row.key);
+        let labels = self.admit(labels, row.count);
+        let Some(waits) = self.waits.as_mut() else {
+            return;
+        };
+        match waits.get_mut(&labels) {
+            Some(total) => total.merge(&row),
+            None => {
+                waits.insert(labels, HistRow { key: Vec::new(), ..row });
+            }
+        }
     }
 
     fn add(&mut self, row: CountRow) {
-        let value = |field: CountField| {
-            let at = self.fields.iter().position(|f| *f == field)?;
-            row.key.get(at)
-        };
+        let value = |field: CountField| self.value_of(&row.key, field);
         let measure = match (
             value(CountField::Event),
             value(CountField::Reason),
@@ -264,35 +346,8 @@ impl Exporter {
             }
             _ => return,
         };
-        let cgroup = match value(CountField::Cgroup) {
-            Some(CountValue::Cgroup(id)) => self.cgroups.resolve(*id),
-            _ => None,
-        };
-        let labels: Vec<String> = self
-            .labels
-            .iter()
-            .map(|l| match l {
-                Label::Key(f) => value(*f).map(|v| v.to_string()).unwrap_or_default(),
-                Label::ContainerId => cgroup
-                    .as_ref()
-                    .and_then(|c| c.container_id.clone())
-                    .unwrap_or_default(),
-                Label::PodUid => cgroup
-                    .as_ref()
-                    .and_then(|c| c.pod_uid.clone())
-                    .unwrap_or_default(),
-                Label::CgroupPath => cgroup.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
-            })
-            .collect();
-        let labels = if self.label_sets.contains(&labels) {
-            labels
-        } else if self.label_sets.len() < self.max_series {
-            self.label_sets.insert(labels.clone());
-            labels
-        } else {
-            self.overflow_events += row.events;
-            Vec::new()
-        };
+        let labels = self.label_values(&row.key);
+        let labels = self.admit(labels, row.events);
         let total = self.series.entry((measure, labels)).or_default();
         total.0 += row.events;
         total.1 += row.bytes;
@@ -317,6 +372,42 @@ impl Exporter {
         pairs
     }
 
+    /// One histogram per label set, in seconds: bucket i ends at 2^i us,
+    /// the last at +Inf (prometheus-client adds the buckets up).
+    fn encode_waits(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        waits: &HashMap<Vec<String>, HistRow>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(
+            "udptrace_receive_queue_seconds",
+            "How long received UDP datagrams waited in their socket's receive queue, from UDP queueing each to the receive that took it",
+            None,
+            MetricType::Histogram,
+        )?;
+        let mut sets: Vec<(&Vec<String>, &HistRow)> = waits.iter().collect();
+        sets.sort_by(|a, b| a.0.cmp(b.0));
+        for (values, row) in sets {
+            let buckets: Vec<(f64, u64)> = row
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| match i {
+                    i if i + 1 == HIST_BUCKETS => (f64::INFINITY, n),
+                    i => (bucket_upper_bound(i) as f64 / 1e6, n),
+                })
+                .collect();
+            let labels = self.label_pairs(&[], values);
+            metric.encode_family(&labels)?.encode_histogram::<Vec<(String, String)>>(
+                row.sum as f64 / 1e9,
+                row.count,
+                &buckets,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut series: Vec<(&SeriesKey, &(u64, u64))> = self.series.iter().collect();
         series.sort_by(|a, b| a.0 .1.cmp(&b.0 .1));
@@ -336,7 +427,19 @@ impl Exporter {
                 ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
             }
         }
+        if let Some(waits) = &self.waits {
+            self.encode_waits(&mut encoder, waits)?;
+        }
         let stats = self.tracer.stats();
+        if self.waits.is_some() {
+            let c = ConstCounter::new(stats.wait_unknown);
+            c.encode(encoder.encode_descriptor(
+                "udptrace_receive_queue_unknown",
+                "Receives not in udptrace_receive_queue_seconds: their datagram's wait is unknown (queued before tracing began, or its stamp was lost)",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
         let counters = [
             (
                 "udptrace_lost_events",
@@ -436,7 +539,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     fields.extend([CountField::Event, CountField::Reason, CountField::Errno]);
     let kinds = vec![EventKind::Send, EventKind::Recv, EventKind::Drop];
-    let builder = args.select.builder(kinds).count_by(fields.clone());
+    let mut builder = args.select.builder(kinds).count_by(fields.clone());
+    if args.latency {
+        builder = builder.histogram_beside_counts(Histogram::QueueWait);
+    }
     let tracer = args.select.start(builder)?;
     let stop = tracer.stop_handle();
     let exporter = Arc::new(Mutex::new(Exporter::new(
@@ -444,6 +550,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.by.clone(),
         fields,
         args.max_series,
+        args.latency,
     )));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(exporter.clone())));

@@ -210,6 +210,7 @@ pub(crate) fn load<'obj>(
         ro.count_keys = fields.iter().fold(0, |m, f| m | f.bit());
     }
     ro.hist_kind = b.histogram.map_or(0, Histogram::wire);
+    ro.hist_counts = b.histogram_beside_counts;
     ro.stamp_waits = plan.stamps_waits();
     ro.queue_waits = plan.queue_waits();
     ro.wait_slack = 2 * rings.len() as u32 + 2;

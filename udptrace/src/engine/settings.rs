@@ -24,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) count_by: Option<Vec<CountField>>,
     /// Histograms instead of counts, keyed by `count_by`.
     pub(crate) histogram: Option<Histogram>,
+    /// Events are counted beside the histogram, not instead.
+    pub(crate) histogram_beside_counts: bool,
     pub(crate) socket_table_size: Option<u32>,
     pub(crate) count_table_size: Option<u32>,
     pub(crate) assume_missing: Vec<String>,
@@ -45,6 +47,7 @@ impl Default for Settings {
             report_eagain: false,
             count_by: None,
             histogram: None,
+            histogram_beside_counts: false,
             socket_table_size: None,
             count_table_size: None,
             assume_missing: Vec::new(),
