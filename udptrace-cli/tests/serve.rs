@@ -89,7 +89,29 @@ fn try_get(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<(u16,
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(bad)?;
-    Ok((status, head.to_string(), body.to_string()))
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body).ok_or_else(bad)?
+    } else {
+        body.to_string()
+    };
+    Ok((status, head.to_string(), body))
+}
+
+/// A chunked body's data (Prometheus's API answers large queries so).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut data = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(data);
+        }
+        data.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// The samples of a text-format scrape: `name{labels}` -> value.
@@ -532,40 +554,8 @@ fn prometheus_server_sees_exact_counts() {
         workload,
     );
     check_truth(&truth);
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: udptrace\n    static_configs:\n      - targets: ['{addr}']\n"
-        ),
-    )
-    .unwrap();
-    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-    let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (the prometheus package)");
-    // Killed however the test ends.
-    let prometheus = Reaped(prometheus);
-    let query = |q: &str| -> Option<f64> {
-        let (status, _, body) =
-            try_get(web, &format!("/api/v1/query?query={}", url_encode(q)), "").ok()?;
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let result = v["data"]["result"].as_array()?;
-        let value = result.first()?["value"][1].as_str()?;
-        value.parse().ok()
-    };
+    let (prometheus, web) = prometheus_scraping(&dir, addr);
+    let query = |q: &str| query_first(web, q);
     let wanted = expected(&truth);
     let deadline = Instant::now() + Duration::from_secs(60);
     // PromQL selects a series as the exposition names it (comm="" matches no comm).
@@ -591,6 +581,208 @@ fn prometheus_server_sees_exact_counts() {
     for (series, got, want) in results {
         assert_eq!(got, Some(want), "{series}");
     }
+}
+
+/// The CLI's wait histogram (`latency --json --by dport`) and the
+/// exporter's (`serve --latency --by dport`), both attached to one workload
+/// whose receiver measures each wait itself: delays of 1.5, 3 and 24 ms,
+/// inside their buckets by far more than either tracer's own stamping
+/// differs (microseconds), so both must count every datagram in the same
+/// bucket, and that bucket must hold the receiver's truth. `scraper` may
+/// read the exporter meanwhile: the count and (le_us, cumulative count) of
+/// the buckets it returns must be the CLI's too.
+fn latency_cli_beside_serve(
+    scraper: impl FnOnce(SocketAddr, u16) -> Option<(f64, Vec<(u64, f64)>)>,
+) {
+    let (rx, tx) = (
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+    );
+    timestamps(&rx);
+    let port = rx.local_addr().unwrap().port().to_string();
+    let mut cli = Command::new(udptrace_bin());
+    cli.args([
+        "latency", "--json", "--by", "dport", "--port", &port, "-d", "120",
+    ]);
+    if let Ok(backend) = std::env::var("UDPTRACE_TEST_BACKEND") {
+        cli.args(["--backend", &backend]);
+    }
+    let (cli, cli_stderr) = start_cmd(&mut cli);
+    let (serve, _stderr, addr) = serve(&["--latency", "--by", "dport", "--port", &port]);
+    let mut truths = Vec::new();
+    for delay in [1500, 3000, 24_000] {
+        for _ in 0..10 {
+            tx.send_to(&[5u8; 64], rx.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_micros(delay));
+            truths.push(recv_timed(&rx, 0).1);
+        }
+    }
+    settle();
+    let scraped = scrape(addr);
+    let scraped_by_prometheus = scraper(addr, rx.local_addr().unwrap().port());
+    stop(serve);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cli.id() as i32, libc::SIGINT) };
+    let (out, summary) = finish(cli, cli_stderr);
+    assert!(out.status.success(), "{summary:?}");
+    let tables = json_lines(&out);
+    let rows = tables.last().expect("a table at exit")["rows"]
+        .as_array()
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{tables:?}");
+    let row = &rows[0];
+    assert_eq!(row["dport"].as_u64().unwrap().to_string(), port);
+    assert_eq!(row["count"], 30, "{row}");
+    // The CLI's buckets, as a histogram row, against the receiver's truth.
+    let mut hist = udptrace::HistRow {
+        key: Vec::new(),
+        count: 30,
+        sum: (row["sum_us"].as_f64().unwrap() * 1000.0) as u64,
+        max: (row["max_us"].as_f64().unwrap() * 1000.0).round() as u64,
+        buckets: [0; udptrace::HIST_BUCKETS],
+    };
+    let mut cumulative = Vec::new();
+    let mut seen = 0;
+    for b in row["buckets"].as_array().unwrap() {
+        let le = b["le_us"].as_u64().unwrap();
+        let n = b["count"].as_u64().unwrap();
+        hist.buckets[le.trailing_zeros() as usize] = n;
+        seen += n;
+        cumulative.push((le, seen));
+    }
+    assert_waits_match(&hist, &truths);
+    // The exporter's series: the same count, the same cumulative buckets.
+    let series = |suffix: &str, le: Option<String>| {
+        let mut labels = vec![format!("dport=\"{port}\"")];
+        labels.extend(le.map(|le| format!("le=\"{le}\"")));
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        sum(
+            &scraped,
+            &format!("udptrace_receive_queue_seconds_{suffix}"),
+            &labels,
+        )
+    };
+    assert_eq!(series("count", None), 30.0);
+    assert_eq!(series("bucket", Some("+Inf".into())), 30.0);
+    // Each bucket by its bound, read as a number (the exposition writes 1e-06).
+    let bucket = |le_us: u64| -> Option<f64> {
+        scraped.iter().find_map(|(name, v)| {
+            let labels = name.strip_prefix("udptrace_receive_queue_seconds_bucket{")?;
+            if !labels.contains(&format!("dport=\"{port}\"")) {
+                return None;
+            }
+            let le: f64 = labels
+                .split("le=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()?;
+            ((le * 1e6).round() as u64 == le_us).then_some(*v)
+        })
+    };
+    for &(le_us, n) in &cumulative {
+        assert_eq!(bucket(le_us), Some(n as f64), "le={le_us} us");
+    }
+    if let Some((count, buckets)) = scraped_by_prometheus {
+        assert_eq!(count, 30.0);
+        for (le_us, n) in cumulative {
+            let theirs = buckets.iter().find(|(le, _)| *le == le_us).map(|b| b.1);
+            assert_eq!(theirs, Some(n as f64), "Prometheus's bucket le={le_us} us");
+        }
+    }
+    let seconds = series("sum", None);
+    let cli_seconds = row["sum_us"].as_f64().unwrap() / 1e6;
+    assert!(
+        (seconds - cli_seconds).abs() < 0.001 * 30.0,
+        "{seconds} vs {cli_seconds}"
+    );
+}
+
+#[test]
+fn latency_histograms_of_serve_and_the_cli_agree_with_the_receivers_truth() {
+    latency_cli_beside_serve(|_, _| None);
+}
+
+/// A real Prometheus server scrapes `serve --latency`: its `_count` and
+/// `_bucket` series of the histogram are the CLI's numbers.
+#[test]
+fn prometheus_server_sees_the_latency_histogram_of_the_cli() {
+    let dir = std::env::temp_dir().join(format!("udptrace-prom-latency-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    latency_cli_beside_serve(|addr, port| {
+        let (prometheus, web) = prometheus_scraping(&dir, addr);
+        let dport = format!("{{dport=\"{port}\"}}");
+        let count = format!("udptrace_receive_queue_seconds_count{dport}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while query_first(web, &count) != Some(30.0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let count = query_first(web, &count).unwrap_or(0.0);
+        let buckets = query_all(
+            web,
+            &format!("udptrace_receive_queue_seconds_bucket{dport}"),
+        )
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let le: f64 = labels["le"].as_str()?.parse().ok()?;
+            Some(((le * 1e6).round() as u64, v))
+        })
+        .collect();
+        drop(prometheus);
+        Some((count, buckets))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The distribution's Prometheus server scraping `addr` every second, its
+/// data in `dir`; killed when the first value is dropped. Its API's address.
+fn prometheus_scraping(dir: &std::path::Path, addr: SocketAddr) -> (Reaped, SocketAddr) {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: udptrace\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .unwrap();
+    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (the prometheus package)");
+    (Reaped(prometheus), web)
+}
+
+/// Every series an instant query of Prometheus's API at `web` returns: its
+/// labels and value. None until it answers.
+fn query_all(web: SocketAddr, q: &str) -> Option<Vec<(serde_json::Value, f64)>> {
+    let (status, _, body) =
+        try_get(web, &format!("/api/v1/query?query={}", url_encode(q)), "").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"]
+        .as_array()?
+        .iter()
+        .map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse().ok()?)))
+        .collect()
+}
+
+/// The value of the first series a query returns.
+fn query_first(web: SocketAddr, q: &str) -> Option<f64> {
+    query_all(web, q)?.first().map(|(_, v)| *v)
 }
 
 /// A child process killed when dropped.

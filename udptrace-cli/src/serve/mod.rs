@@ -318,7 +318,13 @@ impl Exporter {
         match waits.get_mut(&labels) {
             Some(total) => total.merge(&row),
             None => {
-                waits.insert(labels, HistRow { key: Vec::new(), ..row });
+                waits.insert(
+                    labels,
+                    HistRow {
+                        key: Vec::new(),
+                        ..row
+                    },
+                );
             }
         }
     }
@@ -398,12 +404,14 @@ impl Exporter {
                 })
                 .collect();
             let labels = self.label_pairs(&[], values);
-            metric.encode_family(&labels)?.encode_histogram::<Vec<(String, String)>>(
-                row.sum as f64 / 1e9,
-                row.count,
-                &buckets,
-                None,
-            )?;
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<Vec<(String, String)>>(
+                    row.sum as f64 / 1e9,
+                    row.count,
+                    &buckets,
+                    None,
+                )?;
         }
         Ok(())
     }

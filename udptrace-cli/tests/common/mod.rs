@@ -15,6 +15,10 @@ use serde_json::Value;
 mod net;
 #[allow(unused_imports)] // each test binary uses its own share of them
 pub use net::*;
+#[path = "../../../udptrace/tests/common/waits.rs"]
+mod waits;
+#[allow(unused_imports)] // each test binary uses its own share of them
+pub use waits::*;
 
 /// The binary under test: cargo's, or `UDPTRACE_TEST_BIN` where the tests run
 /// away from the build tree (the kernel matrix's VMs).

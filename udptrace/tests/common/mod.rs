@@ -10,7 +10,9 @@ use std::os::fd::AsRawFd;
 use udptrace::{Event, Filter, Stats, Tracer};
 
 mod net;
+mod waits;
 pub use net::*;
+pub use waits::*;
 
 /// A tracer builder for the backend under test: `UDPTRACE_TEST_BACKEND`
 /// (the kernel matrix runs the suite once per backend), else the default;
