@@ -594,12 +594,11 @@ fn prometheus_server_sees_exact_counts() {
 fn latency_cli_beside_serve(
     scraper: impl FnOnce(SocketAddr, u16) -> Option<(f64, Vec<(u64, f64)>)>,
 ) {
-    let (rx, tx) = (
-        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+    let (mut rx, tx) = (
+        TimedReceiver::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()),
         UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
     );
-    timestamps(&rx);
-    let port = rx.local_addr().unwrap().port().to_string();
+    let port = rx.addr().port().to_string();
     let mut cli = Command::new(udptrace_bin());
     cli.args([
         "latency", "--json", "--by", "dport", "--port", &port, "-d", "120",
@@ -609,17 +608,17 @@ fn latency_cli_beside_serve(
     }
     let (cli, cli_stderr) = start_cmd(&mut cli);
     let (serve, _stderr, addr) = serve(&["--latency", "--by", "dport", "--port", &port]);
-    let mut truths = Vec::new();
+    let mut brackets = Vec::new();
     for delay in [1500, 3000, 24_000] {
         for _ in 0..10 {
-            tx.send_to(&[5u8; 64], rx.local_addr().unwrap()).unwrap();
+            rx.send(&tx, &[5u8; 64]);
             std::thread::sleep(Duration::from_micros(delay));
-            truths.push(recv_timed(&rx, 0).1);
+            brackets.push(rx.recv(0).1);
         }
     }
     settle();
     let scraped = scrape(addr);
-    let scraped_by_prometheus = scraper(addr, rx.local_addr().unwrap().port());
+    let scraped_by_prometheus = scraper(addr, rx.addr().port());
     stop(serve);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(cli.id() as i32, libc::SIGINT) };
@@ -650,7 +649,7 @@ fn latency_cli_beside_serve(
         seen += n;
         cumulative.push((le, seen));
     }
-    assert_waits_match(&hist, &truths);
+    assert_waits_match(&hist, &brackets);
     // The exporter's series: the same count, the same cumulative buckets.
     let series = |suffix: &str, le: Option<String>| {
         let mut labels = vec![format!("dport=\"{port}\"")];

@@ -36,19 +36,23 @@ fn finish(tracer: Tracer) -> (Vec<HistRow>, u64) {
 }
 
 /// Sends one datagram at a time and reads it after each delay, `rounds` times.
-fn delayed_reads(rx: &UdpSocket, tx: &UdpSocket, delays: &[Duration], rounds: usize) -> Vec<u64> {
-    let dst = rx.local_addr().unwrap();
-    let mut truths = Vec::new();
+fn delayed_reads(
+    rx: &mut TimedReceiver,
+    tx: &UdpSocket,
+    delays: &[Duration],
+    rounds: usize,
+) -> Vec<Bracket> {
+    let mut brackets = Vec::new();
     for delay in delays {
         for _ in 0..rounds {
-            tx.send_to(&[7u8; 100], dst).unwrap();
+            rx.send(tx, &[7u8; 100]);
             std::thread::sleep(*delay);
-            let (n, truth) = recv_timed(rx, 0);
+            let (n, bracket) = rx.recv(0);
             assert_eq!(n, 100);
-            truths.push(truth);
+            brackets.push(bracket);
         }
     }
-    truths
+    brackets
 }
 
 fn only_row(rows: &[HistRow]) -> &HistRow {
@@ -63,8 +67,8 @@ const DELAYS: [Duration; 3] = [
 ];
 
 fn waits_after_known_delays(rx: UdpSocket, tx: UdpSocket) {
-    timestamps(&rx);
     let port = port(&rx);
+    let mut rx = TimedReceiver::new(rx);
     let tracer = start(
         Filter {
             port: Some(port),
@@ -73,12 +77,12 @@ fn waits_after_known_delays(rx: UdpSocket, tx: UdpSocket) {
         vec![CountField::Dport],
         Histogram::QueueWait,
     );
-    let truths = delayed_reads(&rx, &tx, &DELAYS, 10);
+    let brackets = delayed_reads(&mut rx, &tx, &DELAYS, 10);
     let (rows, unknown) = finish(tracer);
     assert_eq!(unknown, 0);
     let row = only_row(&rows);
     assert_eq!(row.key, vec![CountValue::Port(port)]);
-    assert_waits_match(row, &truths);
+    assert_waits_match(row, &brackets);
 }
 
 #[test]
@@ -97,31 +101,31 @@ fn ipv6_waits_fall_in_their_buckets() {
 #[test]
 fn queued_datagrams_each_wait_their_own_time() {
     let (rx, tx) = (bind_v4(), bind_v4());
-    timestamps(&rx);
-    let dst = rx.local_addr().unwrap();
+    let port = port(&rx);
+    let mut rx = TimedReceiver::new(rx);
     let tracer = start(
         Filter {
-            port: Some(port(&rx)),
+            port: Some(port),
             ..Default::default()
         },
         vec![CountField::Comm],
         Histogram::QueueWait,
     );
-    let mut truths = Vec::new();
+    let mut brackets = Vec::new();
     for _ in 0..5 {
-        tx.send_to(b"A", dst).unwrap();
+        rx.send(&tx, b"A");
         std::thread::sleep(Duration::from_millis(20));
-        tx.send_to(b"B", dst).unwrap();
+        rx.send(&tx, b"B");
         std::thread::sleep(Duration::from_millis(2));
-        tx.send_to(b"C", dst).unwrap();
+        rx.send(&tx, b"C");
         for _ in 0..3 {
-            truths.push(recv_timed(&rx, 0).1);
+            brackets.push(rx.recv(0).1);
             std::thread::sleep(Duration::from_millis(10));
         }
     }
     let (rows, unknown) = finish(tracer);
     assert_eq!(unknown, 0);
-    assert_waits_match(only_row(&rows), &truths);
+    assert_waits_match(only_row(&rows), &brackets);
 }
 
 /// A socket that never reads has no waits, its datagrams dropped at close
@@ -129,7 +133,8 @@ fn queued_datagrams_each_wait_their_own_time() {
 #[test]
 fn only_datagrams_read_are_waits_and_a_peek_is_not_one() {
     let (rx, idle, tx) = (bind_v4(), bind_v4(), bind_v4());
-    timestamps(&rx);
+    let rx_port = port(&rx);
+    let mut rx = TimedReceiver::new(rx);
     let tracer = start(
         Filter::default(),
         vec![CountField::Dport],
@@ -139,17 +144,17 @@ fn only_datagrams_read_are_waits_and_a_peek_is_not_one() {
         tx.send_to(b"never read", idle.local_addr().unwrap())
             .unwrap();
     }
-    let mut truths = Vec::new();
+    let mut brackets = Vec::new();
     for _ in 0..5 {
-        tx.send_to(&[1u8; 100], rx.local_addr().unwrap()).unwrap();
+        rx.send(&tx, &[1u8; 100]);
         std::thread::sleep(Duration::from_millis(2));
-        let (n, peeked) = recv_timed(&rx, libc::MSG_PEEK);
+        let (n, peeked) = rx.recv(libc::MSG_PEEK);
         assert_eq!(n, 100);
         std::thread::sleep(Duration::from_millis(20));
-        let (n, truth) = recv_timed(&rx, 0);
+        let (n, read) = rx.recv(0);
         assert_eq!(n, 100);
-        assert!(truth > peeked + 19_000_000);
-        truths.push(truth);
+        assert!(read.at_least > peeked.at_most);
+        brackets.push(read);
     }
     let idle_port = port(&idle);
     drop(idle); // 20 datagrams left queued at close
@@ -157,10 +162,10 @@ fn only_datagrams_read_are_waits_and_a_peek_is_not_one() {
     assert_eq!(unknown, 0);
     let ours: Vec<&HistRow> = rows
         .iter()
-        .filter(|r| r.key == vec![CountValue::Port(port(&rx))])
+        .filter(|r| r.key == vec![CountValue::Port(rx_port)])
         .collect();
     assert_eq!(ours.len(), 1, "{rows:?}");
-    assert_waits_match(ours[0], &truths);
+    assert_waits_match(ours[0], &brackets);
     assert!(
         !rows
             .iter()
