@@ -12,6 +12,7 @@ use udptrace::{Event, Filter, Stats, Tracer};
 mod net;
 mod waits;
 pub use net::*;
+#[allow(unused_imports)] // only the latency suite times its receives
 pub use waits::*;
 
 /// A tracer builder for the backend under test: `UDPTRACE_TEST_BACKEND`
