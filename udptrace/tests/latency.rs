@@ -208,7 +208,7 @@ fn a_flood_counts_every_datagram_read() {
     let mut buf = [0u8; 64];
     while rx.recv(&mut buf).is_ok() {
         read += 1;
-        if read % 64 == 0 {
+        if read.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
