@@ -64,6 +64,15 @@ struct datagram_wait {
 	__u64 ns;
 };
 
+/* A socket's receive waited `ns` in its queue (its life, for `udptrace life`). */
+static __always_inline void note_wait(struct sock_life *life, __u64 ns)
+{
+	add_u64(&life->waits, 1);
+	add_u64(&life->wait_sum_ns, ns);
+	if (ns > life->wait_max_ns)
+		life->wait_max_ns = ns;
+}
+
 /*
  * Takes the peer a sock_addr or sender hook left this thread for this
  * datagram of `sk` (whose cookie is `cookie`, or 0 if not read yet): the
@@ -252,6 +261,7 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 					  bool trusted)
 {
 	bool found, from_peer = from_a_peer(kind, ret, flags);
+	struct datagram_wait wait = {};
 	struct sock_state *st;
 	struct sock_counters cnt;
 	struct task_ctx task;
@@ -273,14 +283,18 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	read_addrs(sk, trusted, &a);
 	/* Before the peer below replaces what the socket itself is connected to. */
 	finish_connect(cookie, &a);
-	found = take_peer(sk, cookie, kind, trusted, &a, NULL);
+	found = take_peer(sk, cookie, kind, trusted, &a, &wait);
 	/* One lookup for the counters and the queued senders. */
 	st = sock_state_of(cookie);
 	if (trusted && senders_from_queue && from_peer && queued_sender(st, sk, found ? NULL : &a))
 		found = true;
+	if (trusted && queue_waits && from_peer)
+		wait.known = take_queued_wait(cookie, sk, &wait.ns);
 	cnt = account(st, kind, ret);
 	if (track_sockets && st && ret >= 0)
 		note_peer(st, &a);
+	if (track_sockets && st && wait.known)
+		note_wait(&st->life, wait.ns);
 	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;
 	/* Counted as the event is: only what the filters select. */

@@ -150,6 +150,10 @@ struct sock_life {
 	__u8 pad[2];
 	__u32 netns; /* with laddr */
 	__u32 pad2;
+	/* Receives of a known time in the queue (`udptrace life`): how many, their sum and most. */
+	__u64 waits;
+	__u64 wait_sum_ns;
+	__u64 wait_max_ns;
 };
 
 /* A close event: the event, and what the socket table knew of the socket. */

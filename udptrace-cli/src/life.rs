@@ -28,7 +28,9 @@ pub struct LifeArgs {
 
 pub fn run(args: LifeArgs) -> Result<()> {
     let builder = args.select.builder(vec![EventKind::Close]);
-    let mut tracer = args.select.start(builder.track_sockets(true))?;
+    let mut tracer = args
+        .select
+        .start(builder.track_sockets(true).track_waits(true))?;
 
     let deadline = args.select.duration.map(|d| Instant::now() + d);
     let mut out = Sink::stdout();
@@ -87,10 +89,15 @@ fn finish(tracer: &Tracer, out: &Sink, closed: u64, open: Option<usize>) -> Resu
 
 const ADDR_WIDTH: usize = 24;
 
+/// A wait in microseconds, to a tenth; `-` for a socket without receives of known wait.
+fn us_cell(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "-".into(), |ns| format!("{:.1}", ns as f64 / 1000.0))
+}
+
 fn header(out: &mut impl Write, with_state: bool) -> std::io::Result<()> {
     write!(
         out,
-        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10}",
+        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10} {:>12} {:>12}",
         "PID",
         "COMM",
         "LOCAL",
@@ -101,6 +108,8 @@ fn header(out: &mut impl Write, with_state: bool) -> std::io::Result<()> {
         "RX_BYTES",
         "DROPS",
         "MS",
+        "WAIT_AVG(us)",
+        "WAIT_MAX(us)",
         w = ADDR_WIDTH
     )?;
     if with_state {
@@ -124,6 +133,13 @@ fn line(
         m.insert("duration_ms".into(), json!(ms));
         m.insert("drops".into(), json!(row.life.drops));
         m.insert("seen_from_creation".into(), json!(row.life.from_creation));
+        let us = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1000.0);
+        m.insert("waits".into(), json!(row.life.waits));
+        m.insert("wait_mean_us".into(), json!(us(row.life.mean_wait_ns())));
+        m.insert(
+            "wait_max_us".into(),
+            json!(us((row.life.waits > 0).then_some(row.life.wait_max_ns))),
+        );
         serde_json::to_writer(&mut *out, &Value::Object(m))?;
         return writeln!(out);
     }
@@ -141,7 +157,7 @@ fn line(
     let c = &row.counters;
     write!(
         out,
-        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10}",
+        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10} {:>12} {:>12}",
         row.pid,
         escape_text(&row.comm.to_string_lossy()),
         addr_text(row.local),
@@ -152,6 +168,8 @@ fn line(
         c.rx_bytes,
         row.life.drops,
         ms,
+        us_cell(row.life.mean_wait_ns()),
+        us_cell((row.life.waits > 0).then_some(row.life.wait_max_ns)),
         w = ADDR_WIDTH
     )?;
     if with_state {

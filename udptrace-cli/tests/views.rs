@@ -66,6 +66,8 @@ fn expected(
         "rx_bytes": rx.1,
         "drops": 0,
         "seen_from_creation": from_creation,
+        // Every datagram received was read: each one's wait is known.
+        "waits": rx.0,
         "open": open,
     })
 }
@@ -145,6 +147,15 @@ fn life_prints_every_socket_exactly() {
             let ms = got.as_object_mut().unwrap().remove("duration_ms").unwrap();
             let ms = ms.as_f64().unwrap();
             assert!((100.0..3000.0).contains(&ms), "line {i}: lived {ms} ms");
+            // The waits themselves are timed against the receiver in latency_views.
+            let object = got.as_object_mut().unwrap();
+            let (mean, max) = (
+                object.remove("wait_mean_us").unwrap(),
+                object.remove("wait_max_us").unwrap(),
+            );
+            let waited = got["waits"].as_u64().unwrap() > 0;
+            assert_eq!(mean.is_f64(), waited, "line {i}: {mean}");
+            assert_eq!(max.is_f64(), waited, "line {i}: {max}");
             if i == 3 {
                 let peer = (
                     got["raddr"].take(),
@@ -193,7 +204,9 @@ fn life_text_marks_usual_peers_and_lives_seen_from_tracing() {
                 "RX_DGRAMS",
                 "RX_BYTES",
                 "DROPS",
-                "MS"
+                "MS",
+                "WAIT_AVG(us)",
+                "WAIT_MAX(us)"
             ]
         );
         let old_row = &rows[1];
@@ -218,6 +231,8 @@ fn life_text_marks_usual_peers_and_lives_seen_from_tracing() {
             "{text}"
         );
         assert!(!rows[2][9].starts_with('>'), "{text}");
+        // Nobody read what the peer received: it waited for no receive.
+        assert_eq!(rows[2][10..], ["-", "-"], "{text}");
     })
     .join()
     .unwrap();
@@ -576,4 +591,125 @@ fn top_by_socket_shows_receive_queue_pressure() {
         assert_eq!((drops, sent), (dropped, 40));
         assert!(peak > 0.5 && peak < 2.0, "peak {peak} of the buffer");
     });
+}
+
+/// `latency`, `top` and `life`, attached at once, against one receiver that
+/// brackets each datagram's wait by its own clocks (3 ms and 24 ms delays):
+/// latency's text histogram holds each wait in a bucket its bracket allows,
+/// top's p99 is the longest wait's bucket bound capped by its maximum, and
+/// life's mean and maximum lie within the brackets'.
+#[test]
+fn latency_top_and_life_show_the_receivers_own_waits() {
+    let (rx, tx) = (
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+    );
+    let port = rx.local_addr().unwrap().port().to_string();
+    let mut rx = TimedReceiver::new(rx);
+    let (latency, latency_err) = start(&["latency", "--by", "dport", "--port", &port]);
+    let (top, top_err) = start(&[
+        "top", "--json", "--by", "dport", "--port", &port, "-i", "600",
+    ]);
+    let (life, life_err) = start(&["life", "--json", "--port", &port]);
+    let mut brackets = Vec::new();
+    for delay in [3, 3, 3, 3, 3, 24, 24, 24, 24, 24] {
+        rx.send(&tx, b"timed");
+        sleep(Duration::from_millis(delay));
+        brackets.push(rx.recv(0).1);
+    }
+    drop(rx);
+    settle();
+    sleep(Duration::from_millis(200));
+    let stop = |child: &std::process::Child| {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    };
+    for child in [&latency, &top, &life] {
+        stop(child);
+    }
+    let (latency, latency_summary) = finish(latency, latency_err);
+    assert_eq!(latency_summary, ["receives 10 in 1 histograms"]);
+    let text = String::from_utf8(latency.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("dport = {port}"), "{text}");
+    assert_eq!(columns(lines[1]), ["usecs", ":", "count", "distribution"]);
+    let mut hist = udptrace::HistRow {
+        key: Vec::new(),
+        count: 0,
+        sum: 0,
+        max: 0,
+        buckets: [0; udptrace::HIST_BUCKETS],
+    };
+    for line in lines[2..].iter().take_while(|l| l.contains(" -> ")) {
+        let c = columns(line);
+        let (lo, n): (u64, u64) = (c[0].parse().unwrap(), c[4].parse().unwrap());
+        let bucket = if lo == 0 {
+            0
+        } else {
+            lo.trailing_zeros() as usize + 1
+        };
+        hist.buckets[bucket] = n;
+        hist.count += n;
+    }
+    let stats = lines
+        .iter()
+        .find(|l| l.starts_with("count "))
+        .expect("the count line");
+    let field = |name: &str| -> f64 {
+        let c = columns(stats);
+        let at = c.iter().position(|w| w == name).unwrap();
+        c[at + 1].parse().unwrap()
+    };
+    assert_eq!(field("count"), 10.0);
+    hist.sum = (field("mean") * 1000.0 * 10.0) as u64;
+    hist.max = (field("max") * 1000.0) as u64;
+    // The text rounds the mean and maximum to 0.1 us: within the brackets
+    // once widened by that.
+    let widened: Vec<Bracket> = brackets
+        .iter()
+        .map(|b| Bracket {
+            at_least: b.at_least.saturating_sub(100),
+            at_most: b.at_most + 100,
+        })
+        .collect();
+    assert_waits_match(&hist, &widened);
+
+    let (top, _) = finish(top, top_err);
+    let rows: Vec<Value> = json_lines(&top)
+        .into_iter()
+        .flat_map(|t| t["rows"].as_array().unwrap().clone())
+        .filter(|r| r["dport"].to_string() == port)
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let p99 = rows[0]["wait_p99_us"].as_u64().expect("a p99 wait");
+    let longest = brackets.iter().map(|b| b.at_most).max().unwrap();
+    let longest_least = brackets.iter().map(|b| b.at_least).max().unwrap();
+    assert!(
+        (longest_least / 1000..=longest.div_ceil(1000)).contains(&p99),
+        "p99 {p99} us against the longest wait's bracket {longest_least}..{longest} ns"
+    );
+
+    let (life, _) = finish(life, life_err);
+    let receiver: Vec<Value> = json_lines(&life)
+        .into_iter()
+        .filter(|l| l["lport"].to_string() == port)
+        .collect();
+    assert_eq!(receiver.len(), 1, "{receiver:?}");
+    let r = &receiver[0];
+    assert_eq!(r["waits"], 10);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let (least, most): (u64, u64) = (
+        brackets.iter().map(|b| b.at_least).sum(),
+        brackets.iter().map(|b| b.at_most).sum(),
+    );
+    let mean = r["wait_mean_us"].as_f64().unwrap();
+    assert!(
+        (us(least) / 10.0 - 0.001..=us(most) / 10.0 + 0.001).contains(&mean),
+        "mean {mean} us"
+    );
+    let max = r["wait_max_us"].as_f64().unwrap();
+    assert!(
+        (us(longest_least) - 0.001..=us(longest) + 0.001).contains(&max),
+        "max {max} us"
+    );
 }

@@ -133,6 +133,15 @@ impl TracerBuilder {
         self
     }
 
+    /// With [`track_sockets`](Self::track_sockets): each socket's life also
+    /// keeps how long its receives waited in its queue (count, sum, most:
+    /// [`SockLife::waits`](crate::SockLife::waits)), from the hooks
+    /// [`Histogram::QueueWait`] uses.
+    pub fn track_waits(mut self, on: bool) -> Self {
+        self.settings.track_waits = on;
+        self
+    }
+
     /// Packet events and drops carry the first `bytes` of each datagram's UDP
     /// payload ([`Event::payload`](crate::Event::payload)); 0, the default,
     /// for headers only. At most [`MAX_SNAPLEN`](crate::MAX_SNAPLEN). Every

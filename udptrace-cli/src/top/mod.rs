@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use udptrace::{CountField, EventKind};
+use udptrace::{CountField, EventKind, Histogram};
 
 use crate::output::local_time;
 use crate::parse::{parse_seconds, parse_top};
@@ -78,7 +78,12 @@ pub fn run(args: TopArgs) -> Result<()> {
         TopKeys::Fields(fields) => {
             let mut by = fields.clone();
             by.extend([CountField::Event, CountField::Reason]);
-            let tracer = args.select.builder(kinds).count_by(by).start()?;
+            let tracer = args
+                .select
+                .builder(kinds)
+                .count_by(by)
+                .histogram_beside_counts(Histogram::QueueWait)
+                .start()?;
             (tracer, Source::Counts(fields.clone()))
         }
         TopKeys::Socket => {
@@ -163,6 +168,7 @@ fn batch(args: &TopArgs, sampler: &mut Sampler) -> Result<()> {
 }
 
 fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
+    let socket = args.by == TopKeys::Socket;
     if args.json {
         let rows: Vec<Value> = s
             .rows
@@ -177,6 +183,9 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
                 m.insert("top_drop_reason".into(), json!(r.top_drop));
                 if let Some(q) = r.rcvq {
                     m.insert("rcvq_peak_share".into(), json!(q));
+                }
+                if !socket {
+                    m.insert("wait_p99_us".into(), json!(r.wait_p99_us));
                 }
                 Value::Object(m)
             })
@@ -214,7 +223,6 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
     });
     let headers = key_headers(&args.by);
     let widths = key_widths(&headers, &s.rows);
-    let socket = args.by == TopKeys::Socket;
     out.text(|buf| {
         for (h, w) in headers.iter().zip(&widths) {
             write!(buf, "{h:<w$} ")?;
@@ -226,6 +234,8 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
         )?;
         if socket {
             write!(buf, " {:>6}", "RCVQ%")?;
+        } else {
+            write!(buf, " {:>12}", "WAIT_P99(us)")?;
         }
         writeln!(buf)
     });
@@ -247,10 +257,19 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
             if let Some(q) = r.rcvq {
                 write!(buf, " {:>6.1}", q * 100.0)?;
             }
+            if !socket {
+                write!(buf, " {:>12}", p99_cell(r.wait_p99_us))?;
+            }
             writeln!(buf)
         });
     }
     out.text(|buf| writeln!(buf));
+}
+
+/// A row's p99 wait as its column shows it: `<=N` (the bucket's bound), or
+/// `-` without receives of known wait.
+pub(super) fn p99_cell(us: Option<u64>) -> String {
+    us.map_or_else(|| "-".into(), |us| format!("<={us}"))
 }
 
 /// The interval's skipped hook runs, where there were any.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{json, Map, Value};
-use udptrace::{CountField, CountValue, EventKind, Filter, SocketInfo, Tracer};
+use udptrace::{CountField, CountValue, EventKind, Filter, HistRow, SocketInfo, Tracer};
 
 use crate::count::{cell, json_value};
 use crate::output::{escape_text, now_ns};
@@ -37,6 +37,10 @@ pub struct Row {
     pub top_drop: Option<String>,
     /// Sockets: the receive queue's peak as a share of its buffer (0-1+).
     pub rcvq: Option<f64>,
+    /// Keys: the 99th percentile of its receives' time in the queue, as
+    /// the bound (us) of its histogram's bucket; None without receives of
+    /// known wait.
+    pub wait_p99_us: Option<u64>,
 }
 
 impl Row {
@@ -188,13 +192,28 @@ fn count_rows(tracer: &Tracer, fields: &[CountField]) -> Result<Vec<Row>> {
             _ => {}
         }
     }
+    // Receives' waits, kept beside the counts under the same keys.
+    let mut waits: BTreeMap<Vec<CountValue>, HistRow> = BTreeMap::new();
+    for h in tracer.take_histograms()? {
+        let key = h.key[..fields.len()].to_vec();
+        match waits.get_mut(&key) {
+            Some(w) => w.merge(&h),
+            None => {
+                waits.insert(key, h);
+            }
+        }
+    }
     Ok(by_key
-        .into_values()
-        .map(|(mut row, reasons)| {
+        .into_iter()
+        .map(|(key, (mut row, reasons))| {
             row.top_drop = reasons
                 .into_iter()
                 .max_by_key(|(name, n)| (*n, std::cmp::Reverse(name.clone())))
                 .map(|(name, _)| name);
+            row.wait_p99_us = waits
+                .get(&key)
+                .filter(|w| w.count > 0)
+                .map(|w| w.quantile_bound(0.99, w.max.div_ceil(1000)));
             row
         })
         .collect())
@@ -244,6 +263,7 @@ fn socket_rows(
             ),
             rcvq: (s.life.rcvbuf > 0)
                 .then(|| f64::from(s.life.peak_queued) / f64::from(s.life.rcvbuf)),
+            wait_p99_us: None,
         };
         // Sockets that did nothing this interval stay off the screen.
         if row.datagrams() > 0 || row.drops > 0 {

@@ -132,6 +132,8 @@ impl View {
         header.push("TOP_DROP".into());
         if self.socket {
             header.push("RCVQ%".into());
+        } else {
+            header.push("WAIT_P99(us)".into());
         }
         let shown = &s.rows[..self.top.unwrap_or(usize::MAX).min(s.rows.len())];
         let rows = shown.iter().map(|r| {
@@ -146,6 +148,9 @@ impl View {
             ]);
             if let Some(q) = r.rcvq {
                 cells.push(format!("{:.1}", q * 100.0));
+            }
+            if !self.socket {
+                cells.push(super::p99_cell(r.wait_p99_us));
             }
             let keys = r.cells.len();
             TableRow::new(
@@ -163,6 +168,8 @@ impl View {
         widths.push(Constraint::Length(16));
         if self.socket {
             widths.push(Constraint::Length(6));
+        } else {
+            widths.push(Constraint::Length(12));
         }
         let keys = self.headers.len();
         let header = TableRow::new(

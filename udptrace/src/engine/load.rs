@@ -97,7 +97,7 @@ pub(crate) fn plan(b: &Settings, backend: Backend) -> Plan {
             recv: filtered || keyed_by(&[CountField::Saddr, CountField::Sport]),
         };
     }
-    if b.histogram == Some(Histogram::QueueWait) {
+    if b.histogram == Some(Histogram::QueueWait) || (b.track_waits && b.track_sockets) {
         plan.waits = true;
         // The sender hook hands each receive its wait with its sender.
         if plan.senders == Senders::Dequeue {

@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     pub(crate) assume_missing: Vec<String>,
     pub(crate) track_sockets: bool,
     pub(crate) track_receive_buffers: bool,
+    /// Each socket's life keeps its receives' waits.
+    pub(crate) track_waits: bool,
     pub(crate) snaplen: u32,
     /// The filter's cgroup or container, found at start.
     pub(crate) cgroup_target: Option<CgroupTarget>,
@@ -54,6 +56,7 @@ impl Default for Settings {
             cgroup_target: None,
             track_sockets: false,
             track_receive_buffers: false,
+            track_waits: false,
             snaplen: 0,
         }
     }

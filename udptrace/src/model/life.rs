@@ -1,5 +1,5 @@
 //! A socket's life as the socket table keeps it: its birth, its usual peer,
-//! its drops and its receive buffer's peak. Close events carry it, and the
+//! its drops, its receive buffer's peak and its receives' waits. Close events carry it, and the
 //! socket table lists it for open sockets.
 
 use std::net::SocketAddr;
@@ -41,6 +41,11 @@ pub struct SockLife {
     pub peak_queued: u32,
     /// Its network namespace (inode number), with `local`; 0 before any datagram.
     pub netns: u32,
+    /// With [`track_waits`](crate::TracerBuilder::track_waits): its receives
+    /// whose time in the queue is known, their sum and the longest (ns).
+    pub waits: u64,
+    pub wait_sum_ns: u64,
+    pub wait_max_ns: u64,
 }
 
 impl SockLife {
@@ -87,6 +92,14 @@ impl SockLife {
             rcvbuf: raw.rcvbuf,
             peak_queued: raw.peak_queued,
             netns: raw.netns,
+            waits: raw.waits,
+            wait_sum_ns: raw.wait_sum_ns,
+            wait_max_ns: raw.wait_max_ns,
         }
+    }
+
+    /// The mean time its receives waited in the queue (ns); `None` without any.
+    pub fn mean_wait_ns(&self) -> Option<u64> {
+        (self.waits > 0).then(|| self.wait_sum_ns / self.waits)
     }
 }
