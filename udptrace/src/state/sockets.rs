@@ -145,6 +145,9 @@ mod tests {
             burst_need: u64::from(peak) + drop_bytes,
             rcvbuf,
             peak_queued: peak,
+            waits: 0,
+            wait_sum_ns: 0,
+            wait_max_ns: 0,
         }
     }
 
