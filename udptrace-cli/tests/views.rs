@@ -678,7 +678,7 @@ fn latency_top_and_life_show_the_receivers_own_waits() {
     let rows: Vec<Value> = json_lines(&top)
         .into_iter()
         .flat_map(|t| t["rows"].as_array().unwrap().clone())
-        .filter(|r| r["dport"].to_string() == port)
+        .filter(|r| r["dport"].as_u64().map(|p| p.to_string()) == Some(port.clone()))
         .collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let p99 = rows[0]["wait_p99_us"].as_u64().expect("a p99 wait");
@@ -692,7 +692,7 @@ fn latency_top_and_life_show_the_receivers_own_waits() {
     let (life, _) = finish(life, life_err);
     let receiver: Vec<Value> = json_lines(&life)
         .into_iter()
-        .filter(|l| l["lport"].to_string() == port)
+        .filter(|l| l["lport"].as_u64().map(|p| p.to_string()) == Some(port.clone()))
         .collect();
     assert_eq!(receiver.len(), 1, "{receiver:?}");
     let r = &receiver[0];
