@@ -101,9 +101,12 @@ enum Consume {
     PayloadWhole,
     /// Sends and receives counted by destination port, in the kernel.
     Count,
+    /// Receives' waits in histograms by destination port, in the kernel.
+    Latency,
     /// Drop events.
     Drops,
-    /// `udptrace top`: by process and event, drops by reason, in the kernel.
+    /// `udptrace top`: by process and event, drops by reason, in the kernel,
+    /// with receives' waits.
     Top,
     /// Sockets tracked (`udptrace life`): close events only.
     Sockets,
@@ -412,7 +415,7 @@ fn markdown(rows: &[Row], spec: &load::LoadSpec, rounds: usize) -> String {
 
 /// The tracer of a udptrace scenario (and of its floor, for its hooks).
 fn builder_for(what: Consume) -> udptrace::TracerBuilder {
-    use udptrace::{CountField, EventKind, Filter, Tracer};
+    use udptrace::{CountField, EventKind, Filter, Histogram, Tracer};
     match what {
         Consume::Events => Tracer::builder(),
         Consume::Packets => Tracer::builder().filter(Filter {
@@ -428,6 +431,9 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
                 ..Default::default()
             })
             .count_by(vec![CountField::Dport]),
+        Consume::Latency => Tracer::builder()
+            .count_by(vec![CountField::Dport])
+            .histogram(Histogram::QueueWait),
         Consume::Drops => Tracer::builder().filter(Filter {
             kinds: vec![EventKind::Drop],
             ..Default::default()
@@ -442,11 +448,15 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
                 CountField::Comm,
                 CountField::Event,
                 CountField::Reason,
-            ]),
-        Consume::Sockets => Tracer::builder().track_sockets(true).filter(Filter {
-            kinds: vec![EventKind::Close],
-            ..Default::default()
-        }),
+            ])
+            .histogram_beside_counts(Histogram::QueueWait),
+        Consume::Sockets => Tracer::builder()
+            .track_sockets(true)
+            .track_waits(true)
+            .filter(Filter {
+                kinds: vec![EventKind::Close],
+                ..Default::default()
+            }),
         Consume::Rcvbuf => Tracer::builder()
             .track_receive_buffers(true)
             .filter(Filter {
@@ -482,6 +492,13 @@ fn consume(what: Consume) -> Result<()> {
         Consume::Count | Consume::Top => {
             let rows = tracer.take_counts()?;
             (rows.iter().map(|r| r.events).sum(), stats.count_full)
+        }
+        // Receives, in the histograms or of an unknown wait (the load's
+        // queue was not empty when tracing began).
+        Consume::Latency => {
+            let rows = tracer.take_histograms()?;
+            let waits: u64 = rows.iter().map(|r| r.count).sum();
+            (waits + stats.wait_unknown, stats.count_full)
         }
         // Close events are few: report the datagrams the sockets accounted.
         // (The table outlives the programs: the sockets still open are in it.)

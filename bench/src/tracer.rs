@@ -28,17 +28,20 @@ pub enum Scenario {
     UdptracePayloadWhole,
     /// udptrace counting sends and receives by destination port in the kernel.
     UdptraceCount,
+    /// `udptrace latency --by dport`: receives' times in the queue, added up
+    /// into histograms in the kernel.
+    UdptraceLatency,
     /// udptrace drop events alone, while the load drops nothing (or little):
     /// what watching for drops costs the traffic that is not dropped.
     UdptraceDrops,
     /// `udptrace top`: sends, receives and drops counted by process and
-    /// event (and drop reason) in the kernel.
+    /// event (and drop reason) in the kernel, receives' waits beside them.
     UdptraceTop,
     /// `udptrace serve` (the binary), scraped every second: `top`'s hooks
     /// counting by task name, event, drop reason and errno.
     UdptraceServe,
     /// Tracking sockets (`udptrace life`): each socket's counters, peer,
-    /// drops and receive-queue peak, close events only.
+    /// drops, receive-queue peak and receives' waits, close events only.
     UdptraceSockets,
     /// Tracking receive buffers alone (`udptrace rcvbuf`): each socket's
     /// drops and receive-queue peak, from the receive side's hooks.
@@ -48,6 +51,7 @@ pub enum Scenario {
     FloorEvents,
     FloorPackets,
     FloorCount,
+    FloorLatency,
     FloorDrops,
     FloorTop,
     FloorSockets,
@@ -59,7 +63,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 22] = [
         Self::Untraced,
         Self::UdptraceEvents,
         Self::FloorEvents,
@@ -69,6 +73,8 @@ impl Scenario {
         Self::FloorPackets,
         Self::UdptraceCount,
         Self::FloorCount,
+        Self::UdptraceLatency,
+        Self::FloorLatency,
         Self::UdptraceDrops,
         Self::FloorDrops,
         Self::UdptraceTop,
@@ -91,6 +97,7 @@ impl Scenario {
                 | Self::UdptracePayload64
                 | Self::UdptracePayloadWhole
                 | Self::UdptraceCount
+                | Self::UdptraceLatency
                 | Self::UdptraceDrops
                 | Self::UdptraceTop
                 | Self::UdptraceServe
@@ -113,6 +120,7 @@ impl Scenario {
                 Some(Self::FloorPackets)
             }
             Self::UdptraceCount => Some(Self::FloorCount),
+            Self::UdptraceLatency => Some(Self::FloorLatency),
             Self::UdptraceDrops => Some(Self::FloorDrops),
             // The same hooks as top's.
             Self::UdptraceTop | Self::UdptraceServe => Some(Self::FloorTop),
@@ -131,6 +139,8 @@ impl Scenario {
             Self::UdptracePayload64 => ("consume", "payload64"),
             Self::UdptracePayloadWhole => ("consume", "payload-whole"),
             Self::UdptraceCount => ("consume", "count"),
+            Self::UdptraceLatency => ("consume", "latency"),
+            Self::FloorLatency => ("floor", "latency"),
             Self::FloorEvents => ("floor", "events"),
             Self::FloorPackets => ("floor", "packets"),
             Self::FloorCount => ("floor", "count"),
@@ -161,6 +171,8 @@ impl Scenario {
             Self::FloorEvents => "hook floor of socket events",
             Self::FloorPackets => "hook floor of packet events",
             Self::FloorCount => "hook floor of count",
+            Self::UdptraceLatency => "udptrace latency --by dport",
+            Self::FloorLatency => "hook floor of latency",
             Self::UdptraceDrops => "udptrace drops",
             Self::FloorDrops => "hook floor of drops",
             Self::UdptraceTop => "udptrace top",

@@ -211,6 +211,13 @@ fn max_in_unit(what: Histogram, row: &HistRow) -> u64 {
     }
 }
 
+/// Quantile `q` as the bound of its bucket (as `le` gives it), never above
+/// the maximum seen; 0 for an empty row.
+fn quantile(what: Histogram, row: &HistRow, q: f64) -> u64 {
+    row.quantile_bucket(q)
+        .map_or(0, |i| bucket_le(what, i).min(max_in_unit(what, row)))
+}
+
 /// A value of the row's own unit (ns or bytes) in the shown unit.
 fn in_unit(what: Histogram, v: u64) -> f64 {
     match what {
@@ -259,8 +266,7 @@ fn write_text(
                     "*".repeat(stars.min(BAR))
                 )?;
             }
-            let max = max_in_unit(what, row);
-            let q = |p| row.quantile_bound(p, max);
+            let q = |p| quantile(what, row, p);
             writeln!(
                 buf,
                 "count {}  mean {:.1}  p50 {}  p90 {}  p99 {}  max {:.1} ({unit}; quantiles are bucket bounds)\n",
@@ -299,12 +305,11 @@ fn write_json(
             for (f, v) in fields.iter().zip(&r.key) {
                 m.insert(f.name().into(), json_value(v));
             }
-            let max = max_in_unit(what, r);
             m.insert("count".into(), json!(r.count));
             m.insert(format!("sum_{suffix}"), json!(in_unit(what, r.sum)));
             m.insert(format!("max_{suffix}"), json!(in_unit(what, r.max)));
             for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-                m.insert(format!("{name}_{suffix}"), json!(r.quantile_bound(q, max)));
+                m.insert(format!("{name}_{suffix}"), json!(quantile(what, r, q)));
             }
             let buckets: Vec<Value> = used_buckets(r)
                 .filter(|_| r.count > 0)

@@ -140,14 +140,14 @@ fn run(args: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 /// A line of column names: every word capitalised (DELTA(us), RX_BYTES,
-/// FILL% and RX/s included).
+/// FILL%, RX/s and WAIT_P99(us) included).
 fn is_header(line: &str) -> bool {
     let words: Vec<&str> = line.split_whitespace().collect();
     words.len() >= 2
         && words.iter().all(|w| {
             w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
                 && w.chars()
-                    .all(|c| c.is_ascii_alphabetic() || "()_%/".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "()_%/".contains(c))
                 && w.chars().filter(|c| c.is_ascii_uppercase()).count() >= 2
         })
 }
@@ -232,9 +232,11 @@ fn manual_examples_match_the_program() {
         let doctor = ex.args.first().map(String::as_str) == Some("doctor");
         for line in &ex.output {
             let doc = collapse(&shape(line));
-            // Interval timestamps, the count summary and doctor's labels.
+            // Interval timestamps, the count and latency summaries and doctor's labels.
             let checked = doc == "#:#:#.#"
                 || doc.starts_with("counted #")
+                || doc.starts_with("receives # in #")
+                || doc.starts_with("datagrams # in #")
                 || (doctor && line.contains(':') && !line.starts_with(' '));
             if !checked {
                 continue;

@@ -93,18 +93,23 @@ impl HistRow {
     /// bucket unit, as Prometheus's `histogram_quantile` would bound it; never
     /// above the maximum seen (`max_in_unit`). 0 for an empty row.
     pub fn quantile_bound(&self, q: f64, max_in_unit: u64) -> u64 {
+        match self.quantile_bucket(q) {
+            Some(i) => bucket_upper_bound(i).min(max_in_unit.max(1)),
+            None => 0,
+        }
+    }
+
+    /// The bucket that holds quantile `q` (0..=1); None for an empty row.
+    pub fn quantile_bucket(&self, q: f64) -> Option<usize> {
         if self.count == 0 {
-            return 0;
+            return None;
         }
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
+        self.buckets.iter().position(|n| {
             seen += n;
-            if seen >= rank {
-                return bucket_upper_bound(i).min(max_in_unit.max(1));
-            }
-        }
-        max_in_unit
+            seen >= rank
+        })
     }
 }
 
