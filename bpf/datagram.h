@@ -152,10 +152,11 @@ static __always_inline bool count_reads_addrs(void)
  * What a datagram adds to `udptrace latency`'s histogram: its size, or its
  * time in the queue; false where that is unknown (counted) or it adds none.
  */
-static __always_inline bool hist_value_of(__u8 kind, int ret, const struct datagram_wait *wait,
-					  __u64 *value)
+static __always_inline bool hist_value_of(__u8 kind, int ret, bool from_peer,
+					  const struct datagram_wait *wait, __u64 *value)
 {
-	if (ret < 0)
+	/* A failed call, or an error-queue read: no datagram of a peer. */
+	if (ret < 0 || (kind == UDP_EVENT_RECV && !from_peer))
 		return false;
 	if (hist_kind == HIST_SIZE) {
 		*value = ret;
@@ -176,7 +177,7 @@ static __always_inline bool hist_value_of(__u8 kind, int ret, const struct datag
  * (if anything), and counted too where counts are kept beside them.
  */
 static __always_inline void hist_datagram(__u8 kind, __u64 cookie, const struct sock_addrs *a,
-					  int ret, const struct datagram_wait *wait)
+					  int ret, bool from_peer, const struct datagram_wait *wait)
 {
 	static const struct sock_counters no_counters = {};
 	struct count_scratch *cs;
@@ -184,7 +185,7 @@ static __always_inline void hist_datagram(__u8 kind, __u64 cookie, const struct 
 	__u32 zero = 0;
 	bool known;
 
-	known = hist_value_of(kind, ret, wait, &value);
+	known = hist_value_of(kind, ret, from_peer, wait, &value);
 	if (!known && !hist_counts)
 		return;
 	cs = bpf_map_lookup_elem(&scratch, &zero);
@@ -220,20 +221,21 @@ static __always_inline int count_datagram(struct sock *sk, int ret, __u8 kind, i
 		finish_connect(cookie, &a);
 	}
 	found = take_peer(sk, cookie, kind, trusted, &a, &wait);
-	if (trusted && (senders_from_queue || queue_waits) && from_peer && !cookie)
-		cookie = sock_cookie(sk, trusted);
-	if (trusted && senders_from_queue && from_peer &&
-	    queued_sender(sock_state_of(cookie), sk, found ? NULL : &a))
-		found = true;
+	if (trusted && senders_from_queue && from_peer) {
+		if (!cookie)
+			cookie = sock_cookie(sk, trusted);
+		if (queued_sender(sock_state_of(cookie), sk, found ? NULL : &a))
+			found = true;
+	}
 	/* Taken whatever the filters keep: the ring follows the whole queue. */
 	if (trusted && queue_waits && from_peer)
-		wait.known = take_queued_wait(cookie, sk, &wait.ns);
+		wait.known = take_queued_wait(sk, &wait.ns);
 	if (filter_pid || (count_keys & COUNT_PID))
 		pid_tgid = bpf_get_current_pid_tgid();
 	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;
 	if (hist_kind != HIST_NONE) {
-		hist_datagram(kind, cookie, &a, ret, &wait);
+		hist_datagram(kind, cookie, &a, ret, from_peer, &wait);
 		return 0;
 	}
 	if (!compact_key_fits(kind, ret)) {
@@ -289,11 +291,11 @@ static __always_inline int on_datagram_of(struct sock *sk, int ret, __u8 kind, i
 	if (trusted && senders_from_queue && from_peer && queued_sender(st, sk, found ? NULL : &a))
 		found = true;
 	if (trusted && queue_waits && from_peer)
-		wait.known = take_queued_wait(cookie, sk, &wait.ns);
+		wait.known = take_queued_wait(sk, &wait.ns);
 	cnt = account(st, kind, ret);
 	if (track_sockets && st && ret >= 0)
 		note_peer(st, &a);
-	if (track_sockets && st && wait.known)
+	if (track_sockets && st && wait.known && kind == UDP_EVENT_RECV && from_peer && ret >= 0)
 		note_wait(&st->life, wait.ns);
 	if (!datagram_wanted(kind, pid_tgid, sender_unknown(from_peer, found, &a), &a))
 		return 0;

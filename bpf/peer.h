@@ -98,6 +98,7 @@ static __always_inline int remember_peer(struct bpf_sock_addr *ctx, bool v6)
 	if (!p)
 		return 1;
 	addr_from_sock_addr(ctx, v6, p);
+	p->wait_known = 0; /* a receive's, never a send's */
 	p->cookie = bpf_get_socket_cookie(ctx);
 	/* Before the datagram's hook runs, in this same thread. */
 	bpf_sk_storage_get(&peer_naming_socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -42,8 +42,13 @@ static __always_inline void note_dequeued_sender(__u64 cookie, struct sk_buff *s
 	struct pkt pkt = {};
 	struct peer *p;
 
-	/* A peek (negative length) leaves the datagram queued: not a receive. */
-	if (len < 0 || !parse_skb(skb, &pkt))
+	/*
+	 * A peek leaves the datagram queued: not a receive. Its length is
+	 * negative, or 0 when nothing was copied, and it holds a reference of
+	 * its own (a read of an empty datagram holds none).
+	 */
+	if (len < 0 || (len == 0 && BPF_CORE_READ(skb, users.refs.counter) > 1) ||
+	    !parse_skb(skb, &pkt))
 		return;
 	p = thread_peer();
 	if (!p)

@@ -484,7 +484,6 @@ int sock_release(struct bpf_sock *ctx)
 		life = st->life;
 	}
 	bpf_map_delete_elem(&sock_states, &cookie);
-	forget_wait_queue(cookie);
 	if (kind_wanted(UDP_EVENT_CLOSE) && task_wanted(pid_tgid) && addrs_wanted(&a))
 		emit_close(cookie, &a, &cnt, &life);
 	return 1;
@@ -596,7 +595,7 @@ int BPF_PROG(udp_fail_queue, int rc, struct sock *sk)
 	__u64 cookie = sock_cookie(sk, true);
 
 	unnote_refused(cookie);
-	void_refused(cookie);
+	void_refused(cookie, sk);
 	return 0;
 }
 
@@ -630,7 +629,11 @@ int packet_ingress(struct __sk_buff *skb)
 		st = sock_state_of_known(cookie);
 	if (senders_from_queue)
 		note_queued_sender(st, ingress_sock(skb), &p);
-	note_arrival(cookie, ingress_sock(skb));
+	if (queue_waits) {
+		struct bpf_sock *bsk = skb->sk;
+
+		note_arrival(cookie, bsk ? bpf_sk_fullsock(bsk) : NULL, ingress_sock(skb));
+	}
 	if (ingress_deliveries) {
 		/* The context is the kernel's sk_buff, as kfree_skb will see it. */
 		note_delivery((__u64)(long)skb, cookie);

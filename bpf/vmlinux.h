@@ -294,6 +294,10 @@ struct net_device {
 	possible_net_t nd_net;
 };
 /* Anonymous unions and struct groups of the real layout are found by name. */
+typedef struct refcount_struct {
+	atomic_t refs;
+} refcount_t;
+
 struct sk_buff {
 	struct sock *sk;
 	struct net_device *dev;
@@ -306,6 +310,7 @@ struct sk_buff {
 	__be16 protocol;
 	int skb_iif;
 	unsigned int truesize;
+	refcount_t users; /* a peek holds one more */
 };
 
 /* x86-64: the registers kprobes read arguments and results from. */

@@ -3,14 +3,15 @@
  * How long each received datagram waited in its socket's receive queue
  * (`udptrace latency`), on the tracepoint backend: no hook sees the datagram
  * a receive takes, but a socket's queue is FIFO, so each socket keeps a ring
- * of arrival stamps (noted at cgroup_skb ingress, just before UDP queues the
- * datagram) and each receive takes the oldest. A datagram the socket refuses
- * voids its stamp (the refusal follows its ingress on the same CPU).
- * Whenever the ring and the queue disagree (datagrams queued before tracing
- * began, a full ring, a drop no hook saw), the socket is unsure: its
+ * of arrival stamps in its local storage (noted at cgroup_skb ingress, just
+ * before UDP queues the datagram) and each receive takes the oldest. A
+ * datagram the socket refuses takes its stamp back (the refusal follows its
+ * ingress on the same CPU). Whenever the ring and the queue disagree
+ * (datagrams queued before tracing began, a full ring, notes a millisecond
+ * old with nothing queued: a drop no hook saw), the socket is unsure: its
  * receives' waits are unknown, and counted as such, until its queue is empty
- * and it starts afresh. The fentry and kprobe backends' way is in
- * wait_stamps.h.
+ * with no datagram on its way, when it starts afresh. The fentry and kprobe
+ * backends' way is in wait_stamps.h.
  */
 #ifndef __UDPTRACE_WAIT_QUEUE_H
 #define __UDPTRACE_WAIT_QUEUE_H
@@ -32,6 +33,11 @@ const volatile __u32 wait_slack = 4;
 #define WAIT_RING 512
 /* A refused datagram's stamp: never a real one (the clock has run longer). */
 #define WAIT_VOID 1ULL
+/*
+ * Notes this old with nothing queued are no datagram's on its way (ingress
+ * to the queue takes microseconds): a drop no hook saw left them.
+ */
+#define WAIT_STALE_NS 1000000ULL
 
 /* One socket's arrival stamps, by note index modulo WAIT_RING. */
 struct wait_queue {
@@ -39,15 +45,18 @@ struct wait_queue {
 	__u64 tail; /* the next note's index */
 	__u64 voided; /* notes between head and tail voided by refusals */
 	__u64 unsure;
+	/* Notes below this index follow a fresh start made with notes in flight: unknown. */
+	__u64 guard;
+	__u64 last_note_ns;
+	__u64 started; /* the socket's first note checked its queue */
 	__u64 stamps[WAIT_RING]; /* 0: taken or never written */
 };
 
-/* By socket cookie; sized at load (one entry when unused); deleted on close. */
+/* Each socket's own (freed with it). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
+	__type(key, int);
 	__type(value, struct wait_queue);
 } wait_queues SEC(".maps");
 
@@ -65,52 +74,67 @@ struct {
 	__type(value, struct last_note);
 } last_notes SEC(".maps");
 
-/* A new ring; in both builds, whose globals must match. */
-static const struct wait_queue empty_wait_queue = {};
-
-static __always_inline void forget_wait_queue(__u64 cookie)
-{
-	if (queue_waits)
-		bpf_map_delete_elem(&wait_queues, &cookie);
-}
-
 #ifdef UDPTRACE_NO_ATOMICS
 /* Kernels without compare-and-swap have no length tracepoints either: never used. */
-static __always_inline void note_arrival(__u64 cookie, struct sock *sk)
+static __always_inline void note_arrival(__u64 cookie, struct bpf_sock *bsk, struct sock *sk)
 {
 }
 
-static __always_inline void void_refused(__u64 cookie)
+static __always_inline void void_refused(__u64 cookie, struct sock *sk)
 {
 }
 
-static __always_inline bool take_queued_wait(__u64 cookie, struct sock *sk, __u64 *wait)
+static __always_inline bool take_queued_wait(struct sock *sk, __u64 *wait)
 {
 	return false;
 }
 #else
+/*
+ * Nothing queued: the ring forgets its notes and the socket is sure again.
+ * A note made within WAIT_STALE_NS may be of a datagram still on its way to
+ * the queue, whose receive would take the next note: the notes up to the
+ * next one are unknown.
+ */
+static __always_inline void start_waits_afresh(struct wait_queue *q, struct sock *sk, __u64 now)
+{
+	__u64 tail = q->tail;
 
-/* A datagram for the socket of `cookie` (`sk`) is about to be queued. */
-static __always_inline void note_arrival(__u64 cookie, struct sock *sk)
+	if (queued_datagrams(sk))
+		return;
+	q->guard = now - q->last_note_ns < WAIT_STALE_NS ? tail + 1 : 0;
+	q->head = tail;
+	q->voided = 0;
+	q->unsure = 0;
+}
+
+/*
+ * A datagram for the socket of `cookie` is about to be queued (`bsk` for its
+ * storage, `sk` for its queue).
+ */
+static __always_inline void note_arrival(__u64 cookie, struct bpf_sock *bsk, struct sock *sk)
 {
 	struct last_note *last;
 	struct wait_queue *q;
 	__u64 idx, now;
 	__u32 zero = 0;
 
-	if (!queue_waits || !sk)
+	if (!queue_waits || !bsk || !sk)
 		return;
-	q = bpf_map_lookup_elem(&wait_queues, &cookie);
-	if (!q) {
-		bpf_map_update_elem(&wait_queues, &cookie, &empty_wait_queue, BPF_NOEXIST);
-		q = bpf_map_lookup_elem(&wait_queues, &cookie);
-		if (!q)
-			return; /* the table is full: its receives find no ring */
+	q = bpf_sk_storage_get(&wait_queues, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!q)
+		return; /* no memory: its receives find no ring */
+	now = bpf_ktime_get_ns();
+	if (!q->started) {
+		q->started = 1;
 		/* Datagrams queued before the first note have none. */
 		if (queued_datagrams(sk))
 			q->unsure = 1;
+	} else if ((q->unsure || q->tail != q->head) && !queued_datagrams(sk) &&
+		   now - q->last_note_ns > WAIT_STALE_NS) {
+		/* Old notes, nothing queued, nothing on its way: start afresh. */
+		start_waits_afresh(q, sk, now);
 	}
-	now = bpf_ktime_get_ns();
+	q->last_note_ns = now;
 	idx = __sync_fetch_and_add(&q->tail, 1);
 	if (idx - q->head >= WAIT_RING) {
 		q->unsure = 1; /* full: this datagram has no stamp */
@@ -126,7 +150,7 @@ static __always_inline void note_arrival(__u64 cookie, struct sock *sk)
 }
 
 /* The socket of `cookie` refused the datagram this CPU noted last: its stamp is void. */
-static __always_inline void void_refused(__u64 cookie)
+static __always_inline void void_refused(__u64 cookie, struct sock *sk)
 {
 	struct last_note *last;
 	struct wait_queue *q;
@@ -138,7 +162,7 @@ static __always_inline void void_refused(__u64 cookie)
 	if (!last || last->cookie != cookie)
 		return;
 	last->cookie = 0;
-	q = bpf_map_lookup_elem(&wait_queues, &cookie);
+	q = bpf_sk_storage_get(&wait_queues, sk, 0, 0);
 	if (!q)
 		return;
 	/*
@@ -155,34 +179,25 @@ static __always_inline void void_refused(__u64 cookie)
 		__sync_fetch_and_add(&q->voided, 1);
 }
 
-/* Nothing queued: the ring forgets its notes and the socket is sure again. */
-static __always_inline void start_waits_afresh(struct wait_queue *q, struct sock *sk)
-{
-	if (queued_datagrams(sk))
-		return;
-	q->head = q->tail;
-	q->voided = 0;
-	q->unsure = 0;
-}
-
 /*
- * A receive on the socket of `cookie` (`sk`) took a datagram: its wait into
- * `wait`, from the oldest stamp; false if unknown.
+ * A receive on `sk` took a datagram: its wait into `wait`, from the oldest
+ * stamp; false if unknown.
  */
-static __always_inline bool take_queued_wait(__u64 cookie, struct sock *sk, __u64 *wait)
+static __always_inline bool take_queued_wait(struct sock *sk, __u64 *wait)
 {
+	__u64 h = 0, s, notes, queued, now;
 	struct wait_queue *q;
-	__u64 h, s, notes;
 	bool found = false;
 	int i;
 
 	if (!queue_waits)
 		return false;
-	q = bpf_map_lookup_elem(&wait_queues, &cookie);
+	q = bpf_sk_storage_get(&wait_queues, sk, 0, 0);
 	if (!q)
 		return false;
+	now = bpf_ktime_get_ns();
 	if (q->unsure) {
-		start_waits_afresh(q, sk);
+		start_waits_afresh(q, sk, now);
 		return false;
 	}
 	/* The oldest note not voided; a run of voids longer than this disagrees. */
@@ -198,20 +213,25 @@ static __always_inline bool take_queued_wait(__u64 cookie, struct sock *sk, __u6
 			continue;
 		}
 		if (s) {
-			*wait = bpf_ktime_get_ns() - s;
+			*wait = now - s;
 			found = true;
 		}
 		break;
 	}
-	/* The notes left must be the queue's, but for those in flight. */
+	/*
+	 * The notes left must be the queue's, but for those on their way to it
+	 * or of receives under way; old notes with nothing queued are a drop's
+	 * that no hook saw, and the note just taken may have been one.
+	 */
 	notes = q->tail - q->head - q->voided;
-	if (!found || notes < queued_datagrams(sk) ||
-	    notes > queued_datagrams(sk) + wait_slack) {
+	queued = queued_datagrams(sk);
+	if (!found || notes < queued || notes > queued + wait_slack ||
+	    (!queued && notes && now - q->last_note_ns > WAIT_STALE_NS)) {
 		q->unsure = 1;
-		start_waits_afresh(q, sk);
+		start_waits_afresh(q, sk, now);
 		return false;
 	}
-	return true;
+	return h >= q->guard;
 }
 #endif
 

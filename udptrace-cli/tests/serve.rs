@@ -650,6 +650,12 @@ fn latency_cli_beside_serve(
         cumulative.push((le, seen));
     }
     assert_waits_match(&hist, &brackets);
+    // Each quantile: the bound of the bucket that holds its rank (of 30).
+    for (name, rank) in [("p50_us", 15), ("p90_us", 27), ("p99_us", 30)] {
+        let (le, _) = cumulative.iter().find(|(_, n)| *n >= rank).unwrap();
+        let max_us = row["max_us"].as_f64().unwrap().ceil() as u64;
+        assert_eq!(row[name].as_u64(), Some((*le).min(max_us)), "{name}: {row}");
+    }
     // The exporter's series: the same count, the same cumulative buckets.
     let series = |suffix: &str, le: Option<String>| {
         let mut labels = vec![format!("dport=\"{port}\"")];

@@ -616,6 +616,10 @@ fn latency_top_and_life_show_the_receivers_own_waits() {
         rx.send(&tx, b"timed");
         sleep(Duration::from_millis(delay));
         brackets.push(rx.recv(0).1);
+        // Answered, as a server would: a send is no wait.
+        rx.socket
+            .send_to(b"answer", tx.local_addr().unwrap())
+            .unwrap();
     }
     drop(rx);
     settle();

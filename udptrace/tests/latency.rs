@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::*;
@@ -136,7 +137,10 @@ fn only_datagrams_read_are_waits_and_a_peek_is_not_one() {
     let rx_port = port(&rx);
     let mut rx = TimedReceiver::new(rx);
     let tracer = start(
-        Filter::default(),
+        Filter {
+            pid: Some(std::process::id()),
+            ..Default::default()
+        },
         vec![CountField::Dport],
         Histogram::QueueWait,
     );
@@ -192,6 +196,7 @@ fn a_flood_counts_every_datagram_read() {
         Histogram::QueueWait,
     );
     let backend = tracer.backend();
+    let began = std::time::Instant::now();
     // Two senders, on both CPUs of a small machine: their datagrams'
     // arrivals and refusals interleave.
     let tx2 = tx.try_clone().unwrap();
@@ -216,8 +221,17 @@ fn a_flood_counts_every_datagram_read() {
         s.join().unwrap();
     }
     read += drain(&rx) as u64;
+    let elapsed = began.elapsed().as_nanos() as u64;
     let (rows, unknown) = finish(tracer);
     let counted: u64 = rows.iter().map(|r| r.count).sum();
+    // No wait outlives the flood: a stamp taken by the wrong datagram could.
+    for r in &rows {
+        assert!(
+            r.max <= elapsed,
+            "a wait of {} ns in a flood of {elapsed} ns",
+            r.max
+        );
+    }
     eprintln!("{backend}: read {read}, {counted} waits, {unknown} unknown");
     assert!(
         read > 0 && read < 20_000,
@@ -231,6 +245,117 @@ fn a_flood_counts_every_datagram_read() {
     if backend != udptrace::Backend::Tracepoint {
         assert_eq!(unknown, 0, "{backend} stamps every datagram");
     }
+}
+
+/// Every way of reading a datagram ends its wait, once: recvmmsg, MSG_TRUNC
+/// with no buffer, an empty datagram, and an empty peek before the read
+/// (which copies nothing either). An error-queue read takes no datagram of
+/// a peer: neither a wait nor an unknown one.
+#[test]
+fn every_way_of_reading_ends_a_wait_and_error_queue_reads_are_none() {
+    let (rx, tx) = (bind_v4(), bind_v4());
+    let port = port(&rx);
+    let errs = bind_v4();
+    let tracer = start(
+        // This process's receives alone: another's socket older than the
+        // tracer would have waits of its own unknown.
+        Filter {
+            pid: Some(std::process::id()),
+            ..Default::default()
+        },
+        vec![CountField::Dport],
+        Histogram::QueueWait,
+    );
+    let fd = rx.as_raw_fd();
+    let send = |n: usize| tx.send_to(&vec![3u8; n], rx.local_addr().unwrap()).unwrap();
+    // Two by recvmmsg.
+    send(10);
+    send(10);
+    settle();
+    let mut bufs = [[0u8; 64]; 2];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: mmsghdr is plain data; every pointer outlives the call.
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), 2, 0, std::ptr::null_mut()) };
+    assert_eq!(n, 2);
+    // MSG_TRUNC with no buffer: the length, nothing copied.
+    send(50);
+    // SAFETY: a zero-length read writes nothing.
+    let n = unsafe { libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_TRUNC) };
+    assert_eq!(n, 50);
+    // An empty datagram, peeked empty-handed first, then read.
+    send(0);
+    settle();
+    // SAFETY: as above.
+    let n = unsafe { libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_PEEK) };
+    assert_eq!(n, 0);
+    assert_eq!(rx.recv(&mut [0u8; 8]).unwrap(), 0);
+    // An ICMP error queued to a connected socket, read from its error queue.
+    let on: libc::c_int = 1;
+    // SAFETY: IP_RECVERR takes an int.
+    unsafe {
+        libc::setsockopt(
+            errs.as_raw_fd(),
+            libc::SOL_IP,
+            libc::IP_RECVERR,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    errs.connect(("127.0.0.1", free_port())).unwrap();
+    errs.send(b"nobody").unwrap();
+    settle();
+    let mut buf = [0u8; 64];
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmsg(errs.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE) };
+    assert!(
+        n >= 0,
+        "the error queue: {}",
+        std::io::Error::last_os_error()
+    );
+    let (rows, unknown) = finish(tracer);
+    assert_eq!(unknown, 0, "{rows:?}");
+    let ours: Vec<&HistRow> = rows
+        .iter()
+        .filter(|r| r.key == vec![CountValue::Port(port)])
+        .collect();
+    assert_eq!(ours.len(), 1, "{rows:?}");
+    assert_eq!(
+        ours[0].count, 4,
+        "recvmmsg's two, MSG_TRUNC's and the empty one"
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.key == vec![CountValue::Port(common::port(&errs))]),
+        "an error-queue read is no wait: {rows:?}"
+    );
 }
 
 /// Sizes: DTrace's quantize of udp:::receive. Exact bytes, by event.

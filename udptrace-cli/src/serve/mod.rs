@@ -311,7 +311,8 @@ impl Exporter {
 
     fn add_waits(&mut self, row: HistRow) {
         let labels = self.label_values(&row.key);
-        let labels = self.admit(labels, row.count);
+        // Its receives are counted in the overflow already, as datagrams.
+        let labels = self.admit(labels, 0);
         let Some(waits) = self.waits.as_mut() else {
             return;
         };

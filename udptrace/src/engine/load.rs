@@ -163,11 +163,6 @@ pub(crate) fn load<'obj>(
                 .wait_stamps
                 .set_max_entries(unused(plan.stamps_waits(), WAIT_STAMPS))
         })
-        .and_then(|()| {
-            open.maps
-                .wait_queues
-                .set_max_entries(unused(plan.queue_waits(), WAIT_QUEUES))
-        })
         .map_err(Error::bpf("sizing the histogram tables"))?;
     let f = &b.filter;
     for mut prog in open.open_object_mut().progs_mut() {
@@ -256,9 +251,6 @@ pub(crate) fn load<'obj>(
 /// Datagrams queued at once, system-wide, whose enqueue stamps are kept
 /// (bpf/wait_stamps.h): beyond, the oldest are forgotten, their waits unknown.
 const WAIT_STAMPS: u32 = 65536;
-/// Sockets receiving at once whose rings of arrival stamps are kept
-/// (bpf/wait_queue.h); beyond, their waits are unknown.
-const WAIT_QUEUES: u32 = 16384;
 
 /// Where the hooked functions' arguments are on this kernel; a function
 /// whose arguments were not found is not loaded, and keeps its defaults.

@@ -104,7 +104,11 @@ impl HistRow {
         if self.count == 0 {
             return None;
         }
-        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        // In whole parts per million: 0.9 of 70 is rank 63, not 64.
+        let ppm = (q.clamp(0.0, 1.0) * 1e6).round() as u128;
+        let rank = (u128::from(self.count) * ppm)
+            .div_ceil(1_000_000)
+            .clamp(1, u128::from(self.count)) as u64;
         let mut seen = 0;
         self.buckets.iter().position(|n| {
             seen += n;
@@ -146,5 +150,7 @@ mod tests {
         assert_eq!(r.quantile_bound(0.99, 20_000), 2048);
         assert_eq!(r.quantile_bound(1.0, 20_000), 20_000);
         assert_eq!(row(&[]).quantile_bound(0.5, 0), 0);
+        // 0.9 of 70 is the 63rd: in the first bucket, not the second.
+        assert_eq!(row(&[(1, 63), (2, 7)]).quantile_bucket(0.9), Some(1));
     }
 }
