@@ -588,9 +588,10 @@ fn prometheus_server_sees_exact_counts() {
 /// whose receiver measures each wait itself: delays of 1.5, 3 and 24 ms,
 /// inside their buckets by far more than either tracer's own stamping
 /// differs (microseconds), so both must count every datagram in the same
-/// bucket, and that bucket must hold the receiver's truth. `scraper` may
-/// read the exporter meanwhile: the count and (le_us, cumulative count) of
-/// the buckets it returns must be the CLI's too.
+/// bucket (where the receiver's bracket pins it), and each must hold the
+/// receiver's truth. `scraper` may read the exporter meanwhile: the count
+/// and (le_us, cumulative count) of the buckets it returns must be the
+/// exporter's.
 fn latency_cli_beside_serve(
     scraper: impl FnOnce(SocketAddr, u16) -> Option<(f64, Vec<(u64, f64)>)>,
 ) {
@@ -656,10 +657,11 @@ fn latency_cli_beside_serve(
         let max_us = row["max_us"].as_f64().unwrap().ceil() as u64;
         assert_eq!(row[name].as_u64(), Some((*le).min(max_us)), "{name}: {row}");
     }
-    // The exporter's series: the same count, the same cumulative buckets.
-    let series = |suffix: &str, le: Option<String>| {
-        let mut labels = vec![format!("dport=\"{port}\"")];
-        labels.extend(le.map(|le| format!("le=\"{le}\"")));
+    // The exporter's series: the same count; its buckets, every one by its
+    // bound read as a number (the exposition writes 1e-06), as cumulative
+    // counts by le in us.
+    let series = |suffix: &str| {
+        let labels = [format!("dport=\"{port}\"")];
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         sum(
             &scraped,
@@ -667,11 +669,10 @@ fn latency_cli_beside_serve(
             &labels,
         )
     };
-    assert_eq!(series("count", None), 30.0);
-    assert_eq!(series("bucket", Some("+Inf".into())), 30.0);
-    // Each bucket by its bound, read as a number (the exposition writes 1e-06).
-    let bucket = |le_us: u64| -> Option<f64> {
-        scraped.iter().find_map(|(name, v)| {
+    assert_eq!(series("count"), 30.0);
+    let mut exported: Vec<(u64, f64)> = scraped
+        .iter()
+        .filter_map(|(name, v)| {
             let labels = name.strip_prefix("udptrace_receive_queue_seconds_bucket{")?;
             if !labels.contains(&format!("dport=\"{port}\"")) {
                 return None;
@@ -683,20 +684,58 @@ fn latency_cli_beside_serve(
                 .next()?
                 .parse()
                 .ok()?;
-            ((le * 1e6).round() as u64 == le_us).then_some(*v)
+            Some(((le * 1e6).round().min(u64::MAX as f64) as u64, *v))
         })
+        .collect();
+    exported.sort_by_key(|(le, _)| *le);
+    assert_eq!(exported.len(), udptrace::HIST_BUCKETS, "{exported:?}");
+    assert_eq!(
+        exported.last().map(|b| b.1),
+        Some(30.0),
+        "+Inf holds every wait"
+    );
+    // The exporter's own histogram against the receiver's truth too.
+    let mut served = udptrace::HistRow {
+        key: Vec::new(),
+        count: 30,
+        sum: (series("sum") * 1e9) as u64,
+        max: hist.max,
+        buckets: [0; udptrace::HIST_BUCKETS],
     };
-    for &(le_us, n) in &cumulative {
-        assert_eq!(bucket(le_us), Some(n as f64), "le={le_us} us");
+    let mut below = 0.0;
+    for (i, (_, n)) in exported.iter().enumerate() {
+        served.buckets[i] = (n - below) as u64;
+        below = *n;
     }
-    if let Some((count, buckets)) = scraped_by_prometheus {
-        assert_eq!(count, 30.0);
-        for (le_us, n) in cumulative {
-            let theirs = buckets.iter().find(|(le, _)| *le == le_us).map(|b| b.1);
-            assert_eq!(theirs, Some(n as f64), "Prometheus's bucket le={le_us} us");
+    // (Its maximum is not exported: the CLI's stands in for the check.)
+    assert_waits_match(&served, &brackets);
+    // Two tracers stamp the same datagram microseconds apart (more in a
+    // virtual machine): where every wait's bracket lies inside one bucket,
+    // both must put every wait in it, so their buckets are equal.
+    let pinned = brackets
+        .iter()
+        .all(|b| bucket_of_ns(b.at_least) == bucket_of_ns(b.at_most));
+    let cumulative_at = |le_us: u64| {
+        cumulative
+            .iter()
+            .take_while(|(le, _)| *le <= le_us)
+            .last()
+            .map_or(0, |(_, n)| *n) as f64
+    };
+    if pinned {
+        for &(le_us, n) in &exported {
+            assert_eq!(n, cumulative_at(le_us).min(30.0), "le={le_us} us");
         }
     }
-    let seconds = series("sum", None);
+    if let Some((count, buckets)) = scraped_by_prometheus {
+        // Prometheus stores what the exporter exposed, bucket for bucket.
+        assert_eq!(count, 30.0);
+        for &(le_us, n) in &exported {
+            let theirs = buckets.iter().find(|(le, _)| *le == le_us).map(|b| b.1);
+            assert_eq!(theirs, Some(n), "Prometheus's bucket le={le_us} us");
+        }
+    }
+    let seconds = series("sum");
     let cli_seconds = row["sum_us"].as_f64().unwrap() / 1e6;
     assert!(
         (seconds - cli_seconds).abs() < 0.001 * 30.0,
@@ -710,7 +749,8 @@ fn latency_histograms_of_serve_and_the_cli_agree_with_the_receivers_truth() {
 }
 
 /// A real Prometheus server scrapes `serve --latency`: its `_count` and
-/// `_bucket` series of the histogram are the CLI's numbers.
+/// `_bucket` series of the histogram are the exporter's, which are the
+/// CLI's wherever the receiver's truth pins each wait's bucket.
 #[test]
 fn prometheus_server_sees_the_latency_histogram_of_the_cli() {
     let dir = std::env::temp_dir().join(format!("udptrace-prom-latency-{}", std::process::id()));

@@ -470,7 +470,17 @@ fn top_batch_and_json_add_up_to_the_workload() {
     );
     assert_eq!(
         lines[1],
-        ["PID", "COMM", "RX", "RX_BYTES", "TX", "TX_BYTES", "DROPS", "TOP_DROP"]
+        [
+            "PID",
+            "COMM",
+            "RX",
+            "RX_BYTES",
+            "TX",
+            "TX_BYTES",
+            "DROPS",
+            "TOP_DROP",
+            "WAIT_P99(us)"
+        ]
     );
     let row = |comm: &str| {
         let [rx, rxb, tx, txb] = expected[comm];
@@ -486,12 +496,18 @@ fn top_batch_and_json_add_up_to_the_workload() {
         ]
         .to_vec()
     };
-    // Busiest first: by datagrams, sent and received.
+    // Busiest first: by datagrams, sent and received; the receiver's p99
+    // wait a bucket's bound (latency_top_and_life_... times it), the
+    // senders' none.
+    let rows: Vec<&[String]> = lines[2..5].iter().map(|l| &l[..8]).collect();
     assert_eq!(
-        lines[2..5],
+        rows,
         [row("top-rx"), row("top-fast"), row("top-slow")],
         "{text}"
     );
+    let p99: Vec<&str> = lines[2..5].iter().map(|l| l[8].as_str()).collect();
+    assert!(p99[0].starts_with("<="), "{text}");
+    assert_eq!(p99[1..], ["-", "-"], "{text}");
 }
 
 /// `got` is `expected` ([rx, rx bytes, tx, tx bytes] by comm), but for at
