@@ -76,12 +76,9 @@ pub fn run(args: CountArgs) -> Result<()> {
     let builder = args.select.builder(unique(&args.events));
     let tracer = args.select.start(builder.count_by(fields.clone()))?;
 
-    let start = Instant::now();
-    let deadline = args.select.duration.map(|d| start + d);
-    let mut next_print = args.interval.map(|i| start + i);
     let (mut total_events, mut total_rows) = (0u64, 0usize);
     let mut out = Sink::stdout();
-    let mut print = |tracer: &Tracer, out: &mut Sink| -> Result<()> {
+    let print = |tracer: &Tracer, out: &mut Sink| -> Result<()> {
         let mut rows = tracer.take_counts()?;
         total_events += rows.iter().map(|r| r.events).sum::<u64>();
         total_rows += rows.len();
@@ -97,28 +94,7 @@ pub fn run(args: CountArgs) -> Result<()> {
         out.flush();
         Ok(())
     };
-    loop {
-        std::thread::sleep(TICK);
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            tracer.stop();
-        }
-        // A closed pipe ends the run like Ctrl-C, a failed write as an error.
-        out.check_reader();
-        if !out.is_open() {
-            tracer.stop();
-        }
-        if tracer.stop_requested() {
-            break;
-        }
-        if let (Some(at), Some(interval)) = (next_print, args.interval) {
-            if now >= at {
-                print(&tracer, &mut out)?;
-                next_print = Some(at + interval);
-            }
-        }
-    }
-    print(&tracer, &mut out)?;
+    print_tables(&tracer, &mut out, args.select.duration, args.interval, print)?;
     let stats = tracer.stats();
     let mut line = format!("counted {total_events} events in {total_rows} rows");
     if stats.count_full > 0 {
@@ -136,6 +112,43 @@ pub fn run(args: CountArgs) -> Result<()> {
     }
     eprintln!("{line}");
     crate::trace::outcome(&tracer, &out)
+}
+
+/// Prints a table with `print` every `interval` (if any) and once at the
+/// end, until the run's `duration` is over, Ctrl-C, or the output's reader
+/// goes away (a closed pipe ends the run like Ctrl-C, a failed write as an
+/// error): the loop of `count` and `latency`.
+pub(crate) fn print_tables(
+    tracer: &Tracer,
+    out: &mut Sink,
+    duration: Option<Duration>,
+    interval: Option<Duration>,
+    mut print: impl FnMut(&Tracer, &mut Sink) -> Result<()>,
+) -> Result<()> {
+    let start = Instant::now();
+    let deadline = duration.map(|d| start + d);
+    let mut next_print = interval.map(|i| start + i);
+    loop {
+        std::thread::sleep(TICK);
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            tracer.stop();
+        }
+        out.check_reader();
+        if !out.is_open() {
+            tracer.stop();
+        }
+        if tracer.stop_requested() {
+            break;
+        }
+        if let (Some(at), Some(interval)) = (next_print, interval) {
+            if now >= at {
+                print(tracer, out)?;
+                next_print = Some(at + interval);
+            }
+        }
+    }
+    print(tracer, out)
 }
 
 /// A key's value as the table shows it: a task name escaped, since a

@@ -4,7 +4,7 @@
 //! print them on exit or every `--interval`.
 
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
@@ -13,7 +13,7 @@ use udptrace::{
     bucket_upper_bound, sort_hist_rows, CountField, EventKind, HistRow, Histogram, Tracer,
 };
 
-use crate::count::{cell, json_value};
+use crate::count::{cell, json_value, print_tables};
 use crate::output::{local_time, now_ns};
 use crate::parse::{parse_seconds, parse_top, unique};
 use crate::sink::Sink;
@@ -53,8 +53,6 @@ pub struct LatencyArgs {
     #[command(flatten)]
     select: SelectArgs,
 }
-
-const TICK: Duration = Duration::from_millis(50);
 
 impl LatencyArgs {
     /// What the parsers cannot see alone: keys given twice, keys no receive
@@ -110,12 +108,9 @@ pub fn run(args: LatencyArgs) -> Result<()> {
         .histogram(what);
     let tracer = args.select.start(builder)?;
 
-    let start = Instant::now();
-    let deadline = args.select.duration.map(|d| start + d);
-    let mut next_print = args.interval.map(|i| start + i);
     let (mut total, mut total_rows) = (0u64, 0usize);
     let mut out = Sink::stdout();
-    let mut print = |tracer: &Tracer, out: &mut Sink| -> Result<()> {
+    let print = |tracer: &Tracer, out: &mut Sink| -> Result<()> {
         let mut rows = tracer.take_histograms()?;
         total += rows.iter().map(|r| r.count).sum::<u64>();
         total_rows += rows.len();
@@ -133,27 +128,7 @@ pub fn run(args: LatencyArgs) -> Result<()> {
         out.flush();
         Ok(())
     };
-    loop {
-        std::thread::sleep(TICK);
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            tracer.stop();
-        }
-        out.check_reader();
-        if !out.is_open() {
-            tracer.stop();
-        }
-        if tracer.stop_requested() {
-            break;
-        }
-        if let (Some(at), Some(interval)) = (next_print, args.interval) {
-            if now >= at {
-                print(&tracer, &mut out)?;
-                next_print = Some(at + interval);
-            }
-        }
-    }
-    print(&tracer, &mut out)?;
+    print_tables(&tracer, &mut out, args.select.duration, args.interval, print)?;
     let stats = tracer.stats();
     let noun = if args.size { "datagrams" } else { "receives" };
     let mut line = format!("{noun} {total} in {total_rows} histograms");
