@@ -105,8 +105,7 @@ enum Consume {
     Latency,
     /// Drop events.
     Drops,
-    /// `udptrace top`: by process and event, drops by reason, in the kernel,
-    /// with receives' waits.
+    /// `udptrace top`: by process and event, drops by reason, in the kernel.
     Top,
     /// Sockets tracked (`udptrace life`): close events only.
     Sockets,
@@ -448,15 +447,11 @@ fn builder_for(what: Consume) -> udptrace::TracerBuilder {
                 CountField::Comm,
                 CountField::Event,
                 CountField::Reason,
-            ])
-            .histogram_beside_counts(Histogram::QueueWait),
-        Consume::Sockets => Tracer::builder()
-            .track_sockets(true)
-            .track_waits(true)
-            .filter(Filter {
-                kinds: vec![EventKind::Close],
-                ..Default::default()
-            }),
+            ]),
+        Consume::Sockets => Tracer::builder().track_sockets(true).filter(Filter {
+            kinds: vec![EventKind::Close],
+            ..Default::default()
+        }),
         Consume::Rcvbuf => Tracer::builder()
             .track_receive_buffers(true)
             .filter(Filter {

@@ -35,13 +35,13 @@ pub enum Scenario {
     /// what watching for drops costs the traffic that is not dropped.
     UdptraceDrops,
     /// `udptrace top`: sends, receives and drops counted by process and
-    /// event (and drop reason) in the kernel, receives' waits beside them.
+    /// event (and drop reason) in the kernel.
     UdptraceTop,
     /// `udptrace serve` (the binary), scraped every second: `top`'s hooks
     /// counting by task name, event, drop reason and errno.
     UdptraceServe,
     /// Tracking sockets (`udptrace life`): each socket's counters, peer,
-    /// drops, receive-queue peak and receives' waits, close events only.
+    /// drops and receive-queue peak, close events only.
     UdptraceSockets,
     /// Tracking receive buffers alone (`udptrace rcvbuf`): each socket's
     /// drops and receive-queue peak, from the receive side's hooks.

@@ -94,7 +94,13 @@ pub fn run(args: CountArgs) -> Result<()> {
         out.flush();
         Ok(())
     };
-    print_tables(&tracer, &mut out, args.select.duration, args.interval, print)?;
+    print_tables(
+        &tracer,
+        &mut out,
+        args.select.duration,
+        args.interval,
+        print,
+    )?;
     let stats = tracer.stats();
     let mut line = format!("counted {total_events} events in {total_rows} rows");
     if stats.count_full > 0 {

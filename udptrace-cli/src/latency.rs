@@ -128,7 +128,13 @@ pub fn run(args: LatencyArgs) -> Result<()> {
         out.flush();
         Ok(())
     };
-    print_tables(&tracer, &mut out, args.select.duration, args.interval, print)?;
+    print_tables(
+        &tracer,
+        &mut out,
+        args.select.duration,
+        args.interval,
+        print,
+    )?;
     let stats = tracer.stats();
     let noun = if args.size { "datagrams" } else { "receives" };
     let mut line = format!("{noun} {total} in {total_rows} histograms");

@@ -22,6 +22,11 @@ pub struct LifeArgs {
     /// On exit, also list the sockets still open, with their life so far
     #[arg(long)]
     open: bool,
+    /// Also each socket's mean and longest time its datagrams waited in its
+    /// receive queue (WAIT_AVG(us), WAIT_MAX(us)); costs a stamp per
+    /// datagram queued (see the latency page)
+    #[arg(long)]
+    latency: bool,
     #[command(flatten)]
     select: SelectArgs,
 }
@@ -30,12 +35,17 @@ pub fn run(args: LifeArgs) -> Result<()> {
     let builder = args.select.builder(vec![EventKind::Close]);
     let mut tracer = args
         .select
-        .start(builder.track_sockets(true).track_waits(true))?;
+        .start(builder.track_sockets(true).track_waits(args.latency))?;
 
     let deadline = args.select.duration.map(|d| Instant::now() + d);
+    let shown = Shown {
+        json: args.json,
+        state: args.open,
+        waits: args.latency,
+    };
     let mut out = Sink::stdout();
     if !args.json {
-        out.text(|buf| header(buf, args.open));
+        out.text(|buf| header(buf, shown));
     }
     let mut closed = 0u64;
     while !tracer.is_finished() {
@@ -45,7 +55,7 @@ pub fn run(args: LifeArgs) -> Result<()> {
         let ev = next_event(&mut tracer, &mut out);
         if let Some(row) = ev.as_ref().and_then(SocketRow::from_close) {
             closed += 1;
-            out.record(|buf| line(buf, &row, args.json, args.open, 0));
+            out.record(|buf| line(buf, &row, shown, 0));
         }
         if !out.is_open() {
             tracer.stop();
@@ -64,7 +74,17 @@ pub fn run(args: LifeArgs) -> Result<()> {
         open.sort_by_key(|r| (r.pid, r.life.born_ns));
         still_open = open.len();
         for row in &open {
-            out.record(|buf| line(buf, row, args.json, true, now));
+            out.record(|buf| {
+                line(
+                    buf,
+                    row,
+                    Shown {
+                        state: true,
+                        ..shown
+                    },
+                    now,
+                )
+            });
         }
     }
     out.flush();
@@ -94,10 +114,18 @@ fn us_cell(ns: Option<u64>) -> String {
     ns.map_or_else(|| "-".into(), |ns| format!("{:.1}", ns as f64 / 1000.0))
 }
 
-fn header(out: &mut impl Write, with_state: bool) -> std::io::Result<()> {
+/// What each line shows beside the socket: its state (`--open`), its waits (`--latency`).
+#[derive(Clone, Copy)]
+struct Shown {
+    json: bool,
+    state: bool,
+    waits: bool,
+}
+
+fn header(out: &mut impl Write, shown: Shown) -> std::io::Result<()> {
     write!(
         out,
-        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10} {:>12} {:>12}",
+        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10}",
         "PID",
         "COMM",
         "LOCAL",
@@ -108,38 +136,33 @@ fn header(out: &mut impl Write, with_state: bool) -> std::io::Result<()> {
         "RX_BYTES",
         "DROPS",
         "MS",
-        "WAIT_AVG(us)",
-        "WAIT_MAX(us)",
         w = ADDR_WIDTH
     )?;
-    if with_state {
+    if shown.waits {
+        write!(out, " {:>12} {:>12}", "WAIT_AVG(us)", "WAIT_MAX(us)")?;
+    }
+    if shown.state {
         write!(out, " STATE")?;
     }
     writeln!(out)
 }
 
 /// One socket; `now_ns` ends the life of an open one.
-fn line(
-    out: &mut impl Write,
-    row: &SocketRow,
-    json: bool,
-    with_state: bool,
-    now_ns: u64,
-) -> std::io::Result<()> {
+fn line(out: &mut impl Write, row: &SocketRow, shown: Shown, now_ns: u64) -> std::io::Result<()> {
     let ms = row.lifetime_ns(now_ns).map(|ns| ns as f64 / 1e6);
-    if json {
+    let max_wait_ns = (row.life.waits > 0).then_some(row.life.wait_max_ns);
+    if shown.json {
         let mut m = row.core_json();
         let ms = ms.map(|ms| (ms * 1000.0).round() / 1000.0);
         m.insert("duration_ms".into(), json!(ms));
         m.insert("drops".into(), json!(row.life.drops));
         m.insert("seen_from_creation".into(), json!(row.life.from_creation));
-        let us = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1000.0);
-        m.insert("waits".into(), json!(row.life.waits));
-        m.insert("wait_mean_us".into(), json!(us(row.life.mean_wait_ns())));
-        m.insert(
-            "wait_max_us".into(),
-            json!(us((row.life.waits > 0).then_some(row.life.wait_max_ns))),
-        );
+        if shown.waits {
+            let us = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1000.0);
+            m.insert("waits".into(), json!(row.life.waits));
+            m.insert("wait_mean_us".into(), json!(us(row.life.mean_wait_ns())));
+            m.insert("wait_max_us".into(), json!(us(max_wait_ns)));
+        }
         serde_json::to_writer(&mut *out, &Value::Object(m))?;
         return writeln!(out);
     }
@@ -157,7 +180,7 @@ fn line(
     let c = &row.counters;
     write!(
         out,
-        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10} {:>12} {:>12}",
+        "{:>7} {:<16} {:<w$} {:<w$} {:>9} {:>10} {:>9} {:>10} {:>6} {:>10}",
         row.pid,
         escape_text(&row.comm.to_string_lossy()),
         addr_text(row.local),
@@ -168,11 +191,17 @@ fn line(
         c.rx_bytes,
         row.life.drops,
         ms,
-        us_cell(row.life.mean_wait_ns()),
-        us_cell((row.life.waits > 0).then_some(row.life.wait_max_ns)),
         w = ADDR_WIDTH
     )?;
-    if with_state {
+    if shown.waits {
+        write!(
+            out,
+            " {:>12} {:>12}",
+            us_cell(row.life.mean_wait_ns()),
+            us_cell(max_wait_ns)
+        )?;
+    }
+    if shown.state {
         write!(
             out,
             " {}",

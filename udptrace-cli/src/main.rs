@@ -243,6 +243,7 @@ impl Cli {
         match &self.command {
             Some(Command::Count(args)) => args.check().map_err(|msg| ("count", msg)),
             Some(Command::Latency(args)) => args.check().map_err(|msg| ("latency", msg)),
+            Some(Command::Top(args)) => args.check().map_err(|msg| ("top", msg)),
             Some(Command::Serve(args)) => args.check().map_err(|msg| ("serve", msg)),
             _ => Ok(()),
         }

@@ -200,7 +200,10 @@ fn a_flood_counts_every_datagram_read() {
     // skb_consume_udp) every wait is stamped by it; the ring of the
     // tracepoint backend (and of fentry's fallback without that function)
     // may have to say unknown after a drop no hook saw.
-    let stamped = tracer.probes().iter().any(|p| p.contains("skb_consume_udp"));
+    let stamped = tracer
+        .probes()
+        .iter()
+        .any(|p| p.contains("skb_consume_udp"));
     let began = std::time::Instant::now();
     // Two senders, on both CPUs of a small machine: their datagrams'
     // arrivals and refusals interleave.

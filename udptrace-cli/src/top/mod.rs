@@ -45,8 +45,24 @@ pub struct TopArgs {
     /// Only the N busiest rows (1 or more)
     #[arg(long, value_name = "N", value_parser = parse_top)]
     top: Option<usize>,
+    /// Also each row's p99 time in the receive queue (WAIT_P99(us)), by
+    /// keys; costs a stamp per datagram queued (see the latency page)
+    #[arg(long)]
+    latency: bool,
     #[command(flatten)]
     select: SelectArgs,
+}
+
+impl TopArgs {
+    /// What the parsers cannot see alone: waits asked for by socket.
+    pub fn check(&self) -> Result<(), String> {
+        if self.latency && self.by == TopKeys::Socket {
+            return Err(
+                "--latency shows each key's p99 wait, not each socket's (udptrace life --latency has those)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 fn parse_top_keys(s: &str) -> Result<TopKeys, String> {
@@ -78,12 +94,11 @@ pub fn run(args: TopArgs) -> Result<()> {
         TopKeys::Fields(fields) => {
             let mut by = fields.clone();
             by.extend([CountField::Event, CountField::Reason]);
-            let tracer = args
-                .select
-                .builder(kinds)
-                .count_by(by)
-                .histogram_beside_counts(Histogram::QueueWait)
-                .start()?;
+            let mut builder = args.select.builder(kinds).count_by(by);
+            if args.latency {
+                builder = builder.histogram_beside_counts(Histogram::QueueWait);
+            }
+            let tracer = builder.start()?;
             (tracer, Source::Counts(fields.clone()))
         }
         TopKeys::Socket => {
@@ -108,7 +123,13 @@ pub fn run(args: TopArgs) -> Result<()> {
     };
     if interactive {
         let deadline = args.select.duration.map(|d| Instant::now() + d);
-        let view = tui::View::new(&args.by, sampler.backend_name(), args.interval, args.top);
+        let view = tui::View::new(
+            &args.by,
+            sampler.backend_name(),
+            args.interval,
+            args.top,
+            args.latency,
+        );
         tui::run(view, &mut sampler, deadline, args.interval)?;
         // The screen is gone: what it cannot show any more goes to stderr.
         let stats = sampler.tracer.stats();
@@ -169,6 +190,7 @@ fn batch(args: &TopArgs, sampler: &mut Sampler) -> Result<()> {
 
 fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
     let socket = args.by == TopKeys::Socket;
+    let waits = args.latency && !socket;
     if args.json {
         let rows: Vec<Value> = s
             .rows
@@ -184,7 +206,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
                 if let Some(q) = r.rcvq {
                     m.insert("rcvq_peak_share".into(), json!(q));
                 }
-                if !socket {
+                if waits {
                     m.insert("wait_p99_us".into(), json!(r.wait_p99_us));
                 }
                 Value::Object(m)
@@ -234,7 +256,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
         )?;
         if socket {
             write!(buf, " {:>6}", "RCVQ%")?;
-        } else {
+        } else if waits {
             write!(buf, " {:>12}", "WAIT_P99(us)")?;
         }
         writeln!(buf)
@@ -257,7 +279,7 @@ fn write_sample(out: &mut Sink, args: &TopArgs, backend: &str, s: &Sample) {
             if let Some(q) = r.rcvq {
                 write!(buf, " {:>6.1}", q * 100.0)?;
             }
-            if !socket {
+            if waits {
                 write!(buf, " {:>12}", p99_cell(r.wait_p99_us))?;
             }
             writeln!(buf)

@@ -17,6 +17,8 @@ use crate::output::{local_time, now_ns};
 pub struct View {
     headers: Vec<String>,
     socket: bool,
+    /// The p99 wait column (`--latency`).
+    waits: bool,
     backend: &'static str,
     interval: Duration,
     /// A column of SORT_COLUMNS, or all datagrams.
@@ -34,10 +36,12 @@ impl View {
         backend: &'static str,
         interval: Duration,
         top: Option<usize>,
+        waits: bool,
     ) -> View {
         View {
             headers: key_headers(by),
             socket: *by == TopKeys::Socket,
+            waits,
             backend,
             interval,
             sort: None,
@@ -132,7 +136,7 @@ impl View {
         header.push("TOP_DROP".into());
         if self.socket {
             header.push("RCVQ%".into());
-        } else {
+        } else if self.waits {
             header.push("WAIT_P99(us)".into());
         }
         let shown = &s.rows[..self.top.unwrap_or(usize::MAX).min(s.rows.len())];
@@ -149,7 +153,7 @@ impl View {
             if let Some(q) = r.rcvq {
                 cells.push(format!("{:.1}", q * 100.0));
             }
-            if !self.socket {
+            if self.waits {
                 cells.push(super::p99_cell(r.wait_p99_us));
             }
             let keys = r.cells.len();
@@ -168,7 +172,7 @@ impl View {
         widths.push(Constraint::Length(16));
         if self.socket {
             widths.push(Constraint::Length(6));
-        } else {
+        } else if self.waits {
             widths.push(Constraint::Length(12));
         }
         let keys = self.headers.len();
