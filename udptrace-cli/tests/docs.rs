@@ -37,10 +37,11 @@ fn shell(sh: &str, script: &str) -> String {
     stdout(&out)
 }
 
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 12] = [
     "trace",
     "drops",
     "count",
+    "latency",
     "top",
     "life",
     "rcvbuf",
